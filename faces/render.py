@@ -1,0 +1,288 @@
+"""Headless OpenGL renderer (moderngl over EGL).
+
+One pass fills four targets: UV-textured shaded RGB (key + fill light), per-vertex colour
+(unlit, used for heatmaps), metric depth and the foreground mask. Mesa's llvmpipe renders
+on CPU-only machines; on GPU nodes NVIDIA's EGL is picked by device index. EGL falls back to
+the CPU silently, so the GL renderer string is logged once per context.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from faces.geometry import Mesh, vertex_normals
+
+log = logging.getLogger(__name__)
+
+OUTPUTS = ("rgb", "vcolor", "depth", "mask")
+DEFAULT_YAWS = (-30.0, 0.0, 30.0)
+
+_VERT = """
+#version 330
+uniform mat4 mvp;
+uniform mat4 view;
+in vec3 in_pos;
+in vec3 in_normal;
+in vec2 in_uv;
+in vec3 in_color;
+out vec3 v_normal;   // camera space
+out vec3 v_pos;      // camera space
+out vec2 v_uv;
+out vec3 v_color;
+void main() {
+    vec4 cam = view * vec4(in_pos, 1.0);
+    v_pos = cam.xyz;
+    v_normal = mat3(view) * in_normal;
+    v_uv = in_uv;
+    v_color = in_color;
+    gl_Position = mvp * vec4(in_pos, 1.0);
+}
+"""
+
+_FRAG = """
+#version 330
+uniform sampler2D albedo;
+uniform bool has_texture;
+uniform vec3 key_dir;    // towards the light, camera space
+uniform vec3 fill_dir;
+uniform float key_strength;
+uniform float fill_strength;
+uniform float ambient;
+in vec3 v_normal;
+in vec3 v_pos;
+in vec2 v_uv;
+in vec3 v_color;
+layout(location = 0) out vec4 out_rgb;
+layout(location = 1) out vec4 out_vcolor;
+layout(location = 2) out float out_depth;
+layout(location = 3) out float out_mask;
+void main() {
+    vec3 n = normalize(v_normal);
+    vec3 view_dir = normalize(-v_pos);
+    if (dot(n, view_dir) < 0.0) n = -n;  // two-sided (ears, lids seen from behind)
+    vec3 base = has_texture ? texture(albedo, v_uv).rgb : v_color;
+    vec3 lin = pow(base, vec3(2.2));
+    float key = max(dot(n, key_dir), 0.0);
+    float fill = max(dot(n, fill_dir), 0.0);
+    vec3 h = normalize(key_dir + view_dir);
+    float spec = pow(max(dot(n, h), 0.0), 24.0) * 0.06 * key_strength;
+    vec3 shaded = lin * (ambient + key_strength * key + fill_strength * fill) + vec3(spec);
+    out_rgb = vec4(pow(clamp(shaded, 0.0, 1.0), vec3(1.0 / 2.2)), 1.0);
+    out_vcolor = vec4(v_color, 1.0);
+    out_depth = -v_pos.z;
+    out_mask = 1.0;
+}
+"""
+
+
+@dataclass
+class Camera:
+    """Perspective camera orbiting the face's centre about the vertical axis.
+
+    Positive yaw moves the camera towards the subject's left (+x), showing that cheek.
+    """
+
+    yaw_deg: float = 0.0
+    pitch_deg: float = 0.0
+    distance: float = 0.75
+    fov_deg: float = 25.0
+    target: tuple[float, float, float] = (0.0, -0.02, 0.03)
+    near: float = 0.05
+    far: float = 5.0
+
+    def position(self) -> np.ndarray:
+        y, p = np.deg2rad(self.yaw_deg), np.deg2rad(self.pitch_deg)
+        d = np.array([np.sin(y) * np.cos(p), np.sin(p), np.cos(y) * np.cos(p)])
+        return np.asarray(self.target) + self.distance * d
+
+    def view(self) -> np.ndarray:
+        eye, target = self.position(), np.asarray(self.target, np.float64)
+        f = target - eye
+        f /= np.linalg.norm(f)
+        s = np.cross(f, [0.0, 1.0, 0.0])
+        s /= np.linalg.norm(s)
+        u = np.cross(s, f)
+        m = np.eye(4)
+        m[0, :3], m[1, :3], m[2, :3] = s, u, -f
+        m[:3, 3] = -m[:3, :3] @ eye
+        return m
+
+    def projection(self, aspect: float = 1.0) -> np.ndarray:
+        t = 1.0 / np.tan(np.deg2rad(self.fov_deg) / 2)
+        n, f = self.near, self.far
+        m = np.zeros((4, 4))
+        m[0, 0], m[1, 1] = t / aspect, t
+        m[2, 2], m[2, 3] = (f + n) / (n - f), 2 * f * n / (n - f)
+        m[3, 2] = -1.0
+        return m
+
+    def project(self, points: np.ndarray, size: int) -> np.ndarray:
+        """Pixel coordinates (x right, y down) of world points, for a square image."""
+        p = np.c_[points, np.ones(len(points))] @ (self.projection() @ self.view()).T
+        ndc = p[:, :2] / p[:, 3:4]
+        return np.c_[(ndc[:, 0] + 1) * 0.5 * size, (1 - ndc[:, 1]) * 0.5 * size]
+
+
+@dataclass
+class Lighting:
+    key_dir: tuple[float, float, float] = (-0.45, 0.55, 0.70)  # camera space, towards light
+    fill_dir: tuple[float, float, float] = (0.6, 0.1, 0.8)
+    key: float = 0.85
+    fill: float = 0.30
+    ambient: float = 0.22
+
+
+@dataclass
+class RenderConfig:
+    size: int = 256
+    yaws: tuple[float, ...] = DEFAULT_YAWS
+    camera: Camera = field(default_factory=Camera)
+    lighting: Lighting = field(default_factory=Lighting)
+    background: tuple[int, int, int] = (0, 0, 0)
+
+
+class Renderer:
+    """One EGL context and its GL objects; create one per process or actor.
+
+    ``device_index`` selects the EGL device (the GPU Ray assigned on a GPU node);
+    ``num_threads`` bounds llvmpipe's threads to the CPUs this worker holds.
+    """
+
+    def __init__(self, device_index: int | None = None, num_threads: int | None = None):
+        import moderngl
+
+        if num_threads:
+            os.environ["LP_NUM_THREADS"] = str(int(num_threads))
+        kwargs = {"device_index": int(device_index)} if device_index is not None else {}
+        try:
+            self.ctx = moderngl.create_context(standalone=True, backend="egl", **kwargs)
+        except Exception as e:  # noqa: BLE001 - re-raised with the fix
+            raise RuntimeError(
+                f"could not create a headless OpenGL (EGL) context ({e}); install the system "
+                "packages with `apt-get install -y --no-install-recommends libegl1 libgl1`"
+            ) from e
+        self.gl_renderer = self.ctx.info.get("GL_RENDERER", "?")
+        self.software = "llvmpipe" in self.gl_renderer or "softpipe" in self.gl_renderer
+        log.info("OpenGL renderer: %s (%s)", self.gl_renderer,
+                 "CPU, Mesa" if self.software else "GPU")
+        self.prog = self.ctx.program(vertex_shader=_VERT, fragment_shader=_FRAG)
+        self._fbos: dict[tuple, object] = {}
+        self._white = self.ctx.texture((1, 1), 3, bytes([255, 255, 255]))
+        self._lock = threading.Lock()
+
+    def _fbo(self, size: int, outputs: tuple[str, ...]):
+        key = (size, outputs)
+        if key not in self._fbos:
+            att = []
+            for name in OUTPUTS:
+                if name in outputs:
+                    comp, dtype = {"rgb": (4, "f1"), "vcolor": (4, "f1"), "depth": (1, "f4"),
+                                   "mask": (1, "f1")}[name]
+                    att.append(self.ctx.renderbuffer((size, size), comp, dtype=dtype))
+                else:
+                    att.append(None)
+            # Keep attachment slots aligned with the shader's output locations.
+            present = [a for a in att if a is not None]
+            fbo = self.ctx.framebuffer(color_attachments=present,
+                                       depth_attachment=self.ctx.depth_renderbuffer((size, size)))
+            self._fbos[key] = (fbo, [n for n in OUTPUTS if n in outputs])
+        return self._fbos[key]
+
+    def render(self, mesh: Mesh, camera: Camera, size: int = 256, texture: np.ndarray | None = None,
+               vertex_colors: np.ndarray | None = None, lighting: Lighting | None = None,
+               outputs: tuple[str, ...] = OUTPUTS, background=(0, 0, 0)) -> dict[str, np.ndarray]:
+        """Render one view. Returns the requested outputs as arrays (row 0 = top of image):
+        rgb/vcolor uint8 (H, W, 3), depth float32 metres along the view axis (0 = empty),
+        mask bool."""
+        unknown = set(outputs) - set(OUTPUTS)
+        if unknown:
+            raise ValueError(f"unknown render outputs {sorted(unknown)}; choose from {OUTPUTS}")
+        outputs = tuple(n for n in OUTPUTS if n in outputs)
+        lighting = lighting or Lighting()
+        with self._lock:
+            return self._render(mesh, camera, size, texture, vertex_colors, lighting, outputs,
+                                background)
+
+    def _render(self, mesh, camera, size, texture, vertex_colors, lighting, outputs, background):
+        ctx, prog = self.ctx, self.prog
+        v = np.asarray(mesh.vertices, np.float32)
+        f = np.asarray(mesh.faces, np.int64)
+        normals = vertex_normals(v, f)
+        pos = v[f].reshape(-1, 3)
+        nrm = normals[f].reshape(-1, 3)
+        if mesh.corner_uv is not None:
+            uv = np.asarray(mesh.corner_uv, np.float32).reshape(-1, 2)
+        else:
+            uv = np.zeros((len(pos), 2), np.float32)
+        if vertex_colors is not None:
+            col = np.asarray(vertex_colors, np.float32)
+            col = (col / 255.0 if col.max() > 1.0 else col)[f].reshape(-1, 3)
+        else:
+            col = np.ones((len(pos), 3), np.float32)
+        data = np.concatenate([pos, nrm, uv, col], axis=1).astype(np.float32)
+        vbo = ctx.buffer(data.tobytes())
+        vao = ctx.vertex_array(prog, [(vbo, "3f 3f 2f 3f", "in_pos", "in_normal", "in_uv",
+                                       "in_color")])
+        tex = None
+        if texture is not None:
+            t = np.ascontiguousarray(np.asarray(texture, np.uint8)[::-1, :, :3])
+            tex = ctx.texture((t.shape[1], t.shape[0]), 3, t.tobytes())
+            tex.build_mipmaps()
+            tex.filter = (ctx.LINEAR_MIPMAP_LINEAR, ctx.LINEAR)
+            tex.repeat_x, tex.repeat_y = True, False
+        (tex or self._white).use(location=0)
+        prog["albedo"].value = 0
+        prog["has_texture"].value = tex is not None
+        view = camera.view()
+        prog["view"].write(view.T.astype("f4").tobytes())
+        prog["mvp"].write((camera.projection() @ view).T.astype("f4").tobytes())
+        for name, vec in (("key_dir", lighting.key_dir), ("fill_dir", lighting.fill_dir)):
+            d = np.asarray(vec, np.float64)
+            prog[name].value = tuple((d / np.linalg.norm(d)).tolist())
+        prog["key_strength"].value = lighting.key
+        prog["fill_strength"].value = lighting.fill
+        prog["ambient"].value = lighting.ambient
+
+        fbo, names = self._fbo(size, outputs)
+        fbo.use()
+        ctx.viewport = (0, 0, size, size)
+        bg = np.asarray(background, np.float32) / 255.0
+        fbo.clear(0.0, 0.0, 0.0, 0.0, depth=1.0)
+        ctx.enable(ctx.DEPTH_TEST)
+        ctx.disable(ctx.CULL_FACE)
+        vao.render()
+        out: dict[str, np.ndarray] = {}
+        for i, name in enumerate(names):
+            if name in ("rgb", "vcolor"):
+                a = np.frombuffer(fbo.read(components=4, attachment=i), np.uint8)
+                a = a.reshape(size, size, 4)[::-1]
+                img = a[..., :3].copy()
+                if name == "rgb" and np.any(bg > 0):
+                    img[a[..., 3] == 0] = np.asarray(background, np.uint8)
+                out[name] = img
+            elif name == "depth":
+                a = np.frombuffer(fbo.read(components=1, attachment=i, dtype="f4"), np.float32)
+                out[name] = a.reshape(size, size)[::-1].copy()
+            else:
+                a = np.frombuffer(fbo.read(components=1, attachment=i), np.uint8)
+                out[name] = a.reshape(size, size)[::-1] > 127
+        vao.release()
+        vbo.release()
+        if tex is not None:
+            tex.release()
+        return out
+
+
+_renderers: dict[tuple, Renderer] = {}
+
+
+def get_renderer(device_index: int | None = None, num_threads: int | None = None) -> Renderer:
+    """The process-wide renderer (one EGL context per process)."""
+    key = (device_index,)
+    if key not in _renderers:
+        _renderers[key] = Renderer(device_index, num_threads)
+    return _renderers[key]
