@@ -79,6 +79,26 @@ void main() {
 """
 
 
+_BAKE_VERT = """
+#version 330
+uniform float u_shift;
+in vec2 in_uv;
+in vec4 in_attr;
+out vec4 v_attr;
+void main() {
+    v_attr = in_attr;
+    gl_Position = vec4((in_uv.x + u_shift) * 2.0 - 1.0, in_uv.y * 2.0 - 1.0, 0.0, 1.0);
+}
+"""
+
+_BAKE_FRAG = """
+#version 330
+in vec4 v_attr;
+layout(location = 0) out vec4 out_attr;
+void main() { out_attr = v_attr; }
+"""
+
+
 @dataclass
 class Camera:
     """Perspective camera orbiting the face's centre about the vertical axis.
@@ -173,6 +193,39 @@ class Renderer:
         self._fbos: dict[tuple, object] = {}
         self._white = self.ctx.texture((1, 1), 3, bytes([255, 255, 255]))
         self._lock = threading.Lock()
+
+    def bake_uv(self, mesh: Mesh, attributes: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+        """Rasterise per-vertex attributes (V, <=4) into texture space.
+
+        Returns (size, size, 4) float32 with row 0 at v = 1 (image orientation, as textures
+        are stored) and the covered-texel mask. Used to make position maps for textures.
+        """
+        with self._lock:
+            if not hasattr(self, "_bake_prog"):
+                self._bake_prog = self.ctx.program(vertex_shader=_BAKE_VERT,
+                                                   fragment_shader=_BAKE_FRAG)
+            a = np.zeros((mesh.n_vertices, 4), np.float32)
+            a[:, : attributes.shape[1]] = attributes
+            a[:, 3] = 1.0 if attributes.shape[1] < 4 else a[:, 3]
+            f = np.asarray(mesh.faces, np.int64)
+            data = np.concatenate([np.asarray(mesh.corner_uv, np.float32).reshape(-1, 2),
+                                   a[f].reshape(-1, 4)], 1).astype(np.float32)
+            vbo = self.ctx.buffer(data.tobytes())
+            vao = self.ctx.vertex_array(self._bake_prog, [(vbo, "2f 4f", "in_uv", "in_attr")])
+            rb = self.ctx.renderbuffer((size, size), 4, dtype="f4")
+            fbo = self.ctx.framebuffer(color_attachments=[rb])
+            fbo.use()
+            self.ctx.viewport = (0, 0, size, size)
+            fbo.clear(0.0, 0.0, 0.0, 0.0)
+            self.ctx.disable(self.ctx.DEPTH_TEST)
+            for shift in (0.0, -1.0):  # seam triangles carry u > 1; draw them wrapped too
+                self._bake_prog["u_shift"].value = shift
+                vao.render()
+            out = np.frombuffer(fbo.read(components=4, dtype="f4"), np.float32)
+            out = out.reshape(size, size, 4)[::-1].copy()
+            for o in (vao, vbo, fbo, rb):
+                o.release()
+        return out, out[..., 3] > 0.5
 
     def _fbo(self, size: int, outputs: tuple[str, ...]):
         key = (size, outputs)
