@@ -108,9 +108,9 @@ class Camera:
 
     yaw_deg: float = 0.0
     pitch_deg: float = 0.0
-    distance: float = 0.75
+    distance: float = 0.60
     fov_deg: float = 25.0
-    target: tuple[float, float, float] = (0.0, -0.02, 0.03)
+    target: tuple[float, float, float] = (0.0, -0.01, 0.03)
     near: float = 0.05
     far: float = 5.0
 

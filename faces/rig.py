@@ -22,8 +22,8 @@ from faces import builtin_head as H
 from faces.geometry import gauss, rotation_x, smoothstep, vertex_normals
 from faces.regions import eye_local, margin_angles
 
-PSPI_AUS = ("AU4", "AU6", "AU7", "AU9", "AU10", "AU43")
-EXTRA_AUS = ("AU12", "AU25", "AU26")
+from faces.au import EXTRA_AUS, PSPI_AUS  # noqa: E402
+
 RIG_AUS = PSPI_AUS + EXTRA_AUS
 LINEAR_AUS = ("AU4", "AU6", "AU7", "AU9", "AU10", "AU12", "AU25")
 

@@ -107,7 +107,7 @@ def make_texture(demo: Demographics, rng: np.random.Generator, size: int = 1024)
                 * (1 - g((0, H.MOUTH_Y, 0.09), (0.022, 0.008, 0.03))))
         mul(mask * beard, (0.85, 0.85, 0.88))
     # Skin detail: blotches and pores at low amplitude
-    detail = 0.025 * _noise(rng, size, 48) + 0.012 * _noise(rng, size, 160)
+    detail = 0.012 * _noise(rng, size, 48) + 0.008 * _noise(rng, size, 160)
     img *= (1 + detail)[..., None]
     # Lips (vermilion) and the mouth line
     xm = np.clip(np.abs(x) / 0.0245, 0, 1)

@@ -1,0 +1,73 @@
+"""The ``pain3d`` command line."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+
+from cluster.config import ConfigError, load_config
+
+
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", default="local",
+                   help="preset name (configs/<name>.yaml) or a YAML file (default: local)")
+    p.add_argument("--seed", type=int, default=None, help="override the config's seed")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="config overrides, e.g. render.size=512 face.texture_size=512")
+
+
+def _config(args):
+    overrides = list(args.overrides)
+    if args.seed is not None:
+        overrides.append(f"seed={args.seed}")
+    return load_config(args.config, overrides)
+
+
+def cmd_preview(args) -> int:
+    from tqdm import tqdm
+
+    from faces.models import make_face_model
+    from faces.preview import contact_sheet
+
+    if args.identities < 1:
+        raise ConfigError(f"--identities must be >= 1, got {args.identities}")
+    if args.start < 0:
+        raise ConfigError(f"--start must be >= 0, got {args.start}")
+    cfg = _config(args)
+    model = make_face_model(cfg.face)
+    ids = list(range(args.start, args.start + args.identities))
+    t0 = time.time()
+    with tqdm(total=len(ids), desc="preview", unit="identity", file=sys.stderr) as bar:
+        out = contact_sheet(model, ids, cfg.seed, args.out, cfg.render, cfg.heatmap,
+                            cfg.demographics, cfg.pspi, progress=bar.update)
+    print(f"wrote {out} ({len(ids)} identities, {time.time() - t0:.1f} s)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pain3d", description="Synthetic 3D pain faces and ViTPain training on Ray.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("preview", help="labelled contact sheet of a few identities (no Ray)")
+    p.add_argument("--identities", type=int, default=6, help="how many identities (default 6)")
+    p.add_argument("--start", type=int, default=0, help="first identity index (default 0)")
+    p.add_argument("--out", default="preview.png", help="PNG to write (default preview.png)")
+    _add_config_args(p)
+    p.set_defaults(func=cmd_preview)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (ConfigError, FileNotFoundError, ValueError, RuntimeError, PermissionError,
+            IsADirectoryError) as e:
+        print(f"pain3d: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,207 @@
+"""The one typed config object: YAML presets + ``key=value`` overrides -> dataclasses.
+
+Each section is the dataclass of the package that consumes it, so every stage receives its
+own typed slice of the same object. Unknown keys and wrong types fail with one sentence
+naming the key.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from faces.au import PSPIConfig
+from faces.demographics import DemographicsConfig
+from faces.identity import HeatmapConfig
+from faces.models import FaceConfig
+from faces.render import RenderConfig
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+PRESET_DIR = REPO_ROOT / "configs"
+
+
+class ConfigError(ValueError):
+    """A config problem the user can fix; the message says which key and how."""
+
+
+@dataclass
+class Pain3DConfig:
+    seed: int = 0
+    face: FaceConfig = field(default_factory=FaceConfig)
+    render: RenderConfig = field(default_factory=RenderConfig)
+    heatmap: HeatmapConfig = field(default_factory=HeatmapConfig)
+    pspi: PSPIConfig = field(default_factory=PSPIConfig)
+    demographics: DemographicsConfig = field(default_factory=DemographicsConfig)
+
+    def to_dict(self) -> dict:
+        return _plain(dataclasses.asdict(self))
+
+    def hash(self) -> str:
+        blob = json.dumps(self.to_dict(), sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _plain(x):
+    if isinstance(x, dict):
+        return {str(k): _plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_plain(v) for v in x]
+    return x
+
+
+def _coerce(value, tp, key: str):
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(value, a, key)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if errors else f"config key '{key}' has a bad value {value!r}")
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key '{key}' must be a mapping, got {value!r}")
+        return _build(tp, value, key)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"config key '{key}' must be a list, got {value!r}")
+        inner = args[0] if args else typing.Any
+        return tuple(_coerce(v, inner, f"{key}[]") for v in value)
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"config key '{key}' must be a list, got {value!r}")
+        return [_coerce(v, args[0] if args else typing.Any, f"{key}[]") for v in value]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key '{key}' must be a mapping, got {value!r}")
+        kt, vt = args if args else (typing.Any, typing.Any)
+        return {_coerce(k, kt, key): _coerce(v, vt, f"{key}.{k}") for k, v in value.items()}
+    if tp is typing.Any:
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"config key '{key}' must be true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
+            raise ConfigError(f"config key '{key}' must be an integer, got {value!r}")
+        return int(value)
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"config key '{key}' must be a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise ConfigError(f"config key '{key}' must be a string, got {value!r}")
+        return str(value)
+    return value
+
+
+def _build(cls, data: dict, prefix: str = ""):
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        where = f"'{prefix}.{unknown[0]}'" if prefix else f"'{unknown[0]}'"
+        raise ConfigError(f"unknown config key {where}; "
+                          f"known keys{' under ' + repr(prefix) if prefix else ''}: "
+                          f"{', '.join(sorted(names))}")
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name in data:
+            key = f"{prefix}.{f.name}" if prefix else f.name
+            kwargs[f.name] = _coerce(data[f.name], hints[f.name], key)
+    default = cls()
+    for f in dataclasses.fields(cls):  # merge nested sections over their defaults
+        if f.name in kwargs and dataclasses.is_dataclass(kwargs[f.name]):
+            base = dataclasses.asdict(getattr(default, f.name))
+            base.update(_nonempty(data[f.name]))
+            key = f"{prefix}.{f.name}" if prefix else f.name
+            kwargs[f.name] = _build(hints[f.name], base, key)
+    return cls(**kwargs)
+
+
+def _nonempty(d):
+    return d if isinstance(d, dict) else {}
+
+
+def _set_dotted(d: dict, dotted: str, value):
+    parts = dotted.split(".")
+    cur = d
+    for p in parts[:-1]:
+        if not isinstance(cur.get(p, {}), dict):
+            raise ConfigError(f"config override '{dotted}': '{p}' is not a section")
+        cur = cur.setdefault(p, {})
+    cur[parts[-1]] = value
+
+
+def resolve_preset(name_or_path: str) -> Path:
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml") or p.exists():
+        if not p.is_file():
+            raise ConfigError(f"config file {p} does not exist; presets: {preset_names()}")
+        return p
+    cand = PRESET_DIR / f"{name_or_path}.yaml"
+    if not cand.is_file():
+        raise ConfigError(f"unknown preset {name_or_path!r}; presets: {preset_names()}")
+    return cand
+
+
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+
+
+def load_config(path: str | None = None, overrides: list[str] | tuple[str, ...] = ()
+                ) -> Pain3DConfig:
+    data: dict = {}
+    if path:
+        p = resolve_preset(path)
+        try:
+            data = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config file {p} is not valid YAML ({e})") from e
+        if not isinstance(data, dict):
+            raise ConfigError(f"config file {p} must hold a mapping of sections")
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like section.key=value")
+        k, v = item.split("=", 1)
+        _set_dotted(data, k.strip(), yaml.safe_load(v))
+    cfg = _build(Pain3DConfig, data)
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: Pain3DConfig) -> None:
+    if cfg.seed < 0:
+        raise ConfigError(f"seed must be >= 0, got {cfg.seed}")
+    if not 16 <= cfg.render.size <= 4096:
+        raise ConfigError(f"render.size must be between 16 and 4096, got {cfg.render.size}")
+    if not cfg.render.yaws:
+        raise ConfigError("render.yaws must list at least one view angle")
+    if cfg.face.texture_size < 64:
+        raise ConfigError(f"face.texture_size must be >= 64, got {cfg.face.texture_size}")
+    if cfg.face.model not in ("builtin", "flame"):
+        raise ConfigError(f"unknown face.model {cfg.face.model!r}; use 'builtin' or 'flame'")
+    if cfg.heatmap.mode not in ("magnitude", "direction"):
+        raise ConfigError(f"unknown heatmap.mode {cfg.heatmap.mode!r}; "
+                          "use 'magnitude' or 'direction'")
+    if cfg.demographics.mode not in ("balanced", "table"):
+        raise ConfigError(f"unknown demographics.mode {cfg.demographics.mode!r}; "
+                          "use 'balanced' or 'table'")
+    try:
+        cfg.pspi.distribution()
+    except ValueError as e:
+        raise ConfigError(f"pspi: {e}") from e
