@@ -43,7 +43,7 @@ def _lid_zone(p: np.ndarray) -> np.ndarray:
     out = np.zeros(len(p))
     for sign in (1.0, -1.0):
         s, ang, rad = eye_local(p, sign)
-        w = (smoothstep(H.LID_R + 0.009, H.LID_R + 0.0012, rad) * smoothstep(1.35, 1.0, np.abs(s))
+        w = (smoothstep(H.LID_R + 0.014, H.LID_R + 0.0012, rad) * smoothstep(1.35, 1.0, np.abs(s))
              * smoothstep(H.EYE_CENTER[2] - 0.002, H.EYE_CENTER[2] + 0.003, p[:, 2]) * (sign * p[:, 0] > 0))
         out = np.maximum(out, w)
     return out
@@ -57,6 +57,8 @@ def _fields(p: np.ndarray, n: np.ndarray, regions: dict) -> dict[str, np.ndarray
     E = H.EYE_CENTER
     free = 1.0 - _lid_zone(p)  # lid skin moves by rotation only
     face = smoothstep(0.03, 0.06, z)
+    # 1 above the lips' meeting line, 0 below: the slit lets upper-lip fields stop there
+    above_mouth = smoothstep(-0.0004, 0.0004, y - H._mouth_line(np.clip(x, -H.MOUTH_HALF_W, H.MOUTH_HALF_W)))
     F: dict[str, np.ndarray] = {}
 
     def vec(dx=0.0, dy=0.0, dz=0.0):
@@ -70,7 +72,7 @@ def _fields(p: np.ndarray, n: np.ndarray, regions: dict) -> dict[str, np.ndarray
     brow = _sym(p, (0.024, E[1] + 0.018, 0.075), (0.019, 0.012, 0.03)) * free * face
     brow = np.maximum(brow, 0.45 * smoothstep(0.085, 0.04, y) * smoothstep(0.03, 0.045, y)
                       * smoothstep(0.05, 0.02, ax) * face)
-    medial = 1.25 - 0.55 * smoothstep(0.008, 0.045, ax)
+    medial = 1.15 - 0.45 * smoothstep(0.008, 0.045, ax)
     glab = gauss(p, (0, E[1] + 0.016, 0.085), (0.011, 0.012, 0.03))
     furrow_y = smoothstep(E[1] + 0.004, E[1] + 0.012, y) * smoothstep(E[1] + 0.034, E[1] + 0.024, y)
     furrows = np.exp(-((ax - 0.0058) / 0.0017) ** 2) * furrow_y * (z > 0.07)
@@ -113,7 +115,7 @@ def _fields(p: np.ndarray, n: np.ndarray, regions: dict) -> dict[str, np.ndarray
     bridge_win = (smoothstep(0.014, 0.007, ax) * smoothstep(E[1] - 0.016, E[1] - 0.008, y)
                   * smoothstep(E[1] + 0.014, E[1] + 0.006, y) * (z > 0.075))
     wrinkles = np.clip(np.sin((y - E[1]) / 0.0032 * np.pi), 0, 1) ** 2 * bridge_win
-    upper_lip = gauss(p, (0, H.MOUTH_Y + 0.007, 0.092), (0.018, 0.008, 0.02))
+    upper_lip = gauss(p, (0, H.MOUTH_Y + 0.007, 0.092), (0.018, 0.008, 0.02)) * above_mouth
     inner_brow = _sym(p, (0.012, E[1] + 0.016, 0.08), (0.008, 0.008, 0.03)) * free
     F["AU9"] = (vec(dx=0.0012 * sgn * wings, dy=0.0045 * np.maximum(nose_side * 0.7, wings)
                     + 0.0022 * infra + 0.0018 * upper_lip - 0.0025 * inner_brow,
@@ -127,7 +129,7 @@ def _fields(p: np.ndarray, n: np.ndarray, regions: dict) -> dict[str, np.ndarray
     up_rows = regions.get("_mouth_upper_rows")
     if up_rows is not None:
         ul_row[up_rows] = np.exp(-(x[up_rows] / 0.016) ** 2)
-    ul = np.maximum(ul, ul_row)
+    ul = np.maximum(ul, ul_row) * above_mouth
     nl = np.zeros_like(x)
     for sign in (1.0, -1.0):
         t = np.clip((-0.030 - y) / 0.032, 0, 1)  # from the wing down to beside the mouth corner
@@ -260,7 +262,7 @@ def apply_aus(neutral: np.ndarray, aus: dict[str, float]) -> np.ndarray:
     # Closed lids stop just short of each other; more so towards the canthi, where the few
     # triangles between the margins would otherwise be squeezed flat.
     corner = smoothstep(0.55, 0.98, np.abs(lids.s))
-    eps = 0.03 + 0.4 * corner
+    eps = 0.03 + 0.4 * corner + 0.35 * smoothstep(0.8, 0.93, np.abs(lids.s))
     lo = lo_frac * (1 - 0.6 * corner)
     up_frac = squint + close * np.maximum(0.0, 1.0 - lo - squint - eps)
     theta = lids.gap * (up_frac * lids.w_up - lo * lids.w_lo)
