@@ -43,7 +43,7 @@ void main() {
 }
 """
 
-_FRAG = """
+_FRAG_HEAD = """
 #version 330
 uniform sampler2D albedo;
 uniform bool has_texture;
@@ -56,10 +56,9 @@ in vec3 v_normal;
 in vec3 v_pos;
 in vec2 v_uv;
 in vec3 v_color;
-layout(location = 0) out vec4 out_rgb;
-layout(location = 1) out vec4 out_vcolor;
-layout(location = 2) out float out_depth;
-layout(location = 3) out float out_mask;
+"""
+
+_FRAG_BODY = """
 void main() {
     vec3 n = normalize(v_normal);
     vec3 view_dir = normalize(-v_pos);
@@ -77,6 +76,21 @@ void main() {
     out_mask = 1.0;
 }
 """
+_OUT_TYPES = {"rgb": "vec4", "vcolor": "vec4", "depth": "float", "mask": "float"}
+
+
+def _fragment_shader(outputs: tuple[str, ...]) -> str:
+    """Requested outputs get consecutive locations (matching the framebuffer's attachments);
+    the others become locals that the compiler drops."""
+    decl = []
+    for name in OUTPUTS:
+        if name in outputs:
+            decl.append(f"layout(location = {outputs.index(name)}) out {_OUT_TYPES[name]} out_{name};")
+    body = _FRAG_BODY
+    locals_ = "".join(f"    {_OUT_TYPES[n]} out_{n};\n" for n in OUTPUTS if n not in outputs)
+    body = body.replace("void main() {\n", "void main() {\n" + locals_, 1)
+    return _FRAG_HEAD + "\n".join(decl) + "\n" + body
+
 
 
 _BAKE_VERT = """
@@ -189,7 +203,7 @@ class Renderer:
         self.software = "llvmpipe" in self.gl_renderer or "softpipe" in self.gl_renderer
         log.info("OpenGL renderer: %s (%s)", self.gl_renderer,
                  "CPU, Mesa" if self.software else "GPU")
-        self.prog = self.ctx.program(vertex_shader=_VERT, fragment_shader=_FRAG)
+        self._progs: dict[tuple, object] = {}
         self._fbos: dict[tuple, object] = {}
         self._white = self.ctx.texture((1, 1), 3, bytes([255, 255, 255]))
         self._lock = threading.Lock()
@@ -227,22 +241,20 @@ class Renderer:
                 o.release()
         return out, out[..., 3] > 0.5
 
+    def _program(self, outputs: tuple[str, ...]):
+        if outputs not in self._progs:
+            self._progs[outputs] = self.ctx.program(vertex_shader=_VERT,
+                                                    fragment_shader=_fragment_shader(outputs))
+        return self._progs[outputs]
+
     def _fbo(self, size: int, outputs: tuple[str, ...]):
         key = (size, outputs)
         if key not in self._fbos:
-            att = []
-            for name in OUTPUTS:
-                if name in outputs:
-                    comp, dtype = {"rgb": (4, "f1"), "vcolor": (4, "f1"), "depth": (1, "f4"),
-                                   "mask": (1, "f1")}[name]
-                    att.append(self.ctx.renderbuffer((size, size), comp, dtype=dtype))
-                else:
-                    att.append(None)
-            # Keep attachment slots aligned with the shader's output locations.
-            present = [a for a in att if a is not None]
-            fbo = self.ctx.framebuffer(color_attachments=present,
+            fmt = {"rgb": (4, "f1"), "vcolor": (4, "f1"), "depth": (1, "f4"), "mask": (1, "f1")}
+            att = [self.ctx.renderbuffer((size, size), fmt[n][0], dtype=fmt[n][1]) for n in outputs]
+            fbo = self.ctx.framebuffer(color_attachments=att,
                                        depth_attachment=self.ctx.depth_renderbuffer((size, size)))
-            self._fbos[key] = (fbo, [n for n in OUTPUTS if n in outputs])
+            self._fbos[key] = (fbo, list(outputs))
         return self._fbos[key]
 
     def render(self, mesh: Mesh, camera: Camera, size: int = 256, texture: np.ndarray | None = None,
@@ -261,7 +273,7 @@ class Renderer:
                                 background)
 
     def _render(self, mesh, camera, size, texture, vertex_colors, lighting, outputs, background):
-        ctx, prog = self.ctx, self.prog
+        ctx, prog = self.ctx, self._program(outputs)
         v = np.asarray(mesh.vertices, np.float32)
         f = np.asarray(mesh.faces, np.int64)
         normals = vertex_normals(v, f)
@@ -278,8 +290,9 @@ class Renderer:
             col = np.ones((len(pos), 3), np.float32)
         data = np.concatenate([pos, nrm, uv, col], axis=1).astype(np.float32)
         vbo = ctx.buffer(data.tobytes())
+        # skip_errors: attributes an output subset doesn't use are compiled away
         vao = ctx.vertex_array(prog, [(vbo, "3f 3f 2f 3f", "in_pos", "in_normal", "in_uv",
-                                       "in_color")])
+                                       "in_color")], skip_errors=True)
         tex = None
         if texture is not None:
             t = np.ascontiguousarray(np.asarray(texture, np.uint8)[::-1, :, :3])
@@ -288,17 +301,18 @@ class Renderer:
             tex.filter = (ctx.LINEAR_MIPMAP_LINEAR, ctx.LINEAR)
             tex.repeat_x, tex.repeat_y = True, False
         (tex or self._white).use(location=0)
-        prog["albedo"].value = 0
-        prog["has_texture"].value = tex is not None
         view = camera.view()
-        prog["view"].write(view.T.astype("f4").tobytes())
-        prog["mvp"].write((camera.projection() @ view).T.astype("f4").tobytes())
+        uniforms = {"albedo": 0, "has_texture": tex is not None, "key_strength": lighting.key,
+                    "fill_strength": lighting.fill, "ambient": lighting.ambient}
         for name, vec in (("key_dir", lighting.key_dir), ("fill_dir", lighting.fill_dir)):
             d = np.asarray(vec, np.float64)
-            prog[name].value = tuple((d / np.linalg.norm(d)).tolist())
-        prog["key_strength"].value = lighting.key
-        prog["fill_strength"].value = lighting.fill
-        prog["ambient"].value = lighting.ambient
+            uniforms[name] = tuple((d / np.linalg.norm(d)).tolist())
+        for name, value in uniforms.items():
+            if name in prog:  # the compiler drops uniforms an output subset doesn't use
+                prog[name].value = value
+        if "view" in prog:  # depth-only or mask-only programs need no camera-space normal
+            prog["view"].write(view.T.astype("f4").tobytes())
+        prog["mvp"].write((camera.projection() @ view).T.astype("f4").tobytes())
 
         fbo, names = self._fbo(size, outputs)
         fbo.use()
