@@ -48,9 +48,9 @@ def face_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
 def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
     """Area-weighted unit vertex normals."""
     fn = face_normals(vertices, faces)
-    n = np.zeros_like(vertices, dtype=np.float64)
-    for k in range(3):
-        np.add.at(n, faces[:, k], fn)
+    nv = len(vertices)
+    idx = np.asarray(faces).ravel()  # bincount is far faster than np.add.at
+    n = np.stack([np.bincount(idx, np.repeat(fn[:, c], 3), minlength=nv) for c in range(3)], 1)
     n /= np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
     return n.astype(np.float32)
 

@@ -206,6 +206,7 @@ class Renderer:
         self._progs: dict[tuple, object] = {}
         self._fbos: dict[tuple, object] = {}
         self._white = self.ctx.texture((1, 1), 3, bytes([255, 255, 255]))
+        self._tex, self._tex_key = None, None
         self._lock = threading.Lock()
 
     def bake_uv(self, mesh: Mesh, attributes: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -293,13 +294,7 @@ class Renderer:
         # skip_errors: attributes an output subset doesn't use are compiled away
         vao = ctx.vertex_array(prog, [(vbo, "3f 3f 2f 3f", "in_pos", "in_normal", "in_uv",
                                        "in_color")], skip_errors=True)
-        tex = None
-        if texture is not None:
-            t = np.ascontiguousarray(np.asarray(texture, np.uint8)[::-1, :, :3])
-            tex = ctx.texture((t.shape[1], t.shape[0]), 3, t.tobytes())
-            tex.build_mipmaps()
-            tex.filter = (ctx.LINEAR_MIPMAP_LINEAR, ctx.LINEAR)
-            tex.repeat_x, tex.repeat_y = True, False
+        tex = self._texture(texture) if texture is not None else None
         (tex or self._white).use(location=0)
         view = camera.view()
         uniforms = {"albedo": 0, "has_texture": tex is not None, "key_strength": lighting.key,
@@ -339,9 +334,24 @@ class Renderer:
                 out[name] = a.reshape(size, size)[::-1] > 127
         vao.release()
         vbo.release()
-        if tex is not None:
-            tex.release()
         return out
+
+    def _texture(self, texture: np.ndarray):
+        """Upload (and mipmap) an albedo atlas once: an identity's ~33 renders share it.
+        Atlases are treated as immutable; the key also samples the content to be safe."""
+        a = np.asarray(texture)
+        key = (id(texture), a.__array_interface__["data"][0], a.shape,
+               int(a.reshape(-1)[:: 4099].astype(np.int64).sum()))
+        if self._tex_key != key:
+            if self._tex is not None:
+                self._tex.release()
+            t = np.ascontiguousarray(np.asarray(a, np.uint8)[::-1, :, :3])
+            tex = self.ctx.texture((t.shape[1], t.shape[0]), 3, t.tobytes())
+            tex.build_mipmaps()
+            tex.filter = (self.ctx.LINEAR_MIPMAP_LINEAR, self.ctx.LINEAR)
+            tex.repeat_x, tex.repeat_y = True, False
+            self._tex, self._tex_key = tex, key
+        return self._tex
 
 
 _renderers: dict[tuple, Renderer] = {}
