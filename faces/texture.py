@@ -105,7 +105,7 @@ def make_texture(demo: Demographics, rng: np.random.Generator, size: int = 1024)
         beard = rng.uniform(0.0, 0.6)
         mask = (smoothstep(-0.035, -0.055, y) * front * smoothstep(0.07, 0.05, np.abs(x))
                 * (1 - g((0, H.MOUTH_Y, 0.09), (0.022, 0.008, 0.03))))
-        mul(mask * beard, (0.85, 0.85, 0.88))
+        mul(mask * beard, (0.86, 0.85, 0.85))  # stubble shadow: darker, not tinted
     # Skin detail: blotches and pores at low amplitude
     detail = 0.012 * _noise(rng, size, 48) + 0.008 * _noise(rng, size, 160)
     img *= (1 + detail)[..., None]
