@@ -39,6 +39,13 @@ def gauss(p: np.ndarray, center, sigma) -> np.ndarray:
     return np.exp(-0.5 * np.sum(d * d, axis=-1))
 
 
+def gauss_mirrored(p: np.ndarray, center, sigma) -> np.ndarray:
+    """The larger of the window at ``center`` and at its mirror image across x = 0
+    (a feature present on both sides of the face)."""
+    c = np.asarray(center, np.float64)
+    return np.maximum(gauss(p, c, sigma), gauss(p, c * [-1, 1, 1], sigma))
+
+
 def face_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
     """Unnormalised face normals (length = 2 x area)."""
     v = vertices[faces]
@@ -86,12 +93,6 @@ def check_mesh(vertices: np.ndarray, reference: np.ndarray, faces: np.ndarray,
     flipped = int(np.sum(cos < 0.0))
     ok = degenerate == 0 and flipped <= max_flip_fraction * len(faces)
     return MeshCheck(degenerate, flipped, ok)
-
-
-def rotation_y(deg: float) -> np.ndarray:
-    a = np.deg2rad(deg)
-    c, s = np.cos(a), np.sin(a)
-    return np.array([[c, 0, s], [0, 1, 0], [-s, 0, c]], np.float64)
 
 
 def rotation_x(rad: np.ndarray | float) -> np.ndarray:

@@ -1,7 +1,7 @@
 """Named vertex regions of the built-in head, from landmark geometry on the template.
 
-Each region is available per side (``_r`` = +x, the subject's left... kept as the model's
-"right-hand" x side, ``_l`` = -x) and as a union without a suffix.
+Sided regions come as ``<name>_r`` (the +x half: image right in a frontal view, which is the
+subject's left), ``<name>_l`` (the -x half) and ``<name>`` (both).
 """
 from __future__ import annotations
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from faces import builtin_head as H
-from faces.geometry import gauss, rotation_x, smoothstep, vertex_normals
+from faces.geometry import gauss, gauss_mirrored, rotation_x, smoothstep, vertex_normals
 from faces.regions import eye_local, margin_angles
 
 from faces.au import EXTRA_AUS, PSPI_AUS  # noqa: E402
@@ -32,10 +32,6 @@ def intensity_curve(i) -> np.ndarray:
     """FACS 0-5 to the fraction of the full-intensity displacement."""
     return (np.clip(np.asarray(i, np.float64), 0.0, 5.0) / 5.0) ** 0.8
 
-
-def _sym(p, c, s):
-    c = np.asarray(c, np.float64)
-    return np.maximum(gauss(p, c, s), gauss(p, c * [-1, 1, 1], s))
 
 
 def _lid_zone(p: np.ndarray) -> np.ndarray:
@@ -69,7 +65,7 @@ def _fields(p: np.ndarray, n: np.ndarray, regions: dict) -> dict[str, np.ndarray
 
     # AU4 brow lowerer: brows down and together (inner part most), glabella bunches,
     # vertical furrows between the brows and a transverse line at the nasal root.
-    brow = _sym(p, (0.024, E[1] + 0.018, 0.075), (0.019, 0.012, 0.03)) * free * face
+    brow = gauss_mirrored(p, (0.024, E[1] + 0.018, 0.075), (0.019, 0.012, 0.03)) * free * face
     brow = np.maximum(brow, 0.45 * smoothstep(0.085, 0.04, y) * smoothstep(0.03, 0.045, y)
                       * smoothstep(0.05, 0.02, ax) * face)
     medial = 1.15 - 0.45 * smoothstep(0.008, 0.045, ax)
@@ -83,9 +79,9 @@ def _fields(p: np.ndarray, n: np.ndarray, regions: dict) -> dict[str, np.ndarray
 
     # AU6 cheek raiser: infraorbital cheeks up and forward, skin around the eye drawn in,
     # lateral brow lowered a little, crow's feet fanning from the outer canthus.
-    cheek = _sym(p, (0.036, E[1] - 0.026, 0.07), (0.019, 0.016, 0.03)) * free
-    orbit_lat = _sym(p, (E[0] + 0.020, E[1], 0.06), (0.008, 0.014, 0.03)) * free
-    lat_brow = _sym(p, (E[0] + 0.014, E[1] + 0.018, 0.07), (0.01, 0.008, 0.03)) * free
+    cheek = gauss_mirrored(p, (0.036, E[1] - 0.026, 0.07), (0.019, 0.016, 0.03)) * free
+    orbit_lat = gauss_mirrored(p, (E[0] + 0.020, E[1], 0.06), (0.008, 0.014, 0.03)) * free
+    lat_brow = gauss_mirrored(p, (E[0] + 0.014, E[1] + 0.018, 0.07), (0.01, 0.008, 0.03)) * free
     cf = np.zeros_like(x)
     for sign in (1.0, -1.0):
         cx, cy = sign * (E[0] + 0.016), E[1]
@@ -109,14 +105,14 @@ def _fields(p: np.ndarray, n: np.ndarray, regions: dict) -> dict[str, np.ndarray
 
     # AU9 nose wrinkler: skin of the nose sides and the wings pulled up, transverse wrinkles
     # over the nasal root, upper lip lifted a little, inner brows pulled down.
-    nose_side = _sym(p, (0.012, -0.012, 0.09), (0.008, 0.016, 0.03))
-    wings = _sym(p, (0.0125, -0.0295, 0.095), (0.008, 0.007, 0.02))
-    infra = _sym(p, (0.022, -0.02, 0.085), (0.01, 0.012, 0.03)) * free
+    nose_side = gauss_mirrored(p, (0.012, -0.012, 0.09), (0.008, 0.016, 0.03))
+    wings = gauss_mirrored(p, (0.0125, -0.0295, 0.095), (0.008, 0.007, 0.02))
+    infra = gauss_mirrored(p, (0.022, -0.02, 0.085), (0.01, 0.012, 0.03)) * free
     bridge_win = (smoothstep(0.014, 0.007, ax) * smoothstep(E[1] - 0.016, E[1] - 0.008, y)
                   * smoothstep(E[1] + 0.014, E[1] + 0.006, y) * (z > 0.075))
     wrinkles = np.clip(np.sin((y - E[1]) / 0.0032 * np.pi), 0, 1) ** 2 * bridge_win
     upper_lip = gauss(p, (0, H.MOUTH_Y + 0.007, 0.092), (0.018, 0.008, 0.02)) * above_mouth
-    inner_brow = _sym(p, (0.012, E[1] + 0.016, 0.08), (0.008, 0.008, 0.03)) * free
+    inner_brow = gauss_mirrored(p, (0.012, E[1] + 0.016, 0.08), (0.008, 0.008, 0.03)) * free
     F["AU9"] = (vec(dx=0.0012 * sgn * wings, dy=0.0045 * np.maximum(nose_side * 0.7, wings)
                     + 0.0022 * infra + 0.0018 * upper_lip - 0.0025 * inner_brow,
                     dz=-0.0008 * wings)
@@ -136,13 +132,13 @@ def _fields(p: np.ndarray, n: np.ndarray, regions: dict) -> dict[str, np.ndarray
         line_x = 0.0195 + 0.012 * t
         nl += (np.exp(-((sign * x - line_x) / 0.0022) ** 2) * smoothstep(-0.026, -0.032, y)
                * smoothstep(-0.068, -0.058, y) * (sign * x > 0) * (z > 0.06))
-    bulge = _sym(p, (0.032, -0.04, 0.08), (0.008, 0.012, 0.03))
+    bulge = gauss_mirrored(p, (0.032, -0.04, 0.08), (0.008, 0.012, 0.03))
     F["AU10"] = (vec(dy=0.0052 * ul + 0.0014 * wings, dz=0.0012 * ul)
                  + along_n(-0.0013 * nl + 0.0012 * bulge))
     F["AU9"] += along_n(-0.0008 * nl + 0.0006 * bulge)
 
     # AU12 lip corner puller: corners up, out and back; cheeks lifted.
-    corner = _sym(p, (H.MOUTH_HALF_W, H.MOUTH_Y, 0.08), (0.009, 0.008, 0.03))
+    corner = gauss_mirrored(p, (H.MOUTH_HALF_W, H.MOUTH_Y, 0.08), (0.009, 0.008, 0.03))
     F["AU12"] = (vec(dx=0.004 * sgn * corner, dy=0.0042 * corner + 0.0015 * cheek,
                      dz=-0.002 * corner) + along_n(-0.0008 * nl + 0.0006 * bulge))
 

@@ -12,13 +12,8 @@ import numpy as np
 
 from faces import builtin_head as H
 from faces.demographics import Demographics
-from faces.geometry import gauss, smoothstep, vertex_normals
+from faces.geometry import gauss, gauss_mirrored, smoothstep, vertex_normals
 
-
-def _sym(p, c, s):
-    """Window on both sides of the face (c given for the +x side)."""
-    c = np.asarray(c, np.float64)
-    return np.maximum(gauss(p, c, s), gauss(p, c * [-1, 1, 1], s))
 
 
 def _components(p: np.ndarray, n: np.ndarray, regions: dict) -> dict[str, np.ndarray]:
@@ -45,13 +40,13 @@ def _components(p: np.ndarray, n: np.ndarray, regions: dict) -> dict[str, np.nda
     C["nose_width"] = vec(dx=0.16 * x * gauss(p, (0, -0.028, 0.095), (0.02, 0.011, 0.02)))
     C["nose_projection"] = vec(dz=0.0025 * gauss(p, (0, -0.02, 0.105), (0.011, 0.018, 0.03)))
     C["nasal_bridge"] = vec(dz=0.0022 * gauss(p, (0, 0.006, 0.09), (0.007, 0.016, 0.03)))
-    C["brow_prominence"] = vec(dz=0.0022 * _sym(p, (0.028, 0.034, 0.075), (0.016, 0.007, 0.02)))
+    C["brow_prominence"] = vec(dz=0.0022 * gauss_mirrored(p, (0.028, 0.034, 0.075), (0.016, 0.007, 0.02)))
     C["lip_fullness"] = vec(dy=0.0012 * np.tanh((y - H.MOUTH_Y) / 0.004) * lips_w,
                             dz=0.0018 * lips_w)
     C["mouth_width"] = vec(dx=0.10 * x * gauss(p, (0, H.MOUTH_Y, 0.085), (0.03, 0.012, 0.03)))
-    C["cheek_fullness"] = n * (0.0025 * _sym(p, (0.04, -0.03, 0.06), (0.018, 0.02, 0.03)))[:, None]
-    C["cheekbones"] = n * (0.0022 * _sym(p, (0.047, 0.0, 0.05), (0.014, 0.012, 0.02)))[:, None]
-    eye_w = _sym(p, H.EYE_CENTER, (0.02, 0.016, 0.04))
+    C["cheek_fullness"] = n * (0.0025 * gauss_mirrored(p, (0.04, -0.03, 0.06), (0.018, 0.02, 0.03)))[:, None]
+    C["cheekbones"] = n * (0.0022 * gauss_mirrored(p, (0.047, 0.0, 0.05), (0.014, 0.012, 0.02)))[:, None]
+    eye_w = gauss_mirrored(p, H.EYE_CENTER, (0.02, 0.016, 0.04))
     C["eye_spacing"] = vec(dx=0.0018 * sgn * eye_w)
     C["eye_height"] = vec(dy=0.0018 * eye_w)
     C["forehead_slope"] = vec(dz=-0.0045 * smoothstep(0.035, 0.11, y) * front)
@@ -61,15 +56,15 @@ def _components(p: np.ndarray, n: np.ndarray, regions: dict) -> dict[str, np.nda
     ear_c = H.EAR_CENTER * np.c_[sgn, np.ones_like(x), np.ones_like(x)]
     C["ear_size"] = (p - ear_c) * (0.10 * ear)[:, None]
     C["neck_thickness"] = np.c_[x, zero, z + 0.02] * (0.06 * smoothstep(-0.07, -0.12, y))[:, None]
-    jowl = _sym(p, (0.042, -0.068, 0.05), (0.016, 0.014, 0.03))
-    lat_brow = _sym(p, (0.048, 0.03, 0.055), (0.012, 0.01, 0.03))
+    jowl = gauss_mirrored(p, (0.042, -0.068, 0.05), (0.016, 0.014, 0.03))
+    lat_brow = gauss_mirrored(p, (0.048, 0.03, 0.055), (0.012, 0.01, 0.03))
     C["age_sag"] = vec(dx=0.0012 * sgn * jowl, dy=-0.0028 * jowl - 0.0015 * lat_brow
                        - 0.0012 * lips_w * smoothstep(0.0, 0.02, np.abs(x)))
-    C["age_hollow"] = n * (-(0.0025 * _sym(p, (0.062, 0.035, 0.02), (0.01, 0.016, 0.02))
-                             + 0.0022 * _sym(p, (0.04, -0.028, 0.06), (0.012, 0.012, 0.03))
-                             + 0.0012 * _sym(p, H.EYE_CENTER + (0, -0.011, 0.01), (0.012, 0.005, 0.02))))[:, None]
+    C["age_hollow"] = n * (-(0.0025 * gauss_mirrored(p, (0.062, 0.035, 0.02), (0.01, 0.016, 0.02))
+                             + 0.0022 * gauss_mirrored(p, (0.04, -0.028, 0.06), (0.012, 0.012, 0.03))
+                             + 0.0012 * gauss_mirrored(p, H.EYE_CENTER + (0, -0.011, 0.01), (0.012, 0.005, 0.02))))[:, None]
     C["masculinity"] = (vec(dx=0.03 * x * lower * smoothstep(-0.13, -0.09, y),
-                            dz=0.0018 * _sym(p, (0.026, 0.034, 0.075), (0.02, 0.008, 0.02))
+                            dz=0.0018 * gauss_mirrored(p, (0.026, 0.034, 0.075), (0.02, 0.008, 0.02))
                             + 0.0015 * gauss(p, (0, -0.09, 0.08), (0.02, 0.015, 0.03)))
                         + C["nose_size"] * 0.5)
     # fuller lower face; spares the lips and the steep skin under the nose, which would fold

@@ -15,7 +15,7 @@ from scipy import ndimage
 
 from faces import builtin_head as H
 from faces.demographics import Demographics
-from faces.geometry import smoothstep
+from faces.geometry import gauss, gauss_mirrored, smoothstep
 from faces.regions import eye_local, margin_angles
 
 # Light and dark anchors of skin albedo (sRGB, 0-1) per group; an identity lies between.
@@ -89,11 +89,10 @@ def make_texture(demo: Demographics, rng: np.random.Generator, size: int = 1024)
         img[:] = img * (1 + (np.asarray(factor, np.float32) - 1) * np.clip(mask, 0, 1)[..., None])
 
     def g(c, s):
-        d = (P - np.asarray(c)) / np.asarray(s)
-        return np.exp(-0.5 * np.sum(d * d, axis=-1))
+        return gauss(P, c, s)
 
     def g2(c, s):
-        return np.maximum(g(c, s), g(np.asarray(c) * [-1, 1, 1], s))
+        return gauss_mirrored(P, c, s)
 
     front = smoothstep(0.02, 0.05, z)
     # Large-scale tone: warm cheeks, nose and ears; darker around the eyes and the jaw line.

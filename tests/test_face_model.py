@@ -1,7 +1,6 @@
 import numpy as np
 import pytest
 
-from faces import builtin_head as H
 from faces.demographics import Demographics, identity_rng, sample_demographics
 from faces.geometry import check_mesh, triangle_areas
 from faces.shape_space import COMPONENTS, prior_mean
