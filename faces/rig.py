@@ -89,9 +89,9 @@ def _fields(p: np.ndarray, n: np.ndarray, regions: dict) -> dict[str, np.ndarray
         r = np.hypot(x - cx, y - cy)
         fan = (0.5 + 0.5 * np.cos(ang * 10)) ** 3 * smoothstep(0.003, 0.006, r) * smoothstep(0.016, 0.009, r)
         cf += fan * (sign * (x - cx) > -0.001) * (np.abs(ang) < 1.1) * (sign * x > 0)
-    F["AU6"] = (vec(dx=-0.0018 * sgn * orbit_lat, dy=0.0042 * cheek - 0.0012 * lat_brow,
-                    dz=0.0016 * cheek)
-                + along_n(-0.0009 * cf + 0.0004 * orbit_lat))
+    F["AU6"] = (vec(dx=-0.0018 * sgn * orbit_lat, dy=0.0050 * cheek - 0.0012 * lat_brow,
+                    dz=0.0022 * cheek)
+                + along_n(-0.0012 * cf + 0.0004 * orbit_lat + 0.0012 * cheek))
 
     # AU7 lid tightener: mostly the lid rotation; the lower lid skin bulges with tension.
     below = np.zeros_like(x)

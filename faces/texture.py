@@ -132,7 +132,11 @@ def make_texture(demo: Demographics, rng: np.random.Generator, size: int = 1024)
         thick = 0.0042 * (1 - 0.45 * np.clip(u, -1, 1)) * rng.uniform(0.8, 1.15)
         band = (smoothstep(1.05, 0.85, np.abs(u)) * smoothstep(thick, thick * 0.6, np.abs(y - yc))
                 * (sign * x > 0) * (z > 0.045))
-        strokes = 0.75 + 0.25 * np.sin((x * 2.2 + y * 0.9) / 0.0009 * sign)
+        # hair: irregular fine streaks, stretched along the brow by anisotropic noise
+        # (cv2.resize takes (width, height): few columns, many rows = lateral streaks)
+        streak = cv2.resize(rng.standard_normal((size // 2, size // 32)).astype(np.float32),
+                            (size, size), interpolation=cv2.INTER_CUBIC)
+        strokes = np.clip(0.82 + 0.25 * streak, 0.45, 1.0)
         blend(band * strokes, hair, 0.9 if not elderly else 0.75)
         s, ang, rad = eye_local(P.reshape(-1, 3), sign)
         s, ang, rad = (a.reshape(size, size) for a in (s, ang, rad))
