@@ -45,6 +45,27 @@ def cmd_preview(args) -> int:
     return 0
 
 
+def cmd_generate(args) -> int:
+    from cluster.runtime import init_ray
+    from pipelines.generate import run
+
+    overrides = []
+    if args.identities is not None:
+        overrides.append(f"generate.identities={args.identities}")
+    if args.start is not None:
+        overrides.append(f"generate.start={args.start}")
+    if args.out is not None:
+        overrides.append(f"generate.out={args.out}")
+    if args.overwrite:
+        overrides.append("generate.overwrite=true")
+    args.overrides = overrides + list(args.overrides)
+    cfg = _config(args)
+    init_ray(cfg.generate.ray)
+    result = run(cfg)
+    print(result.line())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pain3d", description="Synthetic 3D pain faces and ViTPain training on Ray.")
@@ -55,6 +76,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="preview.png", help="PNG to write (default preview.png)")
     _add_config_args(p)
     p.set_defaults(func=cmd_preview)
+
+    g = sub.add_parser("generate", help="generate the dataset on Ray (RAY_ADDRESS or a local Ray)")
+    g.add_argument("--identities", type=int, default=None, help="how many identities")
+    g.add_argument("--start", type=int, default=None, help="first identity index")
+    g.add_argument("--out", default=None, help="output folder or s3://bucket/prefix")
+    g.add_argument("--overwrite", action="store_true",
+                   help="replace an existing dataset instead of skipping finished identities")
+    _add_config_args(g)
+    g.set_defaults(func=cmd_generate)
     return parser
 
 
@@ -64,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except (ConfigError, FileNotFoundError, ValueError, RuntimeError, PermissionError,
-            IsADirectoryError) as e:
+            IsADirectoryError, OSError) as e:
         print(f"pain3d: error: {e}", file=sys.stderr)
         return 2
 

@@ -21,6 +21,7 @@ from faces.demographics import DemographicsConfig
 from faces.identity import HeatmapConfig
 from faces.models import FaceConfig
 from faces.render import RenderConfig
+from pipelines.config import GenerateConfig
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PRESET_DIR = REPO_ROOT / "configs"
@@ -38,6 +39,7 @@ class Pain3DConfig:
     heatmap: HeatmapConfig = field(default_factory=HeatmapConfig)
     pspi: PSPIConfig = field(default_factory=PSPIConfig)
     demographics: DemographicsConfig = field(default_factory=DemographicsConfig)
+    generate: GenerateConfig = field(default_factory=GenerateConfig)
 
     def to_dict(self) -> dict:
         return _plain(dataclasses.asdict(self))
@@ -205,3 +207,31 @@ def validate(cfg: Pain3DConfig) -> None:
         cfg.pspi.distribution()
     except ValueError as e:
         raise ConfigError(f"pspi: {e}") from e
+    _validate_generate(cfg)
+
+
+def _validate_generate(cfg: Pain3DConfig) -> None:
+    from actors.base import backend_names
+
+    g = cfg.generate
+    if g.identities < 1:
+        raise ConfigError(f"generate.identities must be >= 1, got {g.identities}")
+    if g.start < 0:
+        raise ConfigError(f"generate.start must be >= 0, got {g.start}")
+    for name in g.stages.MODEL_STAGES:
+        sc = getattr(g.stages, name)
+        key = f"generate.stages.{name}"
+        if sc.backend not in backend_names(name):
+            raise ConfigError(f"unknown {key}.backend {sc.backend!r}; choose from "
+                              f"{backend_names(name)}")
+        if sc.num_gpus < 0 or sc.num_cpus < 0:
+            raise ConfigError(f"{key}: num_gpus and num_cpus must be >= 0")
+        if sc.batch_size < 1:
+            raise ConfigError(f"{key}.batch_size must be >= 1, got {sc.batch_size}")
+        if len(sc.concurrency) != 2 or not 1 <= sc.concurrency[0] <= sc.concurrency[1]:
+            raise ConfigError(f"{key}.concurrency must be [min, max] with 1 <= min <= max, "
+                              f"got {list(sc.concurrency)}")
+    for name in ("render", "write"):
+        tc = getattr(g.stages, name)
+        if tc.num_cpus <= 0 or tc.batch_size < 1:
+            raise ConfigError(f"generate.stages.{name}: num_cpus must be > 0 and batch_size >= 1")

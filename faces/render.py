@@ -208,6 +208,14 @@ class Renderer:
         self._white = self.ctx.texture((1, 1), 3, bytes([255, 255, 255]))
         self._tex, self._tex_key = None, None
         self._lock = threading.Lock()
+        self._thread = threading.get_ident()
+
+    def _check_thread(self):
+        # An EGL context is current on the thread that made it only (Ray actors may call
+        # from other threads): use get_renderer() in the calling thread.
+        if threading.get_ident() != self._thread:
+            raise RuntimeError("this Renderer belongs to another thread; call "
+                               "faces.render.get_renderer() from the rendering thread")
 
     def bake_uv(self, mesh: Mesh, attributes: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
         """Rasterise per-vertex attributes (V, <=4) into texture space.
@@ -215,6 +223,7 @@ class Renderer:
         Returns (size, size, 4) float32 with row 0 at v = 1 (image orientation, as textures
         are stored) and the covered-texel mask. Used to make position maps for textures.
         """
+        self._check_thread()
         with self._lock:
             if not hasattr(self, "_bake_prog"):
                 self._bake_prog = self.ctx.program(vertex_shader=_BAKE_VERT,
@@ -269,6 +278,7 @@ class Renderer:
             raise ValueError(f"unknown render outputs {sorted(unknown)}; choose from {OUTPUTS}")
         outputs = tuple(n for n in OUTPUTS if n in outputs)
         lighting = lighting or Lighting()
+        self._check_thread()
         with self._lock:
             return self._render(mesh, camera, size, texture, vertex_colors, lighting, outputs,
                                 background)
@@ -358,8 +368,8 @@ _renderers: dict[tuple, Renderer] = {}
 
 
 def get_renderer(device_index: int | None = None, num_threads: int | None = None) -> Renderer:
-    """The process-wide renderer (one EGL context per process)."""
-    key = (device_index,)
+    """This thread's renderer (one EGL context per process and thread, made on first use)."""
+    key = (device_index, threading.get_ident())
     if key not in _renderers:
         _renderers[key] = Renderer(device_index, num_threads)
     return _renderers[key]

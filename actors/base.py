@@ -1,0 +1,124 @@
+"""What every model stage shares: its config, backend registry and the device it runs on.
+
+A stage = backends (plain classes with ``__call__(batch) -> batch``, no Ray) + a thin actor
+shell (:class:`StageActor`) that builds one backend once, on the device Ray assigned, and
+maps it over batches of identity rows.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class StageConfig:
+    backend: str = "builtin"
+    model: str | None = None  # local folder or hub id of a real backend's weights
+    num_gpus: float = 0.0
+    num_cpus: float = 1.0
+    batch_size: int = 1  # identities per batch
+    concurrency: tuple[int, int] = (1, 1)  # actor pool (min, max) the autoscaler works with
+    options: dict[str, Any] = field(default_factory=dict)  # backend-specific settings
+
+
+_BACKENDS: dict[str, dict[str, Callable]] = {}
+
+
+def register(stage: str, name: str):
+    """Class decorator: make a backend selectable as ``<stage>.backend: <name>``."""
+    def deco(cls):
+        _BACKENDS.setdefault(stage, {})[name] = cls
+        return cls
+    return deco
+
+
+def backend_names(stage: str) -> list[str]:
+    _import_stages()
+    return sorted(_BACKENDS.get(stage, {}))
+
+
+def make_backend(stage: str, cfg: StageConfig, context: dict, device: str):
+    _import_stages()
+    try:
+        cls = _BACKENDS[stage][cfg.backend]
+    except KeyError:
+        raise ValueError(f"unknown {stage} backend {cfg.backend!r}; "
+                         f"choose from {backend_names(stage)}") from None
+    return cls(cfg, context, device)
+
+
+def _import_stages():
+    # the stage modules register their backends on import
+    from actors import inpainting, neutral_face, rigging, texturing  # noqa: F401
+
+
+def resolve_device(stage: str, num_gpus: float) -> tuple[str, list]:
+    """Torch device for a stage actor: the GPU Ray assigned, or the CPU (said once)."""
+    gpu_ids: list = []
+    try:
+        import ray
+
+        if ray.is_initialized():
+            gpu_ids = list(ray.get_gpu_ids())
+    except ImportError:
+        pass
+    if num_gpus > 0:
+        import torch
+
+        if torch.cuda.is_available():
+            # Ray sets CUDA_VISIBLE_DEVICES to the assigned GPUs, so the first visible is ours.
+            return "cuda:0", gpu_ids
+        log.warning("stage %s holds GPU %s but no CUDA device is visible; running on CPU",
+                    stage, gpu_ids)
+    return "cpu", gpu_ids
+
+
+def egl_device_index(gpu_ids: list) -> int | None:
+    """EGL device for the renderer: the assigned GPU on NVIDIA nodes, default otherwise."""
+    if gpu_ids and os.path.exists("/dev/nvidia0"):
+        return 0  # with CUDA_VISIBLE_DEVICES set, EGL enumerates our GPU first
+    return None
+
+
+class StageActor:
+    """Ray actor shell: one backend per actor, loaded once, called per batch."""
+
+    stage = ""
+
+    def __init__(self, cfg: StageConfig, context: dict):
+        self.device, self.gpu_ids = resolve_device(self.stage, cfg.num_gpus)
+        self.backend = make_backend(self.stage, cfg, context, self.device)
+        self.where = f"{socket.gethostname()}:{os.getpid()}"
+        self.node_id = _node_id()
+
+    def __call__(self, batch: dict) -> dict:
+        out = self.backend(batch)
+        n = len(next(iter(out.values())))
+        out[f"{self.stage}_gpu"] = np.array([",".join(map(str, self.gpu_ids))] * n, dtype=object)
+        out[f"{self.stage}_node"] = np.array([self.node_id] * n, dtype=object)
+        out[f"{self.stage}_device"] = np.array([self.device] * n, dtype=object)
+        return out
+
+
+def _node_id() -> str:
+    try:
+        import ray
+
+        if ray.is_initialized():
+            return ray.get_runtime_context().get_node_id()
+    except Exception:  # noqa: BLE001 - provenance only
+        pass
+    return socket.gethostname()
+
+
+def stage_actor(stage: str) -> type:
+    """A named StageActor subclass per stage (so Ray's progress bars read well)."""
+    name = "".join(p.title() for p in stage.split("_")) + "Stage"
+    return type(name, (StageActor,), {"stage": stage})

@@ -1,0 +1,108 @@
+"""Rigging stage: neutral mesh from shape parameters, then one rigged mesh per expression.
+
+Backends: ``builtin`` (the procedural head's AU rig), ``flame`` (FLAME with a linear AU
+basis), ``nfr`` (adapter to the user's Neural Face Rigging installation).
+"""
+from __future__ import annotations
+
+import importlib
+import logging
+
+import numpy as np
+
+from actors.base import StageConfig, register
+from faces.models import make_face_model
+from faces.rig import RIG_AUS
+
+log = logging.getLogger(__name__)
+
+
+def aus_from_row(aus: np.ndarray) -> list[dict[str, float]]:
+    """(n_expr, len(RIG_AUS)) array -> list of AU dicts (zeros dropped)."""
+    return [{k: float(v) for k, v in zip(RIG_AUS, row) if v != 0} for row in aus]
+
+
+class _FaceModelRig:
+    def __init__(self, cfg: StageConfig, context: dict, device: str):
+        self.model = make_face_model(context["face"])
+
+    def __call__(self, batch: dict) -> dict:
+        verts, params = [], []
+        for shape, aus in zip(batch["shape"], batch["aus"]):
+            confs = aus_from_row(aus)
+            verts.append(np.stack([self.model.posed(shape, c) for c in confs]))
+            params.append(np.stack([self.model.expression_params(c) for c in confs]))
+        batch["vertices"] = np.stack(verts).astype(np.float32)
+        batch["expression_params"] = np.stack(params).astype(np.float32)
+        return batch
+
+
+@register("rigging", "builtin")
+class BuiltinRig(_FaceModelRig):
+    """The built-in head's AU rig (needs face.model: builtin)."""
+
+    def __init__(self, cfg, context, device):
+        if context["face"].model != "builtin":
+            raise ValueError("rigging.backend 'builtin' needs face.model: builtin; use "
+                             "rigging.backend: flame (or nfr) for FLAME meshes")
+        super().__init__(cfg, context, device)
+
+
+@register("rigging", "flame")
+class FlameRig(_FaceModelRig):
+    """FLAME with the AU basis file named by face.au_basis_path."""
+
+    def __init__(self, cfg, context, device):
+        if context["face"].model != "flame":
+            raise ValueError("rigging.backend 'flame' needs face.model: flame and "
+                             "face.flame_path / face.au_basis_path")
+        super().__init__(cfg, context, device)
+
+
+@register("rigging", "nfr")
+class NFRRig:
+    """Adapter to Neural Face Rigging (DiffusionNet features + Neural Jacobian Fields).
+
+    NFR is not pip-installable; install it from its authors' repository and point
+    ``rigging.options.module`` at an importable module (default ``nfr``) exposing::
+
+        load(checkpoint: str, device: str) -> rigger
+        rigger(vertices: float32 (V, 3), faces: int (F, 3), aus: dict[str, float]) -> (V, 3)
+
+    ``rigging.model`` is the checkpoint path. The neutral mesh comes from face.model
+    (FLAME, as in the paper, or the built-in head); the rigger deforms it to each AU
+    configuration. Expression parameters stored are the AU intensities themselves.
+    """
+
+    def __init__(self, cfg: StageConfig, context: dict, device: str):
+        module = cfg.options.get("module", "nfr")
+        try:
+            mod = importlib.import_module(module)
+        except ImportError as e:
+            raise RuntimeError(
+                f"rigging.backend 'nfr' needs the Neural Face Rigging code importable as "
+                f"'{module}' ({e}); install NFR from its authors' repository or set "
+                "rigging.options.module") from e
+        if not cfg.model:
+            raise ValueError("rigging.backend 'nfr' needs rigging.model: the NFR checkpoint path")
+        self.model = make_face_model(context["face"])
+        self.rigger = mod.load(cfg.model, device)
+        self.faces = np.asarray(self.model.template.faces)
+
+    def __call__(self, batch: dict) -> dict:
+        verts, params = [], []
+        for shape, aus in zip(batch["shape"], batch["aus"]):
+            neutral = self.model.neutral(shape).astype(np.float32)
+            out = []
+            for conf in aus_from_row(aus):
+                v = neutral if not conf else np.asarray(self.rigger(neutral, self.faces, conf),
+                                                        np.float32)
+                if v.shape != neutral.shape:
+                    raise ValueError(f"NFR returned vertices of shape {v.shape}, expected "
+                                     f"{neutral.shape}")
+                out.append(v)
+            verts.append(np.stack(out))
+            params.append(aus.astype(np.float32))
+        batch["vertices"] = np.stack(verts)
+        batch["expression_params"] = np.stack(params)
+        return batch

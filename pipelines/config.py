@@ -1,0 +1,52 @@
+"""The ``generate`` section of the config: what to make, where, and each stage's resources."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from actors.base import StageConfig
+
+
+@dataclass
+class TaskConfig:
+    """A CPU stage that runs as Ray Data tasks (render + heatmaps, encode + write)."""
+
+    num_cpus: float = 1.0
+    batch_size: int = 1
+    max_concurrency: int | None = None  # None: as many tasks as there are CPUs
+
+
+def _stage(backend="builtin", **kw) -> StageConfig:
+    return StageConfig(backend=backend, **kw)
+
+
+@dataclass
+class StagesConfig:
+    rigging: StageConfig = field(default_factory=lambda: _stage(num_cpus=0.25))
+    neutral_face: StageConfig = field(default_factory=lambda: _stage(num_cpus=0.25))
+    texturing: StageConfig = field(default_factory=lambda: _stage(num_cpus=0.25))
+    inpainting: StageConfig = field(default_factory=lambda: _stage(num_cpus=0.25))
+    render: TaskConfig = field(default_factory=TaskConfig)
+    write: TaskConfig = field(default_factory=lambda: TaskConfig(num_cpus=0.25))
+
+    MODEL_STAGES = ("rigging", "neutral_face", "texturing", "inpainting")
+
+
+@dataclass
+class RayInitConfig:
+    """Used only when no cluster is given (RAY_ADDRESS unset): the local Ray to start."""
+
+    num_cpus: int | None = None
+    num_gpus: int | None = None
+    object_store_memory: int | None = None
+    include_dashboard: bool = False
+
+
+@dataclass
+class GenerateConfig:
+    out: str = "data/pain3d"
+    identities: int = 8
+    start: int = 0
+    overwrite: bool = False
+    write_meshes: bool = True
+    stages: StagesConfig = field(default_factory=StagesConfig)
+    ray: RayInitConfig = field(default_factory=RayInitConfig)

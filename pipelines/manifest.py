@@ -1,0 +1,86 @@
+"""manifest.json: what the output folder holds, computed from the shards themselves."""
+from __future__ import annotations
+
+import json
+import subprocess
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+import pyarrow.compute as pc
+import pyarrow.dataset as pads
+
+from faces.au import PSPI_MAX
+from pipelines import storage
+
+GROUP_COLS = ("age_group", "gender", "ethnicity")
+CONTENT_EXCLUDE = {"generate": {"identities", "start", "out", "overwrite", "ray"}}
+RESOURCE_KEYS = {"num_gpus", "num_cpus", "batch_size", "concurrency", "max_concurrency"}
+
+
+def content_config(cfg_dict: dict) -> dict:
+    """The parts of the config that change what is generated (not where, how many, or on
+    which resources): identities made under equal content configs are interchangeable."""
+    out = json.loads(json.dumps(cfg_dict))
+    for key in CONTENT_EXCLUDE["generate"]:
+        out.get("generate", {}).pop(key, None)
+    for stage in out.get("generate", {}).get("stages", {}).values():
+        for k in RESOURCE_KEYS:
+            stage.pop(k, None)
+    for section in list(out):
+        if section not in ("seed", "face", "render", "heatmap", "pspi", "demographics",
+                           "generate"):
+            out.pop(section)
+    return out
+
+
+def code_version() -> str:
+    try:
+        version = metadata.version("pain3d")
+    except metadata.PackageNotFoundError:
+        version = "unknown"
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                             text=True, timeout=5, cwd=Path(__file__).parent).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        sha = ""
+    return f"{version}+{sha}" if sha else version
+
+
+def frames_dataset(loc: storage.Location) -> pads.Dataset:
+    # pyarrow skips names starting with '.' or '_': in-flight temporaries are never read
+    return pads.dataset(loc.join("frames"), filesystem=loc.fs, format="parquet")
+
+
+def build_manifest(loc: storage.Location, cfg_dict: dict, content_hash: str) -> dict:
+    cols = ["sample_id", "identity", "expression", "view", "pspi"] + list(GROUP_COLS)
+    t = frames_dataset(loc).to_table(columns=cols)
+    ident = np.asarray(t.column("identity"))
+    expr = np.asarray(t.column("expression"))
+    pspi = np.asarray(t.column("pspi"), int)
+    n_unique = len(pc.unique(t.column("sample_id")))
+    per_group = {}
+    firsts = np.unique(ident, return_index=True)[1]
+    for col in GROUP_COLS:
+        vals = np.asarray(t.column(col).to_pylist(), dtype=object)
+        ids_vals, counts = np.unique(vals[firsts], return_counts=True)
+        per_group[col] = {str(k): int(c) for k, c in zip(ids_vals, counts)}
+    return {
+        "format": "pain3d-frames/1",
+        "config": cfg_dict,
+        "config_hash": content_hash,
+        "code_version": code_version(),
+        "counts": {
+            "identities": int(len(np.unique(ident))),
+            "frames": int(t.num_rows),
+            "heatmaps": int(np.sum(expr > 0)),
+            "pain_frames": int(np.sum(expr > 0)),
+            "neutral_frames": int(np.sum(expr == 0)),
+            "duplicate_sample_ids": int(t.num_rows - n_unique),
+        },
+        "identities_per_group": per_group,
+        "pspi_histogram": {"frames": np.bincount(pspi, minlength=PSPI_MAX + 1).tolist(),
+                           "heatmaps": np.bincount(pspi[expr > 0],
+                                                   minlength=PSPI_MAX + 1).tolist()},
+        "identity_range": [int(ident.min()), int(ident.max())] if len(ident) else [],
+    }

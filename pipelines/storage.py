@@ -1,0 +1,146 @@
+"""Output locations: a local folder or ``s3://bucket/prefix``, through pyarrow filesystems.
+
+S3 endpoint and credentials come from the standard AWS environment variables
+(AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_REGION /
+AWS_DEFAULT_REGION, AWS_ENDPOINT_URL); nothing is stored in configs or logged.
+
+Every write goes to a temporary name first and is then moved into place (a rename on local
+disk, a server-side copy on S3, both atomic for the reader): an object is whole or absent.
+"""
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from dataclasses import dataclass
+from urllib.parse import urlparse
+
+import pyarrow.fs as pafs
+
+
+class StorageError(RuntimeError):
+    """Storage the user must fix (missing bucket, bad credentials, unwritable folder)."""
+
+
+@dataclass(frozen=True)
+class Location:
+    fs: pafs.FileSystem
+    root: str  # path inside fs, no trailing slash
+    uri: str  # as the user wrote it (for messages)
+
+    def join(self, *parts: str) -> str:
+        return "/".join([self.root.rstrip("/")] + [p.strip("/") for p in parts if p])
+
+    @property
+    def is_s3(self) -> bool:
+        return self.uri.startswith("s3://")
+
+
+def s3_filesystem() -> pafs.S3FileSystem:
+    kw = {}
+    endpoint = os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL_S3")
+    if endpoint:
+        u = urlparse(endpoint)
+        kw["endpoint_override"] = u.netloc or u.path
+        kw["scheme"] = u.scheme or "https"
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    if region:
+        kw["region"] = region
+    return pafs.S3FileSystem(**kw)
+
+
+def resolve(uri: str) -> Location:
+    if uri.startswith("s3://"):
+        u = urlparse(uri)
+        if not u.netloc:
+            raise StorageError(f"output {uri!r} names no bucket; use s3://bucket/prefix")
+        return Location(s3_filesystem(), f"{u.netloc}{u.path}".rstrip("/"), uri)
+    if "://" in uri:
+        raise StorageError(f"unsupported output {uri!r}; use a local path or s3://bucket/prefix")
+    return Location(pafs.LocalFileSystem(), os.path.abspath(uri).rstrip("/") or "/", uri)
+
+
+def _explain(loc: Location, e: Exception) -> StorageError:
+    msg = str(e)
+    if loc.is_s3:
+        if "NoSuchBucket" in msg or "bucket does not exist" in msg.lower():
+            return StorageError(f"S3 bucket of {loc.uri} does not exist; create it or fix the URI")
+        if any(k in msg for k in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch",
+                                  "403", "credentials")):
+            return StorageError(f"S3 refused access to {loc.uri}; check AWS_ACCESS_KEY_ID / "
+                                "AWS_SECRET_ACCESS_KEY (and AWS_ENDPOINT_URL for non-AWS S3)")
+        return StorageError(f"cannot reach S3 for {loc.uri} ({msg.splitlines()[0]}); check "
+                            "AWS_ENDPOINT_URL and the network")
+    return StorageError(f"cannot write to {loc.uri} ({msg.splitlines()[0]}); choose a "
+                        "writable --out folder")
+
+
+def check_writable(loc: Location) -> None:
+    """Fail early, with one sentence, if the output can't be written."""
+    probe = loc.join(f"_probe-{uuid.uuid4().hex}")
+    try:
+        if not loc.is_s3:
+            loc.fs.create_dir(loc.root, recursive=True)
+        with loc.fs.open_output_stream(probe) as f:
+            f.write(b"ok")
+        loc.fs.delete_file(probe)
+    except Exception as e:  # noqa: BLE001 - turned into one clear sentence
+        raise _explain(loc, e) from e
+
+
+def write_bytes(loc: Location, rel: str, data: bytes) -> None:
+    final = loc.join(rel)
+    parent, name = final.rsplit("/", 1)
+    tmp = f"{parent}/.tmp-{uuid.uuid4().hex}-{name}"
+    try:
+        if not loc.is_s3:
+            loc.fs.create_dir(parent, recursive=True)
+        with loc.fs.open_output_stream(tmp) as f:
+            f.write(data)
+        loc.fs.move(tmp, final)
+    except Exception as e:  # noqa: BLE001
+        try:
+            loc.fs.delete_file(tmp)
+        except Exception:  # noqa: BLE001 - the temp may never have appeared
+            pass
+        raise _explain(loc, e) from e
+
+
+def read_bytes(loc: Location, rel: str) -> bytes | None:
+    path = loc.join(rel)
+    try:
+        if loc.fs.get_file_info(path).type != pafs.FileType.File:
+            return None
+        with loc.fs.open_input_stream(path) as f:
+            return f.read()
+    except Exception as e:  # noqa: BLE001
+        raise _explain(loc, e) from e
+
+
+def write_json(loc: Location, rel: str, obj) -> None:
+    write_bytes(loc, rel, json.dumps(obj, indent=1, sort_keys=True, default=str).encode())
+
+
+def read_json(loc: Location, rel: str):
+    b = read_bytes(loc, rel)
+    return None if b is None else json.loads(b)
+
+
+def list_files(loc: Location, rel: str, suffix: str = "") -> list[str]:
+    """Names (not paths) of the files directly under rel; temporaries excluded."""
+    sel = pafs.FileSelector(loc.join(rel), allow_not_found=True, recursive=False)
+    try:
+        infos = loc.fs.get_file_info(sel)
+    except Exception as e:  # noqa: BLE001
+        raise _explain(loc, e) from e
+    return sorted(i.base_name for i in infos if i.type == pafs.FileType.File
+                  and i.base_name.endswith(suffix) and not i.base_name.startswith("."))
+
+
+def delete_tree(loc: Location, rel: str) -> None:
+    path = loc.join(rel)
+    try:
+        if loc.fs.get_file_info(path).type == pafs.FileType.Directory:
+            loc.fs.delete_dir(path)
+    except Exception as e:  # noqa: BLE001
+        raise _explain(loc, e) from e

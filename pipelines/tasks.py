@@ -1,0 +1,224 @@
+"""The CPU stages of the generation graph, as plain functions over batches of identity rows:
+identity sampling, rendering with heatmaps, and encoding + writing one shard per identity."""
+from __future__ import annotations
+
+import io
+import os
+import time
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from PIL import Image
+
+from faces.au import PSPI_MAX, pspi
+from faces.heatmap import displacement, heat_colors
+from faces.identity import make_identity
+from faces.models import make_face_model
+from faces.render import Camera, get_renderer
+from faces.rig import RIG_AUS
+from pipelines import storage
+
+PSPI_COLS = ("AU4", "AU6", "AU7", "AU9", "AU10", "AU43")
+EXTRA_COLS = ("AU12", "AU25", "AU26")
+
+
+_MODELS: dict[str, object] = {}
+
+
+def face_model(face_cfg):
+    """One face model per worker process and face config (configs are unhashable
+    dataclasses, so they are keyed by their repr)."""
+    key = repr(face_cfg)
+    if key not in _MODELS:
+        _MODELS[key] = make_face_model(face_cfg)
+    return _MODELS[key]
+
+
+# ---- 1. identity rows -----------------------------------------------------------------------
+
+def identity_rows(batch: dict, cfg) -> dict:
+    """identity index -> demographics, prompt, shape parameters and the AU plan."""
+    model = face_model(cfg.face)
+    cols: dict[str, list] = {k: [] for k in ("identity", "seed", "age_group", "gender",
+                                             "ethnicity", "prompt", "shape", "aus")}
+    for ident in batch["identity"]:
+        spec = make_identity(int(ident), cfg.seed, model, cfg.demographics, cfg.pspi)
+        cols["identity"].append(int(ident))
+        cols["seed"].append(int(cfg.seed))
+        cols["age_group"].append(spec.demographics.age_group)
+        cols["gender"].append(spec.demographics.gender)
+        cols["ethnicity"].append(spec.demographics.ethnicity)
+        cols["prompt"].append(spec.prompt)
+        cols["shape"].append(np.asarray(spec.shape, np.float32))
+        cols["aus"].append(np.array([[c.get(k, 0.0) for k in RIG_AUS] for c in spec.configs],
+                                    np.float32))
+    out = {k: np.array(v, dtype=object) if isinstance(v[0], str) else np.stack(v)
+           if isinstance(v[0], np.ndarray) else np.array(v, np.int64) for k, v in cols.items()}
+    return out
+
+
+# ---- 2. render + heatmaps --------------------------------------------------------------------
+
+def render_rows(batch: dict, cfg) -> dict:
+    """Every expression x view: RGB, mask, heatmap (pain only) and the scalp mask per view."""
+    threads = max(1, int(round(cfg.generate.stages.render.num_cpus)))
+    os.environ.setdefault("LP_NUM_THREADS", str(threads))
+    model = face_model(cfg.face)
+    r = get_renderer(num_threads=threads)
+    rc = cfg.render
+    cams = [Camera(yaw_deg=float(y), pitch_deg=rc.camera.pitch_deg, distance=rc.camera.distance,
+                   fov_deg=rc.camera.fov_deg, target=tuple(model.camera_target))
+            for y in rc.yaws]
+    scalp_cols = np.zeros((model.template.n_vertices, 3), np.uint8)
+    scalp_cols[model.template.regions.get("scalp", [])] = 255
+    B, E = batch["vertices"].shape[:2]
+    V, S = len(cams), rc.size
+    rgb = np.zeros((B, E, V, S, S, 3), np.uint8)
+    mask = np.zeros((B, E, V, S, S), bool)
+    heat = np.zeros((B, E, V, S, S, 3), np.uint8)
+    scalp = np.zeros((B, V, S, S), bool)
+    for i in range(B):
+        tex = batch["texture"][i] if "texture" in batch else None
+        vcol = batch["vertex_colors"][i] if "vertex_colors" in batch else None
+        neutral = batch["vertices"][i, 0]
+        for e in range(E):
+            mesh = model.mesh(batch["vertices"][i, e])
+            hc = None
+            if e > 0:
+                hc = heat_colors(displacement(neutral, mesh.vertices, mesh.faces),
+                                 cfg.heatmap.mode, cfg.heatmap.scale_m, cfg.heatmap.cmap)
+            for v, cam in enumerate(cams):
+                o = r.render(mesh, cam, S, texture=tex, vertex_colors=vcol, lighting=rc.lighting,
+                             outputs=("rgb", "mask"))
+                rgb[i, e, v], mask[i, e, v] = o["rgb"], o["mask"]
+                if hc is not None:
+                    heat[i, e, v] = r.render(mesh, cam, S, vertex_colors=hc,
+                                             outputs=("vcolor",))["vcolor"]
+                if e == 0:
+                    scalp[i, v] = r.render(mesh, cam, S, vertex_colors=scalp_cols,
+                                           outputs=("vcolor",))["vcolor"][..., 0] > 127
+    batch["rgb"], batch["mask"], batch["heatmap"], batch["scalp"] = rgb, mask, heat, scalp
+    batch["yaws"] = np.tile(np.asarray(rc.yaws, np.float32), (B, 1))
+    return batch
+
+
+# ---- 3. encode + write ------------------------------------------------------------------------
+
+def _png(a: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(a).save(buf, format="PNG", compress_level=3)
+    return buf.getvalue()
+
+
+FRAME_SCHEMA = pa.schema(
+    [("sample_id", pa.string()), ("identity", pa.int64()), ("expression", pa.int16()),
+     ("view", pa.int8()), ("yaw_deg", pa.float32())]
+    + [(k, pa.float32()) for k in PSPI_COLS]
+    + [("pspi", pa.int8()), ("age_group", pa.string()), ("gender", pa.string()),
+       ("ethnicity", pa.string()), ("prompt", pa.string()), ("seed", pa.int64()),
+       ("image", pa.binary()), ("heatmap", pa.binary()), ("mask", pa.binary()),
+       ("shape_params", pa.list_(pa.float32())), ("expression_params", pa.list_(pa.float32()))]
+    + [(k, pa.float32()) for k in EXTRA_COLS]
+    + [("neutral_sample_id", pa.string()), ("face_model", pa.string())])
+
+
+def sample_id(identity: int, expression: int, view: int) -> str:
+    return f"{identity:06d}_{expression:02d}_{view}"
+
+
+def shard_name(identity: int) -> str:
+    return f"identity={identity:06d}.parquet"
+
+
+def frames_table(batch: dict, i: int, face_model_name: str) -> pa.Table:
+    ident = int(batch["identity"][i])
+    aus = batch["aus"][i]
+    E, V = batch["rgb"].shape[1:3]
+    rows: dict[str, list] = {f.name: [] for f in FRAME_SCHEMA}
+    for e in range(E):
+        au = dict(zip(RIG_AUS, aus[e].tolist()))
+        score = int(round(pspi(au)))
+        for v in range(V):
+            rows["sample_id"].append(sample_id(ident, e, v))
+            rows["identity"].append(ident)
+            rows["expression"].append(e)
+            rows["view"].append(v)
+            rows["yaw_deg"].append(float(batch["yaws"][i][v]))
+            for k in PSPI_COLS + EXTRA_COLS:
+                rows[k].append(float(au[k]))
+            rows["pspi"].append(score)
+            for k in ("age_group", "gender", "ethnicity", "prompt"):
+                rows[k].append(str(batch[k][i]))
+            rows["seed"].append(int(batch["seed"][i]))
+            rows["image"].append(_png(batch["rgb"][i, e, v]))
+            rows["heatmap"].append(_png(batch["heatmap"][i, e, v]) if e > 0 else None)
+            rows["mask"].append(_png(batch["mask"][i, e, v].astype(np.uint8) * 255))
+            rows["shape_params"].append(np.asarray(batch["shape"][i], np.float32))
+            rows["expression_params"].append(np.asarray(batch["expression_params"][i, e],
+                                                        np.float32))
+            rows["neutral_sample_id"].append(sample_id(ident, 0, v))
+            rows["face_model"].append(face_model_name)
+    return pa.Table.from_pydict(rows, schema=FRAME_SCHEMA)
+
+
+def _obj_files(model, vertices: np.ndarray, texture, vertex_colors, name: str) -> dict[str, bytes]:
+    """OBJ (+ MTL + PNG albedo when the mesh has UVs) of one mesh."""
+    mesh = model.mesh(vertices)
+    lines = [f"# pain3d {name}"]
+    files: dict[str, bytes] = {}
+    if mesh.corner_uv is not None and texture is not None:
+        lines.insert(1, f"mtllib {name}.mtl")
+        lines += [f"v {x:.6f} {y:.6f} {z:.6f}" for x, y, z in mesh.vertices]
+        uv = mesh.corner_uv.reshape(-1, 2)
+        lines += [f"vt {u:.6f} {v:.6f}" for u, v in uv]
+        lines.append("usemtl skin")
+        for k, (a, b, c) in enumerate(mesh.faces + 1):
+            t = 3 * k + 1
+            lines.append(f"f {a}/{t} {b}/{t + 1} {c}/{t + 2}")
+        files[f"{name}.mtl"] = (f"newmtl skin\nKa 1 1 1\nKd 1 1 1\nKs 0 0 0\n"
+                                f"map_Kd {name}.png\n").encode()
+        files[f"{name}.png"] = _png(np.asarray(texture, np.uint8))
+    else:
+        cols = (np.asarray(vertex_colors, np.float32) / 255.0 if vertex_colors is not None
+                else np.ones((mesh.n_vertices, 3)))
+        lines += [f"v {x:.6f} {y:.6f} {z:.6f} {r:.4f} {g:.4f} {b:.4f}"
+                  for (x, y, z), (r, g, b) in zip(mesh.vertices, cols)]
+        lines += [f"f {a} {b} {c}" for a, b, c in mesh.faces + 1]
+    files[f"{name}.obj"] = ("\n".join(lines) + "\n").encode()
+    return files
+
+
+def write_rows(batch: dict, cfg, out_uri: str) -> dict:
+    """Encode and write each identity: meshes first, then its Parquet shard (the shard's
+    presence marks the identity finished). Returns one summary row per identity."""
+    loc = storage.resolve(out_uri)
+    model = face_model(cfg.face)
+    summary: dict[str, list] = {k: [] for k in ("identity", "frames", "heatmaps", "pspi_hist",
+                                                "write_seconds")}
+    prov_cols = [k for k in batch if k.endswith(("_gpu", "_node", "_device"))]
+    for k in prov_cols:
+        summary[k] = []
+    for i in range(len(batch["identity"])):
+        t0 = time.time()
+        ident = int(batch["identity"][i])
+        if cfg.generate.write_meshes:
+            tex = batch["texture"][i] if "texture" in batch else None
+            vcol = batch["vertex_colors"][i] if "vertex_colors" in batch else None
+            for rel, data in _obj_files(model, batch["vertices"][i, 0], tex, vcol,
+                                        "neutral").items():
+                storage.write_bytes(loc, f"textured_meshes/{ident:06d}/{rel}", data)
+        table = frames_table(batch, i, model.name)
+        buf = pa.BufferOutputStream()
+        pq.write_table(table, buf, compression="zstd")
+        storage.write_bytes(loc, f"frames/{shard_name(ident)}", buf.getvalue().to_pybytes())
+        pspis = np.asarray(table.column("pspi").to_numpy(), int)
+        summary["identity"].append(ident)
+        summary["frames"].append(table.num_rows)
+        summary["heatmaps"].append(int(np.sum(np.asarray(table.column("expression")) > 0)))
+        summary["pspi_hist"].append(np.bincount(pspis, minlength=PSPI_MAX + 1))
+        summary["write_seconds"].append(time.time() - t0)
+        for k in prov_cols:
+            summary[k].append(str(batch[k][i]))
+    return {k: (np.stack(v) if isinstance(v[0], np.ndarray) else np.array(v, dtype=object)
+                if isinstance(v[0], str) else np.array(v)) for k, v in summary.items()}
