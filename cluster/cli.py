@@ -47,7 +47,7 @@ def cmd_preview(args) -> int:
 
 def cmd_generate(args) -> int:
     from cluster.runtime import init_ray
-    from pipelines.generate import run
+    from pipelines.generate import prepare_output, run
 
     overrides = []
     if args.identities is not None:
@@ -60,6 +60,7 @@ def cmd_generate(args) -> int:
         overrides.append("generate.overwrite=true")
     args.overrides = overrides + list(args.overrides)
     cfg = _config(args)
+    prepare_output(cfg)  # fail on unusable output before starting Ray
     init_ray(cfg.generate.ray)
     result = run(cfg)
     print(result.line())
@@ -95,6 +96,10 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except (ConfigError, FileNotFoundError, ValueError, RuntimeError, PermissionError,
             IsADirectoryError, OSError) as e:
+        # Ray wraps errors raised in workers; show the user's problem, not the wrapper
+        cause = getattr(e, "cause", None) or e.__cause__
+        if cause is not None and type(e).__name__ in ("RayTaskError", "UserCodeException"):
+            e = cause
         print(f"pain3d: error: {e}", file=sys.stderr)
         return 2
 
