@@ -47,7 +47,7 @@ def cmd_preview(args) -> int:
 
 def cmd_generate(args) -> int:
     from cluster.runtime import init_ray
-    from pipelines.generate import prepare_output, run
+    from pipelines.generate import preflight, prepare_output, run
 
     overrides = []
     if args.identities is not None:
@@ -60,10 +60,20 @@ def cmd_generate(args) -> int:
         overrides.append("generate.overwrite=true")
     args.overrides = overrides + list(args.overrides)
     cfg = _config(args)
-    prepare_output(cfg)  # fail on unusable output before starting Ray
+    preflight(cfg)  # missing weights, unusable output: fail before starting Ray
+    prepare_output(cfg)
     init_ray(cfg.generate.ray)
     result = run(cfg)
     print(result.line())
+    return 0
+
+
+def cmd_make_tiny_diffusion(args) -> int:
+    from actors.tiny_diffusion import make_tiny_kandinsky
+
+    paths = make_tiny_kandinsky(args.out)
+    print("wrote tiny random-initialised Kandinsky 2.2 pipelines: "
+          + ", ".join(f"{k}={v}" for k, v in paths.items()))
     return 0
 
 
@@ -86,6 +96,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="replace an existing dataset instead of skipping finished identities")
     _add_config_args(g)
     g.set_defaults(func=cmd_generate)
+
+    t = sub.add_parser("make-tiny-diffusion",
+                       help="write tiny random Kandinsky 2.2 pipelines (for tiny-diffusion.yaml)")
+    t.add_argument("out", nargs="?", default="models/tiny-kandinsky")
+    t.set_defaults(func=cmd_make_tiny_diffusion)
     return parser
 
 

@@ -183,7 +183,22 @@ def load_config(path: str | None = None, overrides: list[str] | tuple[str, ...] 
         _set_dotted(data, k.strip(), yaml.safe_load(v))
     cfg = _build(Pain3DConfig, data)
     validate(cfg)
+    _absolute_paths(cfg)
     return cfg
+
+
+def _absolute_paths(cfg: Pain3DConfig) -> None:
+    """Relative local paths are resolved here, in the driver: Ray workers run elsewhere."""
+    def fix(p):
+        return str(Path(p).expanduser().resolve()) if p and Path(p).expanduser().exists() else p
+
+    cfg.face.flame_path = fix(cfg.face.flame_path)
+    cfg.face.au_basis_path = fix(cfg.face.au_basis_path)
+    for name in cfg.generate.stages.MODEL_STAGES:
+        sc = getattr(cfg.generate.stages, name)
+        sc.model = fix(sc.model)
+        if isinstance(sc.options.get("prior"), str):
+            sc.options["prior"] = fix(sc.options["prior"])
 
 
 def validate(cfg: Pain3DConfig) -> None:

@@ -67,6 +67,20 @@ def finished_identities(loc: storage.Location) -> set[int]:
     return out
 
 
+def preflight(cfg: "Pain3DConfig") -> None:
+    """Checks that need no Ray: weights of the real backends exist where the config says."""
+    from actors.diffusion import DEFAULT_CONTROLNET, DEFAULT_INPAINT, DEFAULT_PRIOR, check_weights
+
+    st = cfg.generate.stages
+    defaults = {"neutral_face": DEFAULT_CONTROLNET, "inpainting": DEFAULT_INPAINT}
+    for name in ("neutral_face", "inpainting"):
+        sc = getattr(st, name)
+        if sc.backend == "kandinsky":
+            check_weights(sc.model or defaults[name], name, f"generate.stages.{name}.model")
+            check_weights(sc.options.get("prior", DEFAULT_PRIOR), name,
+                          f"generate.stages.{name}.options.prior")
+
+
 def prepare_output(cfg: "Pain3DConfig") -> tuple[storage.Location, str]:
     g = cfg.generate
     loc = storage.resolve(g.out)
@@ -129,6 +143,7 @@ def run(cfg: "Pain3DConfig") -> GenerationResult:
     if g.start < 0:
         raise ValueError(f"generate.start must be >= 0, got {g.start}")
     t0 = time.time()
+    preflight(cfg)
     loc, h = prepare_output(cfg)
     requested = list(range(g.start, g.start + g.identities))
     done = finished_identities(loc)
