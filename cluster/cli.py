@@ -68,6 +68,25 @@ def cmd_generate(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from pipelines.layout3dpain import export_3dpain
+
+    if args.format != "3dpain":
+        raise ConfigError(f"unknown export format {args.format!r}; supported: 3dpain")
+    counts = export_3dpain(args.dataset, args.out, overwrite=args.overwrite)
+    print(f"exported {counts['images']} images, {counts['heatmaps']} heatmaps, "
+          f"{counts['annotations']} annotations, {counts['meshes']} mesh files -> {args.out}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from pipelines.card import write_card
+
+    path = write_card(args.dataset, args.out)
+    print(f"wrote {path}")
+    return 0
+
+
 def cmd_make_tiny_diffusion(args) -> int:
     from actors.tiny_diffusion import make_tiny_kandinsky
 
@@ -96,6 +115,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="replace an existing dataset instead of skipping finished identities")
     _add_config_args(g)
     g.set_defaults(func=cmd_generate)
+
+    e = sub.add_parser("export", help="write a dataset in another layout (the authors' 3DPain)")
+    e.add_argument("--format", default="3dpain", help="layout (3dpain)")
+    e.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    e.add_argument("dataset", help="pain3d dataset folder or s3:// URI")
+    e.add_argument("out", help="folder to write")
+    e.set_defaults(func=cmd_export)
+
+    r = sub.add_parser("report", help="dataset card: PSPI histogram, demographics, preview")
+    r.add_argument("dataset", help="pain3d dataset (folder or s3://) or a 3DPain-layout folder")
+    r.add_argument("--out", default=None, help="card folder (default DATASET/card)")
+    r.set_defaults(func=cmd_report)
 
     t = sub.add_parser("make-tiny-diffusion",
                        help="write tiny random Kandinsky 2.2 pipelines (for tiny-diffusion.yaml)")

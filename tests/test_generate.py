@@ -16,7 +16,7 @@ from PIL import Image
 
 from cluster.cli import main
 from faces.au import pspi
-from pipelines.tasks import FRAME_SCHEMA
+from pipelines.tasks import FRAME_SCHEMA, sample_id
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 REPO = Path(__file__).resolve().parent.parent
@@ -128,6 +128,73 @@ def test_overwrite_regenerates(tmp_path):
     t = pq.read_table(out / "frames" / "identity=000000.parquet").to_pylist()
     assert np.asarray(Image.open(io.BytesIO(t[0]["image"]))).shape == (96, 96, 3)
     assert (out / "frames" / "identity=000000.parquet").stat().st_mtime_ns != first
+
+
+def test_export_3dpain_and_read_back(dataset8, tmp_path):
+    from pipelines.layout3dpain import read_3dpain
+
+    out = tmp_path / "release"
+    assert main(["export", "--format", "3dpain", str(dataset8), str(out)]) == 0
+    assert len(list((out / "images").glob("*.png"))) == 264
+    assert len(list((out / "images").glob("*_neutral_*.png"))) == 24
+    assert len(list((out / "heatmaps").glob("*.png"))) == 240
+    assert len(list((out / "annotations").glob("*.json"))) == 80
+    a = json.loads((out / "annotations" / "000002_04.json").read_text())
+    assert a["pspi"] == int(pspi(a)) and a["identity"] == 2
+    assert (out / "textured_meshes" / "000002" / "neutral.obj").exists()
+    back = read_3dpain(out)
+    orig = _frames(dataset8)
+    assert back.num_rows == orig.num_rows
+    key = ["sample_id", "identity", "expression", "view", "pspi", "AU4", "AU43", "ethnicity"]
+    def rows(t):
+        return sorted(tuple(r.values()) for r in t.select(key).to_pylist())
+
+    assert rows(back) == rows(orig)
+    by_id = {r["sample_id"]: r for r in orig.select(["sample_id", "image"]).to_pylist()}
+    for r in back.select(["sample_id", "image"]).slice(0, 10).to_pylist():
+        assert r["image"] == by_id[r["sample_id"]]["image"]
+    # exporting again onto the same folder is refused without --overwrite
+    assert main(["export", str(dataset8), str(out)]) == 2
+
+
+def test_reader_tolerates_the_release_variations(tmp_path):
+    from pipelines.layout3dpain import read_3dpain
+
+    root = tmp_path / "authors"
+    for sub in ("images", "heatmaps", "annotations"):
+        (root / sub).mkdir(parents=True)
+    png = io.BytesIO()
+    Image.new("RGB", (32, 32), (120, 90, 80)).save(png, format="PNG")
+    for name in ("subjA_neutral", "subjA_1", "subjB_neutral", "subjB_1"):
+        (root / "images" / f"{name}.png").write_bytes(png.getvalue())
+    (root / "heatmaps" / "subjA_1.png").write_bytes(png.getvalue())
+    (root / "annotations" / "subjA_1.json").write_text(json.dumps(
+        {"AU04": 3, "au6": 2, "AU_7": 1, "AU9": 0, "AU10": 4, "AU43": 1, "PSPI": 10,
+         "ethnicity": "Latino"}))
+    (root / "annotations" / "subjB_1.json").write_text(json.dumps({"AU4": 1}))
+    t = read_3dpain(root).to_pylist()
+    assert len(t) == 4
+    a1 = next(r for r in t if r["identity"] == 0 and r["expression"] == 1)
+    assert (a1["AU4"], a1["AU6"], a1["AU7"], a1["AU10"], a1["pspi"]) == (3, 2, 1, 4, 10)
+    assert a1["heatmap"] is not None and a1["ethnicity"] == "Latino"
+    b1 = next(r for r in t if r["identity"] == 1 and r["expression"] == 1)
+    assert b1["pspi"] == 1 and b1["heatmap"] is None  # PSPI from the AUs when not given
+    assert b1["neutral_sample_id"] == sample_id(1, 0, 0)
+    (root / "images" / "subjC_2.png").write_bytes(png.getvalue())
+    with pytest.raises(ValueError, match="no annotation"):
+        read_3dpain(root)
+
+
+def test_report_writes_card_and_plots(dataset8, tmp_path):
+    out = tmp_path / "card"
+    assert main(["report", str(dataset8), "--out", str(out)]) == 0
+    md = (out / "card.md").read_text()
+    assert "identities: 8" in md and "frames: 264" in md and "heatmaps: 240" in md
+    assert "| frames | 24 | 15 |" in md  # 24 neutral frames at PSPI 0, 5 x 3 per pain level
+    for png in ("pspi_histogram.png", "demographics.png", "preview.png"):
+        im = Image.open(out / png)
+        assert im.size[0] > 300 and np.asarray(im).std() > 10
+    assert main(["report", str(tmp_path / "nothing-here")]) == 2
 
 
 @pytest.mark.slow
