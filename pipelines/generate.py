@@ -42,6 +42,14 @@ class GenerationResult:
     manifest: dict
     summaries: list[dict] = field(default_factory=list)
 
+    def steady_fps(self) -> float | None:
+        """Frames/s between the first and the last finished identity (start-up excluded)."""
+        if len(self.summaries) < 3:
+            return None
+        done = sorted(self.summaries, key=lambda s: s["finished_after_s"])
+        span = done[-1]["finished_after_s"] - done[0]["finished_after_s"]
+        return sum(s["frames"] for s in done[1:]) / span if span > 0 else None
+
     def line(self) -> str:
         c = self.manifest["counts"]
         made = sum(s["frames"] for s in self.summaries)
@@ -153,9 +161,11 @@ def run(cfg: "Pain3DConfig") -> GenerationResult:
         ds = build_dataset(cfg, todo)
         for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
             for k in range(len(batch["identity"])):
-                summaries.append({key: (v[k].tolist() if isinstance(v[k], np.ndarray) else
-                                        v[k].item() if hasattr(v[k], "item") else v[k])
-                                  for key, v in batch.items()})
+                s = {key: (v[k].tolist() if isinstance(v[k], np.ndarray) else
+                           v[k].item() if hasattr(v[k], "item") else v[k])
+                     for key, v in batch.items()}
+                s["finished_after_s"] = time.time() - t0  # for steady-state throughput
+                summaries.append(s)
     manifest = build_manifest(loc, cfg.to_dict(), h)
     storage.write_json(loc, "manifest.json", manifest)
     generated = sorted(int(s["identity"]) for s in summaries)
