@@ -95,7 +95,6 @@ class StageActor:
     def __init__(self, cfg: StageConfig, context: dict):
         self.device, self.gpu_ids = resolve_device(self.stage, cfg.num_gpus)
         self.backend = make_backend(self.stage, cfg, context, self.device)
-        self.where = f"{socket.gethostname()}:{os.getpid()}"
         self.node_id = _node_id()
 
     def __call__(self, batch: dict) -> dict:

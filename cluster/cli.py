@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 import time
 
@@ -135,18 +136,46 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+USER_ERRORS = (ConfigError, FileNotFoundError, FileExistsError, ValueError, RuntimeError,
+               PermissionError, IsADirectoryError, OSError)
+
+
+_USER_ERROR_NAMES = {t.__name__ for t in USER_ERRORS} | {
+    "StorageError", "OutputConflict", "ModuleNotFoundError", "ImportError", "KeyError"}
+_ERROR_LINE = re.compile(r"^(?:[\w.]+\.)?(\w+): (.+)$")
+
+
+def _user_error(e: BaseException) -> str | None:
+    """The user's problem behind an exception, through Ray's wrappers: a stage that failed on
+    a worker arrives as RayTaskError / UserCodeException with the real error as its cause, or
+    (an actor that could not start) as ActorDiedError whose message holds the traceback."""
+    seen = set()
+    ray_text = []
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if not type(e).__module__.startswith("ray.") and isinstance(e, USER_ERRORS):
+            text = str(e).strip()
+            return text.splitlines()[0] if text else type(e).__name__
+        ray_text.append(str(e))
+        e = getattr(e, "cause", None) or e.__cause__
+    for text in ray_text:
+        for line in reversed(text.splitlines()):
+            m = _ERROR_LINE.match(line.strip())
+            if m and m.group(1) in _USER_ERROR_NAMES:
+                return m.group(2)
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ConfigError, FileNotFoundError, ValueError, RuntimeError, PermissionError,
-            IsADirectoryError, OSError) as e:
-        # Ray wraps errors raised in workers; show the user's problem, not the wrapper
-        cause = getattr(e, "cause", None) or e.__cause__
-        if cause is not None and type(e).__name__ in ("RayTaskError", "UserCodeException"):
-            e = cause
-        print(f"pain3d: error: {e}", file=sys.stderr)
+    except Exception as e:  # noqa: BLE001 - user errors become one line; bugs keep tracebacks
+        msg = _user_error(e)
+        if msg is None:
+            raise
+        print(f"pain3d: error: {msg}", file=sys.stderr)
         return 2
 
 

@@ -21,6 +21,7 @@ class FaceConfig:
     flame_path: str | None = None  # generic_model.pkl (FLAME 2020/2023)
     flame_n_shape: int | None = None  # identity components in shapedirs (None: FLAME's 300)
     au_basis_path: str | None = None  # JSON AU basis in FLAME expression space
+    flame_uv_path: str | None = None  # FLAME texture space (npz with vt, ft), for UV textures
     texture_size: int = 1024
     shape_std: float = 0.8
 
@@ -136,9 +137,25 @@ class FlameFaceModel(FaceModel):
         self.flame = FlameModel.load(cfg.flame_path, cfg.flame_n_shape)
         self.basis = FlameAUBasis.load(cfg.au_basis_path, self.flame.n_expression)
         v = self.flame.v_template
-        self._mesh = Mesh(v.astype(np.float32), self.flame.faces.astype(np.int32))
+        self._mesh = Mesh(v.astype(np.float32), self.flame.faces.astype(np.int32),
+                          corner_uv=self._load_uv(cfg.flame_uv_path))
         front = v[v[:, 2] > np.percentile(v[:, 2], 60)]
         self.camera_target = tuple(float(c) for c in (front.mean(0) - [0, 0, 0.06]))
+
+    def _load_uv(self, path: str | None):
+        """Per-corner UVs from FLAME's texture-space file (vt: UV coords, ft: UV faces)."""
+        if not path:
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as d:
+                vt, ft = np.asarray(d["vt"], np.float32), np.asarray(d["ft"], np.int64)
+        except (OSError, KeyError, ValueError) as e:
+            raise ValueError(f"face.flame_uv_path {path} is not a FLAME texture-space npz with "
+                             f"'vt' and 'ft' ({e})") from e
+        if ft.shape != self.flame.faces.shape:
+            raise ValueError(f"face.flame_uv_path: ft has shape {ft.shape}, the FLAME model has "
+                             f"{self.flame.faces.shape[0]} triangles")
+        return vt[ft]
 
     @property
     def template(self) -> Mesh:

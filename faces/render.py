@@ -189,6 +189,7 @@ class Renderer:
     def __init__(self, device_index: int | None = None, num_threads: int | None = None):
         import moderngl
 
+        _load_triton_first()
         if num_threads:
             os.environ["LP_NUM_THREADS"] = str(int(num_threads))
         kwargs = {"device_index": int(device_index)} if device_index is not None else {}
@@ -362,6 +363,16 @@ class Renderer:
             tex.repeat_x, tex.repeat_y = True, False
             self._tex, self._tex_key = tex, key
         return self._tex
+
+
+def _load_triton_first() -> None:
+    """Load Triton (torch's compiler, bundled LLVM) before Mesa's llvmpipe loads its own
+    LLVM: imported the other way round, Triton segfaults (measured here: EGL context, then
+    `import diffusers` -> torch._dynamo -> triton). Costs ~0.2 s once per process."""
+    try:
+        import triton  # noqa: F401
+    except Exception:  # noqa: BLE001 - not installed, or unusable: nothing to protect
+        pass
 
 
 _renderers: dict[tuple, Renderer] = {}

@@ -20,7 +20,7 @@ import numpy as np
 from actors.base import stage_actor
 from pipelines import storage
 from pipelines.manifest import build_manifest, content_config
-from pipelines.tasks import identity_rows, render_rows, shard_name, write_rows
+from pipelines.tasks import identity_rows, render_rows, write_rows
 
 if TYPE_CHECKING:
     from cluster.config import Pain3DConfig
@@ -171,6 +171,3 @@ def run(cfg: "Pain3DConfig") -> GenerationResult:
     generated = sorted(int(s["identity"]) for s in summaries)
     return GenerationResult(g.out, requested, sorted(set(requested) & done), generated,
                             time.time() - t0, manifest, summaries)
-
-
-__all__ = ["run", "build_dataset", "GenerationResult", "OutputConflict", "shard_name"]

@@ -40,22 +40,23 @@ def face_model(face_cfg):
 def identity_rows(batch: dict, cfg) -> dict:
     """identity index -> demographics, prompt, shape parameters and the AU plan."""
     model = face_model(cfg.face)
-    cols: dict[str, list] = {k: [] for k in ("identity", "seed", "age_group", "gender",
-                                             "ethnicity", "prompt", "shape", "aus")}
-    for ident in batch["identity"]:
-        spec = make_identity(int(ident), cfg.seed, model, cfg.demographics, cfg.pspi)
-        cols["identity"].append(int(ident))
-        cols["seed"].append(int(cfg.seed))
-        cols["age_group"].append(spec.demographics.age_group)
-        cols["gender"].append(spec.demographics.gender)
-        cols["ethnicity"].append(spec.demographics.ethnicity)
-        cols["prompt"].append(spec.prompt)
-        cols["shape"].append(np.asarray(spec.shape, np.float32))
-        cols["aus"].append(np.array([[c.get(k, 0.0) for k in RIG_AUS] for c in spec.configs],
-                                    np.float32))
-    out = {k: np.array(v, dtype=object) if isinstance(v[0], str) else np.stack(v)
-           if isinstance(v[0], np.ndarray) else np.array(v, np.int64) for k, v in cols.items()}
-    return out
+    specs = [make_identity(int(i), cfg.seed, model, cfg.demographics, cfg.pspi)
+             for i in batch["identity"]]
+
+    def strings(values):
+        return np.array(list(values), dtype=object)
+
+    return {
+        "identity": np.array([s.identity for s in specs], np.int64),
+        "seed": np.array([s.seed for s in specs], np.int64),
+        "age_group": strings(s.demographics.age_group for s in specs),
+        "gender": strings(s.demographics.gender for s in specs),
+        "ethnicity": strings(s.demographics.ethnicity for s in specs),
+        "prompt": strings(s.prompt for s in specs),
+        "shape": np.stack([np.asarray(s.shape, np.float32) for s in specs]),
+        "aus": np.stack([np.array([[c.get(k, 0.0) for k in RIG_AUS] for c in s.configs],
+                                  np.float32) for s in specs]),
+    }
 
 
 # ---- 2. render + heatmaps --------------------------------------------------------------------

@@ -78,3 +78,24 @@ def test_console_script_runs():
     r = subprocess.run([sys.executable, "-m", "cluster.cli", "--help"], capture_output=True,
                        text=True)
     assert r.returncode == 0 and "preview" in r.stdout
+
+
+@pytest.mark.parametrize("preset", ["local", "paper", "tiny-diffusion"])
+def test_presets_load_and_validate(preset):
+    cfg = load_config(preset)
+    st = cfg.generate.stages
+    for name in st.MODEL_STAGES:
+        sc = getattr(st, name)
+        assert 1 <= sc.concurrency[0] <= sc.concurrency[1]
+        if sc.num_gpus > 0:
+            assert sc.num_cpus is not None  # GPU actors name their CPUs (RAY_NOTES trap)
+
+
+def test_paper_preset_matches_the_paper_scale():
+    cfg = load_config("paper")
+    assert cfg.generate.identities * 11 * len(cfg.render.yaws) == 82_500
+    assert cfg.generate.identities * 10 == 25_000
+    st = cfg.generate.stages
+    assert (st.rigging.backend, st.neutral_face.backend, st.texturing.backend,
+            st.inpainting.backend) == ("nfr", "kandinsky", "hunyuan3d", "kandinsky")
+    assert all(getattr(st, n).num_gpus > 0 for n in st.MODEL_STAGES)

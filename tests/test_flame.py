@@ -143,3 +143,19 @@ def test_flame_errors_name_the_problem(tmp_path, flame_files):
     wrong.write_text(json.dumps({"format": "something-else"}))
     with pytest.raises(ValueError, match="format"):
         FlameAUBasis.load(wrong, N_EXPR)
+
+
+def test_flame_uv_file_gives_corner_uvs(flame_files, tmp_path):
+    raw = flame_files["raw"]
+    vt = np.random.default_rng(0).random((N_VERTS, 2)).astype(np.float32)
+    np.savez(tmp_path / "FLAME_texture.npz", vt=vt, ft=raw["f"].astype(np.int64))
+    cfg = FaceConfig(model="flame", flame_path=str(flame_files["numpy"]), flame_n_shape=N_SHAPE,
+                     au_basis_path=str(flame_files["au"]),
+                     flame_uv_path=str(tmp_path / "FLAME_texture.npz"))
+    m = make_face_model(cfg)
+    assert m.template.corner_uv.shape == (len(raw["f"]), 3, 2)
+    assert np.allclose(m.template.corner_uv[5], vt[raw["f"][5]])
+    np.savez(tmp_path / "bad.npz", vt=vt, ft=raw["f"][:10].astype(np.int64))
+    cfg.flame_uv_path = str(tmp_path / "bad.npz")
+    with pytest.raises(ValueError, match="triangles"):
+        make_face_model(cfg)

@@ -231,3 +231,13 @@ def test_sigkill_halfway_then_rerun_is_consistent(tmp_path):
     assert sorted(set(t.column("identity").to_pylist())) == list(range(8))
     m = json.loads((out / "manifest.json").read_text())
     assert m["counts"]["frames"] == 264 and m["counts"]["duplicate_sample_ids"] == 0
+
+
+def test_stage_failing_on_a_worker_is_one_line(tmp_path, capsys):
+    rc = main(["generate", "--identities", "1", "--out", str(tmp_path / "x"),
+               "generate.stages.rigging.backend=nfr", "generate.stages.rigging.model=/x.pth",
+               "generate.stages.rigging.options={module: no_such_nfr_module}"])
+    assert rc == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("pain3d: error: rigging.backend 'nfr' needs the Neural Face Rigging")
+    assert not list((tmp_path / "x").glob("frames/*.parquet"))
