@@ -159,3 +159,31 @@ def test_flame_uv_file_gives_corner_uvs(flame_files, tmp_path):
     cfg.flame_uv_path = str(tmp_path / "bad.npz")
     with pytest.raises(ValueError, match="triangles"):
         make_face_model(cfg)
+
+
+def test_flame_through_every_generation_stage(flame_files, tmp_path):
+    """rigging(flame) -> neutral face -> texturing -> render -> inpainting -> write, no Ray."""
+    import pyarrow.parquet as pq
+
+    from actors.base import make_backend
+    from cluster.config import load_config
+    from pipelines.tasks import identity_rows, render_rows, write_rows
+
+    cfg = load_config("local", [
+        "face.model=flame", f"face.flame_path={flame_files['numpy']}", f"face.flame_n_shape={N_SHAPE}",
+        f"face.au_basis_path={flame_files['au']}", "render.size=64",
+        "generate.stages.rigging.backend=flame", f"generate.out={tmp_path}"])
+    ctx = {"face": cfg.face, "render": cfg.render}
+    b = identity_rows({"identity": np.array([0])}, cfg)
+    for stage in ("rigging", "neutral_face", "texturing"):
+        b = make_backend(stage, getattr(cfg.generate.stages, stage), ctx, "cpu")(b)
+    assert b["vertices"].shape == (1, 11, N_VERTS, 3) and b["vertex_colors"].shape == (1, N_VERTS, 3)
+    assert b["expression_params"].shape == (1, 11, N_EXPR + 3)
+    b = render_rows(b, cfg)
+    b = make_backend("inpainting", cfg.generate.stages.inpainting, ctx, "cpu")(b)
+    out = write_rows(b, cfg, str(tmp_path))
+    assert out["frames"][0] == 33
+    t = pq.read_table(tmp_path / "frames" / "identity=000000.parquet").to_pylist()
+    assert t[0]["face_model"] == "flame" and len(t[0]["shape_params"]) == N_SHAPE
+    obj = (tmp_path / "textured_meshes" / "000000" / "neutral.obj").read_text()
+    assert obj.count("\nv ") == N_VERTS and "mtllib" not in obj  # vertex colours, no UVs
