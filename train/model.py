@@ -1,0 +1,127 @@
+"""ViTPain: a timm ViT backbone, learnable AU queries cross-attending to the patch tokens, and
+a 17-class PSPI head on the CLS token (paper 000, section 4).
+
+    A = Q P^T / sqrt(D), alpha = softmax over patches, F_AU = alpha P,
+    y_AU = ReLU(Linear(ReLU(Linear(F_AU))))                 one intensity per AU, >= 0
+    PSPI: CLS -> LayerNorm -> [Linear -> GELU -> Dropout] x 2 -> Linear -> 17 logits
+
+With ``au_queries=False`` (the paper's baseline) the AUs come from the CLS token instead.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+N_AUS = 6  # AU4, AU6, AU7, AU9, AU10, AU43
+N_PSPI = 17  # PSPI 0..16
+
+
+@dataclass
+class ModelConfig:
+    backbone: str = "vit_tiny_patch16_224"
+    backbone_kwargs: dict = field(default_factory=dict)  # e.g. {depth: 4} for a smaller ViT
+    img_size: int = 224
+    pretrained_file: str | None = None  # local weights (.safetensors/.bin/.pth) for the backbone
+    au_queries: bool = True
+    head_hidden: int = 512
+    dropout: float = 0.1
+
+
+class AUQueryHead(nn.Module):
+    """Six learnable queries attend over the patch tokens; a shared MLP reads each out."""
+
+    def __init__(self, dim: int, n_aus: int = N_AUS, hidden: int = 256):
+        super().__init__()
+        self.queries = nn.Parameter(torch.randn(n_aus, dim) * dim ** -0.5)
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(), nn.Linear(hidden, 1), nn.ReLU())
+
+    def forward(self, patches: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        scores = torch.einsum("qd,bnd->bqn", self.queries, patches) / math.sqrt(patches.shape[-1])
+        alpha = scores.softmax(dim=-1)
+        feats = torch.einsum("bqn,bnd->bqd", alpha, patches)
+        return self.mlp(feats).squeeze(-1), alpha
+
+
+class CLSAUHead(nn.Module):
+    """Baseline: AU intensities from the CLS token."""
+
+    def __init__(self, dim: int, n_aus: int = N_AUS, hidden: int = 256):
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(), nn.Linear(hidden, n_aus),
+                                 nn.ReLU())
+
+    def forward(self, cls: torch.Tensor) -> torch.Tensor:
+        return self.mlp(cls)
+
+
+class PSPIHead(nn.Module):
+    def __init__(self, dim: int, hidden: int, dropout: float, n_classes: int = N_PSPI):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.LayerNorm(dim),
+            nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(dropout),
+            nn.Linear(hidden, hidden), nn.GELU(), nn.Dropout(dropout),
+            nn.Linear(hidden, n_classes))
+
+    def forward(self, cls: torch.Tensor) -> torch.Tensor:
+        return self.net(cls)
+
+
+def create_backbone(cfg: ModelConfig) -> nn.Module:
+    import timm
+
+    kwargs = dict(cfg.backbone_kwargs, img_size=cfg.img_size, num_classes=0)
+    if cfg.pretrained_file:
+        path = Path(cfg.pretrained_file).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"pretrained backbone weights {path} do not exist; download the timm weights "
+                f"of {cfg.backbone} (e.g. its model.safetensors) and set "
+                "train.model.pretrained_file to that file")
+        # timm loads the file through its own pretrained path (resizing position embeddings)
+        return timm.create_model(cfg.backbone, pretrained=True,
+                                 pretrained_cfg_overlay={"file": str(path)}, **kwargs)
+    log.warning("backbone %s: no pretrained_file given, random initialisation", cfg.backbone)
+    return timm.create_model(cfg.backbone, pretrained=False, **kwargs)
+
+
+class ViTPain(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.backbone = create_backbone(cfg)
+        dim = self.backbone.num_features
+        self.prefix = getattr(self.backbone, "num_prefix_tokens", 1)
+        self.au_head = AUQueryHead(dim, hidden=cfg.head_hidden // 2) if cfg.au_queries \
+            else CLSAUHead(dim, hidden=cfg.head_hidden // 2)
+        self.pspi_head = PSPIHead(dim, cfg.head_hidden, cfg.dropout)
+
+    @property
+    def feature_dim(self) -> int:
+        return self.backbone.num_features
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        tokens = self.backbone.forward_features(x)  # (B, prefix + N, D), normed
+        cls, patches = tokens[:, 0], tokens[:, self.prefix:]
+        if self.cfg.au_queries:
+            au, attn = self.au_head(patches)
+        else:
+            au, attn = self.au_head(cls), None
+        out = {"pspi_logits": self.pspi_head(cls), "au": au, "cls": cls}
+        if attn is not None:
+            out["au_attention"] = attn
+        return out
+
+    def head_parameters(self):
+        return [p for n, p in self.named_parameters() if not n.startswith("backbone.")]
+
+    def set_backbone_trainable(self, trainable: bool) -> None:
+        for p in self.backbone.parameters():
+            p.requires_grad_(trainable)
