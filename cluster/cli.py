@@ -88,6 +88,22 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_train(args) -> int:
+    from cluster.runtime import init_ray
+    from train.run import train
+
+    cfg = _config(args)
+    name = args.name or f"{args.mode}-s{cfg.seed}"
+    init_ray(cfg.generate.ray)
+    res = train(cfg, args.mode, args.data, name, teacher=args.teacher, resume=args.resume)
+    m = res.best_metrics
+    print(f"{args.mode} run {res.run}: best val macro AUROC "
+          f"{m.get('val_macro_auroc', float('nan')):.3f} (epoch {m.get('epoch', '?')}), "
+          f"acc {m.get('val_acc', float('nan')):.3f}, +-1 {m.get('val_acc_pm1', float('nan')):.3f}"
+          f"; best checkpoint {res.best_checkpoint}")
+    return 0
+
+
 def cmd_make_tiny_diffusion(args) -> int:
     from actors.tiny_diffusion import make_tiny_kandinsky
 
@@ -129,6 +145,15 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", default=None, help="card folder (default DATASET/card)")
     r.set_defaults(func=cmd_report)
 
+    tr = sub.add_parser("train", help="train the teacher (heatmaps) or the student (RGB) on Ray")
+    tr.add_argument("mode", choices=["teacher", "student"])
+    tr.add_argument("--data", required=True, help="dataset (pain3d folder/s3, or 3DPain layout)")
+    tr.add_argument("--teacher", default=None, help="teacher checkpoint (student mode)")
+    tr.add_argument("--name", default=None, help="run name (default <mode>-s<seed>)")
+    tr.add_argument("--resume", action="store_true", help="continue the run of that name")
+    _add_config_args(tr)
+    tr.set_defaults(func=cmd_train)
+
     t = sub.add_parser("make-tiny-diffusion",
                        help="write tiny random Kandinsky 2.2 pipelines (for tiny-diffusion.yaml)")
     t.add_argument("out", nargs="?", default="models/tiny-kandinsky")
@@ -168,7 +193,14 @@ def _user_error(e: BaseException) -> str | None:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    # key=value overrides may come after options (argparse leaves those unparsed)
+    args, extra = parser.parse_known_args(argv)
+    stray = [e for e in extra if e.startswith("-") or "=" not in e or not hasattr(args, "overrides")]
+    if stray:
+        parser.error(f"unrecognized arguments: {' '.join(stray)}")
+    if extra:
+        args.overrides = list(args.overrides) + extra
     try:
         return int(args.func(args) or 0)
     except Exception as e:  # noqa: BLE001 - user errors become one line; bugs keep tracebacks

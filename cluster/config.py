@@ -22,6 +22,7 @@ from faces.identity import HeatmapConfig
 from faces.models import FaceConfig
 from faces.render import RenderConfig
 from pipelines.config import GenerateConfig
+from train.config import TrainConfig
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PRESET_DIR = REPO_ROOT / "configs"
@@ -40,6 +41,7 @@ class Pain3DConfig:
     pspi: PSPIConfig = field(default_factory=PSPIConfig)
     demographics: DemographicsConfig = field(default_factory=DemographicsConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
 
     def to_dict(self) -> dict:
         return _plain(dataclasses.asdict(self))
@@ -223,7 +225,23 @@ def validate(cfg: Pain3DConfig) -> None:
     except ValueError as e:
         raise ConfigError(f"pspi: {e}") from e
     _validate_generate(cfg)
+    _validate_train(cfg)
 
+
+def _validate_train(cfg: Pain3DConfig) -> None:
+    t = cfg.train
+    checks = [(t.epochs >= 1, f"train.epochs must be >= 1, got {t.epochs}"),
+              (t.batch_size >= 1, f"train.batch_size must be >= 1, got {t.batch_size}"),
+              (t.num_workers >= 1, f"train.num_workers must be >= 1, got {t.num_workers}"),
+              (t.lr_backbone >= 0 and t.lr_heads > 0, "train learning rates must be positive"),
+              (0 < t.min_lr_ratio <= 1, "train.min_lr_ratio must be in (0, 1]"),
+              (t.model.img_size >= 16, f"train.model.img_size must be >= 16, got {t.model.img_size}"),
+              (t.weights.temperature > 0, "train.weights.temperature must be > 0"),
+              (len(t.split) == 3 and abs(sum(t.split) - 1) < 1e-6 and min(t.split) >= 0,
+               f"train.split must be three fractions summing to 1, got {list(t.split)}")]
+    for ok, msg in checks:
+        if not ok:
+            raise ConfigError(msg)
 
 def _validate_generate(cfg: Pain3DConfig) -> None:
     from actors.base import backend_names

@@ -172,11 +172,26 @@ def _full_mask(w: int, h: int) -> bytes:
     return buf.getvalue()
 
 
+def is_3dpain_layout(path: str) -> bool:
+    p = Path(path)
+    return not path.startswith("s3://") and (p / "images").is_dir() and (p / "annotations").is_dir()
+
+
+def load_frames_columns(path: str, columns: list[str]) -> pa.Table:
+    """Only some columns (no image bytes) of either layout: for splits and statistics."""
+    if is_3dpain_layout(path):
+        return read_3dpain(path).select(columns)
+    loc = storage.resolve(path)
+    if loc.fs.get_file_info(loc.join("frames")).type == pafs.FileType.NotFound:
+        raise FileNotFoundError(f"{path} holds neither frames/ (pain3d) nor images/ + "
+                                "annotations/ (3DPain layout)")
+    return frames_dataset(loc).to_table(columns=columns)
+
+
 def load_frames(path: str) -> pa.Table:
     """Frames table from a pain3d dataset (frames/*.parquet) or a 3DPain-layout folder."""
-    p = Path(path)
-    if not path.startswith("s3://") and (p / "images").is_dir() and (p / "annotations").is_dir():
-        return read_3dpain(p)
+    if is_3dpain_layout(path):
+        return read_3dpain(path)
     loc = storage.resolve(path)
     if loc.fs.get_file_info(loc.join("frames")).type == pafs.FileType.NotFound:
         raise FileNotFoundError(f"{path} holds neither frames/ (pain3d) nor images/ + "

@@ -1,0 +1,107 @@
+"""Teacher and student training on Ray Train (2 gloo workers), resume and worker failure."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cluster.cli import main
+from cluster.config import load_config
+from train.data import identity_table, make_split
+
+pytestmark = pytest.mark.usefixtures("ray_local")
+TINY = ["train.model.img_size=32", "train.model.backbone_kwargs={depth: 2, patch_size: 8}",
+        "train.model.head_hidden=32", "train.batch_size=16", "train.cpus_per_worker=0.5",
+        "train.use_gpu=false"]  # the test Ray declares fake GPUs: no NCCL here
+
+
+@pytest.fixture(scope="module")
+def data10(tmp_path_factory):
+    out = tmp_path_factory.mktemp("tdata") / "ds"
+    assert main(["generate", "--identities", "10", "--out", str(out), "render.size=48",
+                 "face.texture_size=128", "generate.write_meshes=false"]) == 0
+    return str(out)
+
+
+def test_split_is_identity_disjoint_stratified_and_seeded(data10):
+    ids = identity_table(path=data10)
+    s = make_split(ids, (0.7, 0.2, 0.1), seed=3)
+    allids = s["train"] + s["val"] + s["test"]
+    assert sorted(allids) == sorted(ids) and len(set(allids)) == len(allids)
+    assert (len(s["train"]), len(s["val"]), len(s["test"])) == (7, 2, 1)
+    assert make_split(ids, (0.7, 0.2, 0.1), seed=3) == s
+    # stratified: a larger population keeps each demographic cell's share in every split
+    big = {i: {"age_group": "young" if i % 2 else "elderly", "gender": "man",
+               "ethnicity": "White"} for i in range(100)}
+    sb = make_split(big, (0.7, 0.2, 0.1), seed=0)
+    young_train = sum(1 for i in sb["train"] if i % 2)
+    assert abs(young_train - 35) <= 1 and len(sb["train"]) == 70
+    with pytest.raises(ValueError):
+        make_split(ids, (0.5, 0.5, 0.5))
+
+
+@pytest.fixture(scope="module")
+def teacher_run(data10, tmp_path_factory):
+    runs = tmp_path_factory.mktemp("runs")
+    rc = main(["train", "teacher", "--data", data10, "--name", "t", f"train.storage={runs}",
+               "train.epochs=2"] + TINY)
+    assert rc == 0
+    return runs / "t"
+
+
+def test_teacher_run_folder(teacher_run, data10):
+    split = json.loads((teacher_run / "split.json").read_text())
+    assert set(split) == {"train", "val", "test"} and not set(split["train"]) & set(split["val"])
+    hist = json.loads((teacher_run / "history.json").read_text())
+    assert [h["epoch"] for h in hist] == [0, 1]
+    for key in ("val_macro_auroc", "val_acc", "val_acc_pm1", "val_acc_pm2", "val_mae",
+                "val_auroc_pspi_ge3", "val_mae_AU4", "train_loss"):
+        assert key in hist[-1]
+    best = Path((teacher_run / "best_checkpoint.txt").read_text())
+    assert (best / "model" / "model.pt").exists()
+    from train.loop import load_model
+
+    m = load_model(best / "model")
+    assert m.cfg.img_size == 32
+
+
+def test_student_distils_from_teacher(teacher_run, data10, tmp_path, capsys):
+    best = (teacher_run / "best_checkpoint.txt").read_text()
+    rc = main(["train", "student", "--data", data10, "--teacher", best, "--name", "s",
+               f"train.storage={tmp_path}", "train.epochs=1",
+               "train.model.backbone_kwargs={depth: 2, patch_size: 8, embed_dim: 96, num_heads: 3}"]
+              + TINY[:1] + TINY[2:])
+    assert rc == 0
+    assert "student run" in capsys.readouterr().out
+    cfg = json.loads((tmp_path / "s" / "config.json").read_text())
+    assert cfg["mode"] == "student" and cfg["teacher"] == best
+    # no teacher -> one clear error
+    assert main(["train", "student", "--data", data10, "--name", "s2",
+                 f"train.storage={tmp_path}"] + TINY) == 2
+
+
+def test_existing_run_is_refused_then_resumed(teacher_run, data10, capsys):
+    runs = teacher_run.parent
+    assert main(["train", "teacher", "--data", data10, "--name", "t", f"train.storage={runs}",
+                 "train.epochs=3"] + TINY) == 2
+    assert "--resume" in capsys.readouterr().err
+    assert main(["train", "teacher", "--data", data10, "--name", "t", "--resume",
+                 f"train.storage={runs}", "train.epochs=3"] + TINY) == 0
+    hist = json.loads((teacher_run / "history.json").read_text())
+    assert hist[-1]["epoch"] == 2 and hist[-1]["started_at_epoch"] == 2  # only epoch 2 ran
+
+
+def test_killed_worker_resumes_from_checkpoint(data10, tmp_path):
+    from train.run import train
+
+    cfg = load_config("local", [f"train.storage={tmp_path}", "train.epochs=4",
+                                "train.max_failures=1"] + TINY)
+    # dies at epoch 2: the controller registers checkpoints asynchronously, so the one of the
+    # epoch just before the crash may not be registered yet; earlier ones are
+    res = train(cfg, "teacher", data10, "kill",
+                kill_worker={"epoch": 2, "marker": str(tmp_path / "killed-once")})
+    assert (tmp_path / "killed-once").exists()
+    epochs = [h["epoch"] for h in res.history]
+    assert epochs[-1] == 3  # finished
+    assert max(h["started_at_epoch"] for h in res.history) >= 1  # after restoring a checkpoint
+    assert np.isfinite(res.best_metrics["val_macro_auroc"])

@@ -1,0 +1,31 @@
+"""The ``train`` section of the config."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from train.losses import LossWeights
+from train.model import ModelConfig
+
+
+@dataclass
+class TrainConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    weights: LossWeights = field(default_factory=LossWeights)
+    epochs: int = 100
+    freeze_backbone_epochs: int = 5
+    batch_size: int = 32
+    lr_backbone: float = 5e-6
+    lr_heads: float = 5e-5
+    weight_decay: float = 0.05
+    min_lr_ratio: float = 0.01  # cosine annealing down to 1% of the start
+    grad_clip: float = 1.0
+    amp: bool = True  # mixed precision, on GPU only
+    augment: bool = True  # horizontal flip (image and heatmap together), brightness jitter
+    num_workers: int = 2
+    use_gpu: bool | None = None  # None: when the cluster has GPUs
+    cpus_per_worker: float = 1.0
+    split: tuple[float, float, float] = (0.7, 0.2, 0.1)
+    storage: str = "runs"  # local folder or s3://bucket/prefix
+    max_failures: int = 1
+    num_to_keep: int = 2
+    max_frames: int | None = None  # cap per split (quick experiments)

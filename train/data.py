@@ -1,0 +1,114 @@
+"""Training data: an identity-disjoint, demographically stratified split, and Ray Data
+pipelines that decode the frames (PNG -> normalised tensors) for the training workers."""
+from __future__ import annotations
+
+import io
+from collections import defaultdict
+
+import numpy as np
+import pyarrow as pa
+from PIL import Image
+
+from train.metrics import AU_NAMES, GROUPS
+
+MEAN = np.array([0.485, 0.456, 0.406], np.float32)[:, None, None]
+STD = np.array([0.229, 0.224, 0.225], np.float32)[:, None, None]
+SPLITS = ("train", "val", "test")
+
+
+def identity_table(frames: pa.Table | None = None, path: str | None = None) -> dict[int, dict]:
+    """identity -> its demographics (one row each)."""
+    cols = ["identity"] + list(GROUPS)
+    if frames is None:
+        from pipelines.layout3dpain import load_frames_columns
+
+        frames = load_frames_columns(path, cols)
+    out = {}
+    for r in frames.select(cols).to_pylist():
+        out.setdefault(int(r["identity"]), {g: r[g] for g in GROUPS})
+    return out
+
+
+def make_split(identities: dict[int, dict], fractions=(0.7, 0.2, 0.1), seed: int = 0
+               ) -> dict[str, list[int]]:
+    """Identity-disjoint train/val/test split, stratified by (age, gender, ethnicity): each
+    demographic cell is shuffled (seeded) and dealt out in the given proportions, with the
+    rounding remainder carried across cells so the totals match the fractions."""
+    if len(fractions) != 3 or any(f < 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-6:
+        raise ValueError(f"train.split must be three fractions summing to 1, got {fractions}")
+    cells: dict[tuple, list[int]] = defaultdict(list)
+    for ident, demo in sorted(identities.items()):
+        cells[tuple(demo[g] for g in GROUPS)].append(ident)
+    rng = np.random.default_rng(seed)
+    order = []
+    for key in sorted(cells):
+        ids = cells[key]
+        order.extend(ids[i] for i in rng.permutation(len(ids)))
+    # largest-deficit apportionment over the cell-ordered list: every prefix (and so every
+    # demographic cell) is spread over the splits in the given proportions
+    frac = np.asarray(fractions, float)
+    counts = np.zeros(3)
+    out = {s: [] for s in SPLITS}
+    for ident in order:
+        k = int(np.argmax(frac * (counts.sum() + 1) - counts))
+        out[SPLITS[k]].append(ident)
+        counts[k] += 1
+    n = len(order)
+    if not out["train"] or (fractions[1] > 0 and not out["val"]):
+        raise ValueError(f"{n} identities are too few for a train/val split; generate more")
+    return {s: sorted(v) for s, v in out.items()}
+
+
+def _decode(blob, size: int) -> np.ndarray:
+    if blob is None:
+        return np.zeros((3, size, size), np.float32)
+    with Image.open(io.BytesIO(blob)) as im:
+        a = np.asarray(im.convert("RGB").resize((size, size), Image.BILINEAR), np.float32)
+    return a.transpose(2, 0, 1) / 255.0
+
+
+def decode_batch(batch: dict, size: int, keep_groups: bool = False) -> dict:
+    """PNG bytes -> normalised (N, 3, S, S) images and heatmaps (zeros for neutral frames)."""
+    img = np.stack([_decode(b, size) for b in batch["image"]])
+    heat = np.stack([_decode(b, size) for b in batch["heatmap"]])
+    out = {"image": (img - MEAN) / STD, "heatmap": (heat - MEAN) / STD,
+           "pspi": np.asarray(batch["pspi"], np.int64),
+           "aus": np.stack([np.asarray(batch[a], np.float32) for a in AU_NAMES], 1),
+           "identity": np.asarray(batch["identity"], np.int64)}
+    if keep_groups:  # strings: fine for numpy batches, not for iter_torch_batches
+        for g in GROUPS:
+            out[g] = np.asarray(batch[g], dtype=object)
+    return out
+
+
+READ_COLUMNS = ["identity", "image", "heatmap", "pspi"] + list(AU_NAMES) + list(GROUPS)
+
+
+def split_datasets(data: str, split: dict[str, list[int]], size: int,
+                   max_frames: int | None = None) -> dict:
+    """Ray Datasets per split, decoding on Ray Data workers (streamed to the trainers)."""
+    import pyarrow.compute as pc
+    import ray
+
+    from pipelines.layout3dpain import is_3dpain_layout, read_3dpain
+    from pipelines.storage import resolve
+    from pipelines.tasks import shard_name
+
+    out = {}
+    for name, ids in split.items():
+        if not ids:
+            continue
+        if is_3dpain_layout(data):
+            t = read_3dpain(data)
+            t = t.filter(pc.is_in(t.column("identity"), pa.array(ids, pa.int64())))
+            ds = ray.data.from_arrow(t.select(READ_COLUMNS))
+        else:
+            # shards are per identity: read exactly this split's files
+            loc = resolve(data)
+            paths = [loc.join("frames", shard_name(i)) for i in ids]
+            ds = ray.data.read_parquet(paths, filesystem=loc.fs, columns=READ_COLUMNS)
+        if max_frames:
+            ds = ds.limit(max_frames)
+        out[name] = ds.map_batches(decode_batch, fn_kwargs={"size": size}, batch_size=64,
+                                   batch_format="numpy")
+    return out

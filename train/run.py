@@ -1,0 +1,148 @@
+"""Driver side of training: split, datasets, TorchTrainer, and the run folder.
+
+Run folder ``<storage>/<name>/``: Ray Train's checkpoints (each holds ``model/`` with
+model.pt + model_config.json), ``split.json``, ``config.json``, ``history.json`` and
+``best_checkpoint.txt``. Re-running with ``resume=True`` and the same name continues from
+the latest checkpoint; without it an existing run is refused.
+"""
+from __future__ import annotations
+
+import logging
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pipelines import storage
+from train.data import identity_table, make_split, split_datasets
+from train.loop import train_func
+
+if TYPE_CHECKING:
+    from cluster.config import Pain3DConfig
+
+log = logging.getLogger(__name__)
+
+
+class RunExists(ValueError):
+    pass
+
+
+@dataclass
+class TrainResult:
+    run: str
+    best_checkpoint: str | None
+    best_metrics: dict
+    history: list[dict]
+    split: dict
+
+
+def _frames_per_identity(data: str) -> dict[int, int]:
+    from collections import Counter
+
+    from pipelines.layout3dpain import load_frames_columns
+
+    t = load_frames_columns(data, ["identity"])
+    return Counter(int(i) for i in t.column("identity").to_pylist())
+
+
+def fetch_checkpoint(uri: str) -> str:
+    """A local folder holding model.pt + model_config.json for a checkpoint given as a local
+    path or s3:// URI (a run checkpoint folder or its model/ subfolder)."""
+    if not uri.startswith("s3://"):
+        p = Path(uri)
+        return str(p / "model") if (p / "model" / "model.pt").exists() else str(p)
+    loc = storage.resolve(uri)
+    tmp = tempfile.mkdtemp(prefix="pain3d-ckpt-")
+    for sub in ("model/", ""):
+        ok = True
+        for name in ("model.pt", "model_config.json"):
+            data = storage.read_bytes(loc, sub + name)
+            if data is None:
+                ok = False
+                break
+            Path(tmp, name).write_bytes(data)
+        if ok:
+            return tmp
+    raise FileNotFoundError(f"no pain3d checkpoint (model.pt, model_config.json) at {uri}")
+
+
+def train(cfg: "Pain3DConfig", mode: str, data: str, name: str, teacher: str | None = None,
+          resume: bool = False, kill_worker: dict | None = None) -> TrainResult:
+    import ray.train
+    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    tc = cfg.train
+    if mode not in ("teacher", "student"):
+        raise ValueError(f"unknown training mode {mode!r}; use teacher or student")
+    teacher_dir = None
+    if mode == "student":
+        if not teacher:
+            raise ValueError("student training needs --teacher CKPT (a teacher checkpoint)")
+        teacher_dir = fetch_checkpoint(teacher)
+        from train.loop import load_model
+
+        load_model(teacher_dir)  # fail here, with one sentence, not on every worker
+    loc = storage.resolve(tc.storage)
+    if not loc.is_s3:
+        loc.fs.create_dir(loc.root, recursive=True)
+    existing = storage.read_json(loc, f"{name}/split.json")
+    if existing is not None and not resume:
+        raise RunExists(f"run {name!r} already exists in {tc.storage}; pass --resume to continue "
+                        "it or choose another --name")
+    ids = identity_table(path=data)
+    split = existing if existing is not None else make_split(ids, tc.split, cfg.seed)
+    storage.write_json(loc, f"{name}/split.json", split)
+    storage.write_json(loc, f"{name}/config.json", {"mode": mode, "data": data,
+                                                    "teacher": teacher, "config": cfg.to_dict()})
+    per_id = _frames_per_identity(data)
+    n_train = sum(per_id.get(i, 0) for i in split["train"])
+    if tc.max_frames:
+        n_train = min(n_train, tc.max_frames)
+    datasets = split_datasets(data, {k: split[k] for k in ("train", "val")},
+                              tc.model.img_size, tc.max_frames)
+    use_gpu = tc.use_gpu
+    if use_gpu is None:
+        use_gpu = ray.cluster_resources().get("GPU", 0) >= 1
+    trainer = TorchTrainer(
+        train_func,
+        train_loop_config={"train": tc, "mode": mode, "seed": cfg.seed, "n_train": n_train,
+                           "teacher_dir": teacher_dir, "kill_worker": kill_worker,
+                           "threads": max(1, int(tc.cpus_per_worker))},
+        scaling_config=ScalingConfig(num_workers=tc.num_workers, use_gpu=use_gpu,
+                                     resources_per_worker={"CPU": tc.cpus_per_worker}),
+        datasets=datasets,
+        dataset_config=DataConfig(datasets_to_split=["train"]),
+        run_config=RunConfig(
+            name=name, storage_path=tc.storage if not loc.is_s3 else loc.root,
+            storage_filesystem=loc.fs if loc.is_s3 else None,
+            failure_config=FailureConfig(max_failures=tc.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=tc.num_to_keep,
+                                               checkpoint_score_attribute="val_macro_auroc",
+                                               checkpoint_score_order="max")))
+    result = trainer.fit()
+    best = result.get_best_checkpoint(metric="val_macro_auroc", mode="max")
+    history = _history(result.checkpoint)
+    best_path = best.path if best is not None else None
+    best_metrics = {}
+    if best is not None:
+        for ck, m in result.best_checkpoints or []:
+            if ck.path == best.path:
+                best_metrics = m
+    storage.write_json(loc, f"{name}/history.json", history)
+    storage.write_bytes(loc, f"{name}/best_checkpoint.txt", (best_path or "").encode())
+    return TrainResult(run=f"{tc.storage.rstrip('/')}/{name}", best_checkpoint=best_path,
+                       best_metrics=best_metrics, history=history, split=split)
+
+
+def _history(checkpoint) -> list[dict]:
+    """Every epoch's metrics, from the latest checkpoint's own state (Ray keeps only the
+    best few checkpoints' metrics)."""
+    import torch
+
+    if checkpoint is None:
+        return []
+    with checkpoint.as_directory() as d:
+        state = torch.load(Path(d) / "state.pt", map_location="cpu", weights_only=False)
+    return state["history"]
+
