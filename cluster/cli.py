@@ -104,6 +104,48 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_evaluate(args) -> int:
+    import json
+    from pathlib import Path
+
+    from train.evaluate import evaluate
+    from train.run import fetch_checkpoint
+
+    model_dir = fetch_checkpoint(args.checkpoint)
+    run = next((p for p in Path(args.checkpoint).resolve().parents
+                if (p / "split.json").is_file()), None) if "://" not in args.checkpoint else None
+    if run is not None:
+        split = json.loads((run / "split.json").read_text())
+        mode = json.loads((run / "config.json").read_text())["mode"]
+        history = json.loads((run / "history.json").read_text()) \
+            if (run / "history.json").is_file() else None
+        which = args.split
+    else:  # a bare checkpoint: every identity of the dataset
+        from train.data import identity_table
+
+        split, mode, history, which = {"all": sorted(identity_table(path=args.data))}, \
+            args.mode, None, "all"
+    out = args.out or str(Path(args.checkpoint).resolve().parent / f"eval-{which}")
+    r = evaluate(model_dir, args.data, mode, split, which, out, history)
+    m = r["metrics"]
+    print(f"{mode} on {which} ({r['frames']} frames): macro AUROC {m['macro_auroc']:.3f}, "
+          f"acc {m['acc']:.3f}, +-1 {m['acc_pm1']:.3f}, +-2 {m['acc_pm2']:.3f}, "
+          f"MAE {m['mae']:.2f} -> {out}/metrics.md")
+    return 0
+
+
+def cmd_ablate(args) -> int:
+    from cluster.runtime import init_ray
+    from train.ablate import ablate, markdown
+
+    cfg = _config(args)
+    init_ray(cfg.generate.ray)
+    summary = ablate(cfg, args.data, args.seeds, args.name)
+    print(markdown(summary["rows"], args.seeds))
+    print(f"wrote {cfg.train.storage.rstrip('/')}/{args.name}/ablation.md")
+    return 0
+
+
 def cmd_make_tiny_diffusion(args) -> int:
     from actors.tiny_diffusion import make_tiny_kandinsky
 
@@ -153,6 +195,22 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--resume", action="store_true", help="continue the run of that name")
     _add_config_args(tr)
     tr.set_defaults(func=cmd_train)
+
+    ev = sub.add_parser("evaluate", help="metrics, per-group gaps, confusion matrix, curves")
+    ev.add_argument("--checkpoint", required=True, help="a run's checkpoint folder")
+    ev.add_argument("--data", required=True, help="dataset the run was trained on")
+    ev.add_argument("--split", default="test", choices=["train", "val", "test"])
+    ev.add_argument("--mode", default="teacher", choices=["teacher", "student"],
+                    help="input type when the checkpoint is outside a run folder")
+    ev.add_argument("--out", default=None, help="report folder (default beside the checkpoint)")
+    ev.set_defaults(func=cmd_evaluate)
+
+    ab = sub.add_parser("ablate", help="the paper's Table 2: four models x seeds on one split")
+    ab.add_argument("--data", required=True)
+    ab.add_argument("--seeds", type=int, default=3)
+    ab.add_argument("--name", default="ablation", help="folder under train.storage")
+    _add_config_args(ab)
+    ab.set_defaults(func=cmd_ablate)
 
     t = sub.add_parser("make-tiny-diffusion",
                        help="write tiny random Kandinsky 2.2 pipelines (for tiny-diffusion.yaml)")

@@ -59,6 +59,8 @@ def test_teacher_run_folder(teacher_run, data10):
         assert key in hist[-1]
     best = Path((teacher_run / "best_checkpoint.txt").read_text())
     assert (best / "model" / "model.pt").exists()
+    events = list((teacher_run / "tensorboard").glob("events.out.tfevents.*"))
+    assert events and events[0].stat().st_size > 100
     from train.loop import load_model
 
     m = load_model(best / "model")
@@ -105,3 +107,38 @@ def test_killed_worker_resumes_from_checkpoint(data10, tmp_path):
     assert epochs[-1] == 3  # finished
     assert max(h["started_at_epoch"] for h in res.history) >= 1  # after restoring a checkpoint
     assert np.isfinite(res.best_metrics["val_macro_auroc"])
+
+
+def test_evaluate_writes_report(teacher_run, data10, tmp_path):
+    best = (teacher_run / "best_checkpoint.txt").read_text()
+    out = tmp_path / "eval"
+    assert main(["evaluate", "--checkpoint", best, "--data", data10, "--split", "val",
+                 "--out", str(out)]) == 0
+    r = json.loads((out / "metrics.json").read_text())
+    hist = json.loads((teacher_run / "history.json").read_text())
+    # the same checkpoint on the same split gives the validation AUROC the run recorded
+    rec = {h["epoch"]: h for h in hist}
+    assert any(abs(h["val_macro_auroc"] - r["metrics"]["macro_auroc"]) < 1e-6
+               for h in rec.values())
+    assert set(r["groups"]) == {"age_group", "gender", "ethnicity"}
+    assert "gap" in r["groups"]["gender"]
+    for png in ("confusion.png", "curves.png"):
+        assert (out / png).stat().st_size > 5000
+    assert "| macro_auroc |" in (out / "metrics.md").read_text()
+
+
+@pytest.mark.slow
+def test_ablation_runner_completes(data10, tmp_path):
+    rc = main(["ablate", "--data", data10, "--seeds", "1", "--name", "abl",
+               f"train.storage={tmp_path}", "train.epochs=1"] + TINY)
+    assert rc == 0
+    s = json.loads((tmp_path / "abl" / "ablation.json").read_text())
+    assert set(s["rows"]) == {"baseline", "au_queries", "au_queries_distill", "teacher"}
+    for row in s["rows"].values():
+        assert 0.0 <= row["macro_auroc"][0] <= 1.0
+    md = (tmp_path / "abl" / "ablation.md").read_text()
+    assert "0.96" in md and "+ AU queries + heatmap distillation" in md
+    cfg = json.loads((tmp_path / "abl" / "au_queries_distill-seed0" / "config.json").read_text())
+    assert cfg["teacher"] and cfg["config"]["train"]["model"]["au_queries"] is True
+    base = json.loads((tmp_path / "abl" / "baseline-seed0" / "config.json").read_text())
+    assert base["teacher"] is None and base["config"]["train"]["model"]["au_queries"] is False

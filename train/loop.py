@@ -44,7 +44,7 @@ def load_model(folder: str | Path, map_location="cpu") -> ViTPain:
                                 "model_config.json expected)")
     cfg = ModelConfig(**json.loads((folder / "model_config.json").read_text()))
     cfg.pretrained_file = None  # the checkpoint holds the weights
-    model = ViTPain(cfg)
+    model = ViTPain(cfg, weights_follow=True)
     state = torch.load(folder / "model.pt", map_location=map_location, weights_only=True)
     try:
         model.load_state_dict(state)
@@ -109,15 +109,15 @@ def train_func(config: dict) -> None:
     model = ViTPain(cfg.model)
     teacher = None
     net: nn.Module = model
-    if mode == "student":
+    if config.get("teacher_dir"):
         teacher = load_model(config["teacher_dir"]).to(device).eval()
         for p in teacher.parameters():
             p.requires_grad_(False)
         net = StudentNet(model, FeatureProjection(model.feature_dim, teacher.feature_dim))
     net = ray.train.torch.prepare_model(net)
     inner = net.module if hasattr(net, "module") else net
-    student_model = inner.model if mode == "student" else inner
-    projection = inner.projection if mode == "student" else None
+    student_model = inner.model if teacher is not None else inner
+    projection = inner.projection if teacher is not None else None
     backbone = list(student_model.backbone.parameters())
     heads = [p for n, p in inner.named_parameters() if "backbone." not in n]
     opt = torch.optim.AdamW([{"params": backbone, "lr": cfg.lr_backbone},
@@ -148,7 +148,7 @@ def train_func(config: dict) -> None:
         for b in train_shard.iter_torch_batches(batch_size=cfg.batch_size, device=device,
                                                 drop_last=False):
             x = b["heatmap"] if mode == "teacher" else b["image"]
-            h = b["heatmap"] if mode == "student" else None
+            h = b["heatmap"] if teacher is not None else None
             if cfg.augment:
                 x, h = _augment(x, h, gen, jitter=mode == "student")
             with torch.autocast(device.type, enabled=use_amp):

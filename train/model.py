@@ -74,7 +74,7 @@ class PSPIHead(nn.Module):
         return self.net(cls)
 
 
-def create_backbone(cfg: ModelConfig) -> nn.Module:
+def create_backbone(cfg: ModelConfig, warn: bool = True) -> nn.Module:
     import timm
 
     kwargs = dict(cfg.backbone_kwargs, img_size=cfg.img_size, num_classes=0)
@@ -88,15 +88,17 @@ def create_backbone(cfg: ModelConfig) -> nn.Module:
         # timm loads the file through its own pretrained path (resizing position embeddings)
         return timm.create_model(cfg.backbone, pretrained=True,
                                  pretrained_cfg_overlay={"file": str(path)}, **kwargs)
-    log.warning("backbone %s: no pretrained_file given, random initialisation", cfg.backbone)
+    if warn:
+        log.warning("backbone %s: no pretrained_file given, random initialisation", cfg.backbone)
     return timm.create_model(cfg.backbone, pretrained=False, **kwargs)
 
 
 class ViTPain(nn.Module):
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, weights_follow: bool = False):
+        """``weights_follow``: a checkpoint's weights are loaded next (no init warning)."""
         super().__init__()
         self.cfg = cfg
-        self.backbone = create_backbone(cfg)
+        self.backbone = create_backbone(cfg, warn=not weights_follow)
         dim = self.backbone.num_features
         self.prefix = getattr(self.backbone, "num_prefix_tokens", 1)
         self.au_head = AUQueryHead(dim, hidden=cfg.head_hidden // 2) if cfg.au_queries \

@@ -67,7 +67,10 @@ def fetch_checkpoint(uri: str) -> str:
 
 
 def train(cfg: "Pain3DConfig", mode: str, data: str, name: str, teacher: str | None = None,
-          resume: bool = False, kill_worker: dict | None = None) -> TrainResult:
+          resume: bool = False, kill_worker: dict | None = None, distill: bool = True,
+          seed: int | None = None) -> TrainResult:
+    """``distill=False`` trains the RGB model without a teacher (the ablation's first rows);
+    ``seed`` seeds training (the split always uses the config's seed)."""
     import ray.train
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -76,7 +79,7 @@ def train(cfg: "Pain3DConfig", mode: str, data: str, name: str, teacher: str | N
     if mode not in ("teacher", "student"):
         raise ValueError(f"unknown training mode {mode!r}; use teacher or student")
     teacher_dir = None
-    if mode == "student":
+    if mode == "student" and distill:
         if not teacher:
             raise ValueError("student training needs --teacher CKPT (a teacher checkpoint)")
         teacher_dir = fetch_checkpoint(teacher)
@@ -106,7 +109,8 @@ def train(cfg: "Pain3DConfig", mode: str, data: str, name: str, teacher: str | N
         use_gpu = ray.cluster_resources().get("GPU", 0) >= 1
     trainer = TorchTrainer(
         train_func,
-        train_loop_config={"train": tc, "mode": mode, "seed": cfg.seed, "n_train": n_train,
+        train_loop_config={"train": tc, "mode": mode, "n_train": n_train,
+                           "seed": cfg.seed if seed is None else seed,
                            "teacher_dir": teacher_dir, "kill_worker": kill_worker,
                            "threads": max(1, int(tc.cpus_per_worker))},
         scaling_config=ScalingConfig(num_workers=tc.num_workers, use_gpu=use_gpu,
@@ -130,9 +134,26 @@ def train(cfg: "Pain3DConfig", mode: str, data: str, name: str, teacher: str | N
             if ck.path == best.path:
                 best_metrics = m
     storage.write_json(loc, f"{name}/history.json", history)
+    _write_tensorboard(loc, name, history)
     storage.write_bytes(loc, f"{name}/best_checkpoint.txt", (best_path or "").encode())
     return TrainResult(run=f"{tc.storage.rstrip('/')}/{name}", best_checkpoint=best_path,
                        best_metrics=best_metrics, history=history, split=split)
+
+
+def _write_tensorboard(loc, name: str, history: list[dict]) -> None:
+    """TensorBoard event logs of every epoch in <run>/tensorboard (`tensorboard --logdir`)."""
+    from tensorboardX import SummaryWriter
+
+    with tempfile.TemporaryDirectory() as d:
+        w = SummaryWriter(d)
+        for h in history:
+            for k, v in h.items():
+                if k not in ("epoch", "started_at_epoch") and isinstance(v, (int, float)):
+                    w.add_scalar(k.replace("val_", "val/").replace("train_", "train/"), v,
+                                 h["epoch"])
+        w.close()
+        for f in Path(d).iterdir():
+            storage.write_bytes(loc, f"{name}/tensorboard/{f.name}", f.read_bytes())
 
 
 def _history(checkpoint) -> list[dict]:

@@ -1,0 +1,117 @@
+"""Evaluate a checkpoint on a split: metrics JSON + markdown (overall and per demographic
+group with gaps), confusion matrix and training curves as PNGs. Runs in one process."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from train.data import decode_batch
+from train.loop import load_model, predict
+from train.metrics import GROUPS, compute_metrics, group_metrics
+
+# The paper's Table 2 (3DPain, 16/17-class PSPI), for comparison in reports
+PAPER_TABLE2 = {
+    "baseline": {"macro_auroc": 0.81, "acc": 0.24, "acc_pm1": 0.60, "acc_pm2": 0.79},
+    "au_queries": {"macro_auroc": 0.82, "acc": 0.24, "acc_pm1": 0.61, "acc_pm2": 0.81},
+    "au_queries_distill": {"macro_auroc": 0.85, "acc": 0.25, "acc_pm1": 0.63, "acc_pm2": 0.83},
+    "teacher": {"macro_auroc": 0.96, "acc": 0.67, "acc_pm1": 0.96, "acc_pm2": 0.99},
+}
+
+
+def _batches(data: str, ids: list[int], size: int, batch: int = 64):
+    from pipelines.layout3dpain import load_frames
+
+    table = load_frames(data)
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    table = table.filter(pc.is_in(table.column("identity"), pa.array(ids, pa.int64())))
+    for rb in table.to_batches(max_chunksize=batch):
+        b = decode_batch(rb.to_pydict(), size, keep_groups=True)
+        yield {k: (torch.from_numpy(v) if v.dtype != object else v) for k, v in b.items()}
+
+
+def evaluate(checkpoint: str, data: str, mode: str, split: dict, which: str = "test",
+             out: str | None = None, history: list[dict] | None = None) -> dict:
+    if which not in split:
+        raise ValueError(f"no {which!r} split here; have {sorted(split)}")
+    ids = split[which]
+    if not ids:
+        raise ValueError(f"the {which} split is empty")
+    model = load_model(checkpoint)
+    p = predict(model, _batches(data, ids, model.cfg.img_size), mode, torch.device("cpu"))
+    metrics = compute_metrics(p["logits"], p["y"], p["au"], p["au_true"])
+    groups = group_metrics(p["logits"], p["y"], {g: p[g] for g in GROUPS if g in p},
+                           p["au"], p["au_true"])
+    report = {"checkpoint": checkpoint, "data": data, "mode": mode, "split": which,
+              "frames": int(len(p["y"])), "metrics": metrics, "groups": groups}
+    if out:
+        folder = Path(out)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "metrics.json").write_text(json.dumps(report, indent=1))
+        (folder / "metrics.md").write_text(_markdown(report))
+        _confusion_png(p["y"], p["logits"].argmax(1), folder / "confusion.png")
+        if history:
+            _curves_png(history, folder / "curves.png")
+    return report
+
+
+def _markdown(r: dict) -> str:
+    m = r["metrics"]
+    lines = [f"# Evaluation: {r['mode']} on the {r['split']} split ({r['frames']} frames)", "",
+             f"checkpoint `{r['checkpoint']}`", "", "| metric | value |", "|---|---|"]
+    lines += [f"| {k} | {v:.3f} |" for k, v in m.items()]
+    for attr, per in r["groups"].items():
+        keys = ("macro_auroc", "acc", "acc_pm1", "mae")
+        lines += ["", f"## By {attr}", "", "| group | " + " | ".join(keys) + " |",
+                  "|---" * (len(keys) + 1) + "|"]
+        for g, gm in per.items():
+            lines.append(f"| {g} | " + " | ".join(f"{gm.get(k, float('nan')):.3f}" for k in keys)
+                         + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _confusion_png(y, pred, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import confusion_matrix
+
+    cm = confusion_matrix(y, pred, labels=list(range(17)))
+    fig, ax = plt.subplots(figsize=(6.5, 5.5), dpi=110)
+    im = ax.imshow(cm, cmap="Blues")
+    ax.set_xlabel("predicted PSPI")
+    ax.set_ylabel("true PSPI")
+    ax.set_xticks(range(17))
+    ax.set_yticks(range(17))
+    ax.set_title("Confusion matrix")
+    fig.colorbar(im, ax=ax, shrink=0.8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _curves_png(history: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ep = [h["epoch"] for h in history]
+    fig, ax = plt.subplots(1, 2, figsize=(10, 3.6), dpi=110)
+    ax[0].plot(ep, [h["train_loss"] for h in history], marker="o")
+    ax[0].set_title("training loss")
+    for k in ("val_macro_auroc", "val_acc", "val_acc_pm1", "val_acc_pm2"):
+        ax[1].plot(ep, [h.get(k, np.nan) for h in history], marker="o", label=k[4:])
+    ax[1].set_title("validation")
+    ax[1].legend(frameon=False, loc="lower right")
+    for a in ax:
+        a.set_xlabel("epoch")
+        a.spines[["top", "right"]].set_visible(False)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
