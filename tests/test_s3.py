@@ -74,3 +74,38 @@ def test_missing_bucket_is_one_clear_error(s3):
     assert r.returncode == 2
     assert "bucket" in r.stderr and "does not exist" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+@pytest.mark.slow
+def test_training_checkpoints_to_s3(s3, tmp_path):
+    env, client = s3
+    data = tmp_path / "d"
+    r = _run(["--identities", "6", "--out", str(data), "render.size=48", "face.texture_size=128",
+              "generate.write_meshes=false", "generate.ray.num_cpus=2"], env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    run_env = dict(os.environ, **env)
+    run_env.pop("RAY_ADDRESS", None)
+    cmd = [sys.executable, "-m", "cluster.cli", "train", "teacher", "--data", str(data),
+           "--name", "s3run", "train.storage=s3://pain3d-test/runs", "train.epochs=2",
+           "train.model.img_size=32", "train.model.backbone_kwargs={depth: 2, patch_size: 8}",
+           "train.model.head_hidden=32", "train.cpus_per_worker=0.5", "train.use_gpu=false",
+           "generate.ray.num_cpus=2", "generate.ray.object_store_memory=200000000"]
+    t = subprocess.run(cmd, cwd=REPO, env=run_env, capture_output=True, text=True, timeout=600)
+    assert t.returncode == 0, (t.stdout + t.stderr)[-3000:]
+    keys = {o["Key"] for o in client.list_objects_v2(Bucket="pain3d-test",
+                                                     Prefix="runs/s3run/")["Contents"]}
+    assert "runs/s3run/split.json" in keys and "runs/s3run/history.json" in keys
+    models = [k for k in keys if k.endswith("/model/model.pt")]
+    assert len(models) == 2  # one checkpoint per epoch, both kept (num_to_keep=2)
+    best = client.get_object(Bucket="pain3d-test", Key="runs/s3run/best_checkpoint.txt")
+    best_uri = best["Body"].read().decode()
+    assert best_uri.startswith("s3://pain3d-test/runs/s3run/checkpoint_")
+    from train.run import fetch_checkpoint
+
+    os.environ.update(env)  # the checkpoint is read back through the same S3 settings
+    try:
+        local = fetch_checkpoint(best_uri)
+    finally:
+        for k in env:
+            os.environ.pop(k, None)
+    assert (Path(local) / "model.pt").stat().st_size > 1000

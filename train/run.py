@@ -128,6 +128,8 @@ def train(cfg: "Pain3DConfig", mode: str, data: str, name: str, teacher: str | N
     best = result.get_best_checkpoint(metric="val_macro_auroc", mode="max")
     history = _history(result.checkpoint)
     best_path = best.path if best is not None else None
+    if best_path and loc.is_s3 and not best_path.startswith("s3://"):
+        best_path = f"s3://{best_path}"  # usable as --teacher / --checkpoint as printed
     best_metrics = {}
     if best is not None:
         for ck, m in result.best_checkpoints or []:
