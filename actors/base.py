@@ -59,6 +59,18 @@ def _import_stages():
     from actors import diffusion, inpainting, neutral_face, rigging, texturing  # noqa: F401
 
 
+def import_adapter(module: str, stage: str, backend: str, what: str, how: str):
+    """Import the user's installation behind an adapter backend, or say how to get it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        raise RuntimeError(
+            f"{stage}.backend '{backend}' needs {what} importable as '{module}' ({e}); {how} "
+            f"or set {stage}.options.module") from e
+
+
 def resolve_device(stage: str, num_gpus: float) -> tuple[str, list]:
     """Torch device for a stage actor: the GPU Ray assigned, or the CPU (said once)."""
     gpu_ids: list = []

@@ -103,19 +103,31 @@ class _KandinskyPrior:
         return torch.cat(pos), torch.cat(neg)
 
 
+class _KandinskyStage:
+    """Options both Kandinsky stages share, and their prior + decoder pipelines."""
+
+    stage, pipeline, default_decoder = "", "", ""
+
+    def __init__(self, cfg: StageConfig, device: str, default_size: int = 512):
+        self.device = device
+        self.size = int(cfg.options.get("size", default_size))
+        self.steps = int(cfg.options.get("steps", 50))
+        self.guidance = float(cfg.options.get("guidance_scale", 4.0))
+        self.prior = _KandinskyPrior(cfg, device, self.stage)
+        self.decoder = load_pipeline(self.pipeline, cfg.model or self.default_decoder, device,
+                                     self.stage)
+
+
 @register("neutral_face", "kandinsky")
-class KandinskyNeutralFace:
+class KandinskyNeutralFace(_KandinskyStage):
     """Prior (prompt -> image embedding) + depth-ControlNet decoder with the frontal depth map
     of the neutral mesh as the hint; one seed per identity."""
 
+    stage, pipeline = "neutral_face", "KandinskyV22ControlnetPipeline"
+    default_decoder = DEFAULT_CONTROLNET
+
     def __init__(self, cfg: StageConfig, context: dict, device: str):
-        self.device = device
-        self.size = int(cfg.options.get("size", 512))
-        self.steps = int(cfg.options.get("steps", 50))
-        self.guidance = float(cfg.options.get("guidance_scale", 4.0))
-        self.prior = _KandinskyPrior(cfg, device, "neutral_face")
-        self.decoder = load_pipeline("KandinskyV22ControlnetPipeline",
-                                     cfg.model or DEFAULT_CONTROLNET, device, "neutral_face")
+        super().__init__(cfg, device)
         self.frontal = FrontalRenderer(context, self.size)
 
     @staticmethod
@@ -147,20 +159,17 @@ class KandinskyNeutralFace:
 
 
 @register("inpainting", "kandinsky")
-class KandinskyInpaint:
+class KandinskyInpaint(_KandinskyStage):
     """Kandinsky 2.2 inpainting of background and hair (mask from the render), prompted with
     the identity's demographic prompt; face pixels are kept from the render."""
 
+    stage, pipeline = "inpainting", "KandinskyV22InpaintPipeline"
+    default_decoder = DEFAULT_INPAINT
+
     def __init__(self, cfg: StageConfig, context: dict, device: str):
-        self.device = device
-        self.size = int(cfg.options.get("size", 512))
-        self.steps = int(cfg.options.get("steps", 50))
-        self.guidance = float(cfg.options.get("guidance_scale", 4.0))
+        super().__init__(cfg, device)
         self.volume = float(cfg.options.get("hair_volume", 0.04))
         self.frames_per_call = int(cfg.options.get("frames_per_call", 8))
-        self.prior = _KandinskyPrior(cfg, device, "inpainting")
-        self.decoder = load_pipeline("KandinskyV22InpaintPipeline",
-                                     cfg.model or DEFAULT_INPAINT, device, "inpainting")
 
     def __call__(self, batch: dict) -> dict:
         from PIL import Image

@@ -5,12 +5,11 @@ basis), ``nfr`` (adapter to the user's Neural Face Rigging installation).
 """
 from __future__ import annotations
 
-import importlib
 import logging
 
 import numpy as np
 
-from actors.base import StageConfig, register
+from actors.base import StageConfig, import_adapter, register
 from faces.models import make_face_model
 from faces.rig import RIG_AUS
 
@@ -75,14 +74,9 @@ class NFRRig:
     """
 
     def __init__(self, cfg: StageConfig, context: dict, device: str):
-        module = cfg.options.get("module", "nfr")
-        try:
-            mod = importlib.import_module(module)
-        except ImportError as e:
-            raise RuntimeError(
-                f"rigging.backend 'nfr' needs the Neural Face Rigging code importable as "
-                f"'{module}' ({e}); install NFR from its authors' repository or set "
-                "rigging.options.module") from e
+        mod = import_adapter(cfg.options.get("module", "nfr"), "rigging", "nfr",
+                             "the Neural Face Rigging code",
+                             "install NFR from its authors' repository")
         if not cfg.model:
             raise ValueError("rigging.backend 'nfr' needs rigging.model: the NFR checkpoint path")
         self.model = make_face_model(context["face"])

@@ -6,13 +6,11 @@ Hunyuan3D 2.1 texture generator). Meshes without UVs (FLAME) get per-vertex colo
 """
 from __future__ import annotations
 
-import importlib
-
 import numpy as np
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
-from actors.base import StageConfig, register
+from actors.base import StageConfig, import_adapter, register
 from actors.neutral_face import demographics_of, frontal_camera
 from faces.demographics import identity_rng
 from faces.geometry import smoothstep, vertex_normals
@@ -163,14 +161,9 @@ class Hunyuan3DTexture:
     """
 
     def __init__(self, cfg: StageConfig, context: dict, device: str):
-        module = cfg.options.get("module", "hy3dpaint.textureGenPipeline")
-        try:
-            mod = importlib.import_module(module)
-        except ImportError as e:
-            raise RuntimeError(
-                f"texturing.backend 'hunyuan3d' needs Hunyuan3D 2.1's texture generator "
-                f"importable as '{module}' ({e}); install it from Tencent's Hunyuan3D-2.1 "
-                "repository or set texturing.options.module") from e
+        mod = import_adapter(cfg.options.get("module", "hy3dpaint.textureGenPipeline"),
+                             "texturing", "hunyuan3d", "Hunyuan3D 2.1's texture generator",
+                             "install it from Tencent's Hunyuan3D-2.1 repository")
         if not cfg.model:
             raise ValueError("texturing.backend 'hunyuan3d' needs texturing.model: the folder "
                              "with the Hunyuan3D 2.1 paint weights")
