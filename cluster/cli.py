@@ -146,6 +146,73 @@ def cmd_ablate(args) -> int:
     return 0
 
 
+def cmd_tune(args) -> int:
+    import dataclasses
+
+    from cluster.config import config_from_dict
+    from cluster.runtime import init_ray
+    from tune.sweep import read_sweep, sweep
+
+    overrides = []
+    for flag, key in (("samples", "samples"), ("concurrent", "concurrent"),
+                      ("storage", "storage")):
+        if getattr(args, flag) is not None:
+            overrides.append(f"tune.{key}={getattr(args, flag)}")
+    args.overrides = overrides + list(args.overrides)
+    cfg = load_config(args.config, args.overrides, layers=[args.sweep])
+    data, teacher = args.data, args.teacher
+    if args.resume:  # a restored sweep runs exactly what it started with
+        prior = read_sweep(cfg.tune.storage, args.name)
+        if prior is not None:
+            storage_uri = cfg.tune.storage
+            cfg = config_from_dict(prior["config"])
+            cfg.tune.storage = storage_uri
+            data, teacher = prior["data"], prior["teacher"]
+    if not data or not teacher:
+        raise ConfigError("pain3d tune needs --data D and --teacher CKPT (a teacher checkpoint "
+                          "from pain3d train teacher)")
+    # Tune needs the dashboard: without it, trials stopped by ASHA leak their CPUs
+    init_ray(dataclasses.replace(cfg.generate.ray, include_dashboard=True))
+    res = sweep(cfg, data, teacher, args.name, resume=args.resume)
+    print(f"sweep {res['folder']}: {len(res['rows'])} trials; best val macro AUROC "
+          f"{res['best']['val_macro_auroc']:.3f} -> {res['folder']}/best.yaml, leaderboard.md, "
+          "results.csv, history.png, importance.png" + (", final.md" if res["final"] else ""))
+    return 0
+
+
+def cmd_submit(args) -> int:
+    from cluster.resources import unplaceable
+    from cluster.submit import follow, submit
+
+    rest = list(args.args)
+    if rest and rest[0] == "--":
+        rest = rest[1:]
+    # validate the config here: a typo should fail in one second, not on the cluster
+    if args.command_name in ("generate", "train", "tune", "ablate"):
+        sub, extra = build_parser().parse_known_args([args.command_name, *rest])
+        overrides = list(getattr(sub, "overrides", [])) + [e for e in extra if "=" in e]
+        if getattr(sub, "seed", None) is not None:
+            overrides.append(f"seed={sub.seed}")
+        cfg = load_config(sub.config, overrides,
+                          layers=[sub.sweep] if args.command_name == "tune" else [])
+        if args.cluster_config:
+            bad = unplaceable(cfg, args.cluster_config)
+            if bad:
+                raise ConfigError(bad[0] + "; change the config or add a node type")
+    job_id, addr, passed = submit(args.command_name, rest, args.address, args.submission_id)
+    print(f"submitted job {job_id} to {addr}: pain3d {args.command_name} {' '.join(rest)}")
+    print("environment passed: " + (", ".join(passed) if passed else "(none)")
+          + " (values not shown)")
+    print(f"follow:  ray job logs --address {addr} --follow {job_id}")
+    print(f"status:  ray job status --address {addr} {job_id}")
+    print(f"stop:    ray job stop --address {addr} {job_id}")
+    if args.wait:
+        status = follow(job_id, addr)
+        print(f"job {job_id}: {status}")
+        return 0 if status.endswith("SUCCEEDED") else 1
+    return 0
+
+
 def cmd_make_tiny_diffusion(args) -> int:
     from actors.tiny_diffusion import make_tiny_kandinsky
 
@@ -212,6 +279,38 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(ab)
     ab.set_defaults(func=cmd_ablate)
 
+    tu = sub.add_parser("tune", help="loss-weight sweep: Ray Tune + Optuna TPE + ASHA")
+    tu.add_argument("--data", default=None, help="dataset (as for pain3d train)")
+    tu.add_argument("--teacher", default=None, help="teacher checkpoint (local or s3://)")
+    tu.add_argument("--sweep", default="sweep",
+                    help="sweep file with the tune section (default configs/sweep.yaml)")
+    tu.add_argument("--samples", type=int, default=None, help="trials in all")
+    tu.add_argument("--concurrent", type=int, default=None, help="trials at once")
+    tu.add_argument("--storage", default=None, help="sweeps folder or s3://bucket/prefix")
+    tu.add_argument("--name", default="sweep", help="sweep folder name under the storage")
+    tu.add_argument("--resume", action="store_true",
+                    help="restore an interrupted sweep (finished trials are not re-run)")
+    _add_config_args(tu)
+    tu.set_defaults(func=cmd_tune)
+
+    sm = sub.add_parser("submit", help="run generate/train/tune/... as a Ray job on a cluster",
+                        description="Submits `pain3d COMMAND ARGS` as a Ray job: the project "
+                        "as working_dir (no data, outputs or weights), S3/model-cache variables "
+                        "passed through (values never printed).")
+    sm.add_argument("--address", default=None,
+                    help="the cluster's dashboard, http://<head>:8265 (default: RAY_ADDRESS, "
+                    "else http://127.0.0.1:8265 as opened by `ray dashboard ray_config.yaml`)")
+    sm.add_argument("--cluster-config", default=None,
+                    help="check the job's resource demands against this launcher config "
+                    "(e.g. ray_config.yaml) before submitting")
+    sm.add_argument("--submission-id", default=None, help="job id to use (default: Ray's)")
+    sm.add_argument("--wait", action="store_true", help="follow the logs until the job ends")
+    sm.add_argument("command_name", metavar="COMMAND",
+                    choices=["generate", "train", "tune", "evaluate", "ablate", "export",
+                             "report"])
+    sm.add_argument("args", nargs=argparse.REMAINDER, help="the command's own arguments")
+    sm.set_defaults(func=cmd_submit)
+
     t = sub.add_parser("make-tiny-diffusion",
                        help="write tiny random Kandinsky 2.2 pipelines (for tiny-diffusion.yaml)")
     t.add_argument("out", nargs="?", default="models/tiny-kandinsky")
@@ -224,23 +323,31 @@ USER_ERRORS = (ConfigError, FileNotFoundError, FileExistsError, ValueError, Runt
 
 
 _USER_ERROR_NAMES = {t.__name__ for t in USER_ERRORS} | {
-    "StorageError", "OutputConflict", "ModuleNotFoundError", "ImportError", "KeyError"}
+    "StorageError", "OutputConflict", "ModuleNotFoundError", "ImportError", "KeyError",
+    "CorruptImage", "SweepExists"}
 _ERROR_LINE = re.compile(r"^(?:[\w.]+\.)?(\w+): (.+)$")
 
 
 def _user_error(e: BaseException) -> str | None:
     """The user's problem behind an exception, through Ray's wrappers: a stage that failed on
     a worker arrives as RayTaskError / UserCodeException with the real error as its cause, or
-    (an actor that could not start) as ActorDiedError whose message holds the traceback."""
+    (an actor that could not start) as ActorDiedError whose message holds the traceback; a
+    failed training run as WorkerGroupError (the workers' exceptions) or ControllerError."""
     seen = set()
     ray_text = []
-    while e is not None and id(e) not in seen:
+    todo = [e]
+    while todo:
+        e = todo.pop(0)
+        if e is None or id(e) in seen:
+            continue
         seen.add(id(e))
         if not type(e).__module__.startswith("ray.") and isinstance(e, USER_ERRORS):
             text = str(e).strip()
             return text.splitlines()[0] if text else type(e).__name__
         ray_text.append(str(e))
-        e = getattr(e, "cause", None) or e.__cause__
+        todo.append(getattr(e, "cause", None) or e.__cause__)
+        todo.extend((getattr(e, "worker_failures", None) or {}).values())
+        todo.append(getattr(e, "controller_failure", None))
     for text in ray_text:
         for line in reversed(text.splitlines()):
             m = _ERROR_LINE.match(line.strip())

@@ -23,6 +23,7 @@ from faces.models import FaceConfig
 from faces.render import RenderConfig
 from pipelines.config import GenerateConfig
 from train.config import TrainConfig
+from tune.config import DISTRIBUTIONS, TuneConfig
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PRESET_DIR = REPO_ROOT / "configs"
@@ -42,6 +43,7 @@ class Pain3DConfig:
     demographics: DemographicsConfig = field(default_factory=DemographicsConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    tune: TuneConfig = field(default_factory=TuneConfig)
 
     def to_dict(self) -> dict:
         return _plain(dataclasses.asdict(self))
@@ -167,17 +169,31 @@ def preset_names() -> list[str]:
     return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
 
 
-def load_config(path: str | None = None, overrides: list[str] | tuple[str, ...] = ()
-                ) -> Pain3DConfig:
-    data: dict = {}
-    if path:
-        p = resolve_preset(path)
-        try:
-            data = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"config file {p} is not valid YAML ({e})") from e
-        if not isinstance(data, dict):
-            raise ConfigError(f"config file {p} must hold a mapping of sections")
+def _read_yaml(name_or_path: str) -> dict:
+    p = resolve_preset(name_or_path)
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {p} is not valid YAML ({e})") from e
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {p} must hold a mapping of sections")
+    return data
+
+
+def _merge(base: dict, top: dict) -> dict:
+    out = dict(base)
+    for k, v in top.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def load_config(path: str | None = None, overrides: list[str] | tuple[str, ...] = (),
+                layers: list[str] | tuple[str, ...] = ()) -> Pain3DConfig:
+    """``path`` (a preset or YAML), then each of ``layers`` merged over it (e.g. a sweep
+    file), then the ``key=value`` overrides."""
+    data: dict = _read_yaml(path) if path else {}
+    for layer in layers:
+        data = _merge(data, _read_yaml(layer))
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override {item!r} must look like section.key=value")
@@ -186,6 +202,13 @@ def load_config(path: str | None = None, overrides: list[str] | tuple[str, ...] 
     cfg = _build(Pain3DConfig, data)
     validate(cfg)
     _absolute_paths(cfg)
+    return cfg
+
+
+def config_from_dict(data: dict) -> Pain3DConfig:
+    """A config saved with ``to_dict()`` (e.g. in a run or sweep folder), validated."""
+    cfg = _build(Pain3DConfig, data)
+    validate(cfg)
     return cfg
 
 
@@ -226,6 +249,30 @@ def validate(cfg: Pain3DConfig) -> None:
         raise ConfigError(f"pspi: {e}") from e
     _validate_generate(cfg)
     _validate_train(cfg)
+    _validate_tune(cfg)
+
+
+def _validate_tune(cfg: Pain3DConfig) -> None:
+    t = cfg.tune
+    known = [f.name for f in dataclasses.fields(type(cfg.train.weights))]
+    for name, r in t.space.items():
+        key = f"tune.space.{name}"
+        if name not in known:
+            raise ConfigError(f"unknown {key}; the space is over train.weights: "
+                              f"{', '.join(known)}")
+        if r.dist not in DISTRIBUTIONS:
+            raise ConfigError(f"{key}.dist must be one of {', '.join(DISTRIBUTIONS)}, "
+                              f"got {r.dist!r}")
+        if not (r.low < r.high) or (r.dist == "loguniform" and r.low <= 0):
+            raise ConfigError(f"{key} needs low < high (and low > 0 for loguniform), "
+                              f"got [{r.low}, {r.high}]")
+    for key, ok in (("samples", t.samples >= 1), ("concurrent", t.concurrent >= 1),
+                    ("grace_epochs", t.grace_epochs >= 1),
+                    ("reduction_factor", t.reduction_factor >= 2),
+                    ("final_seeds", t.final_seeds >= 0), ("cpus_per_trial", t.cpus_per_trial > 0)):
+        if not ok:
+            raise ConfigError(f"tune.{key} is out of range ({getattr(t, key)!r}); "
+                              "see configs/sweep.yaml")
 
 
 def _validate_train(cfg: Pain3DConfig) -> None:
@@ -237,6 +284,8 @@ def _validate_train(cfg: Pain3DConfig) -> None:
               (0 < t.min_lr_ratio <= 1, "train.min_lr_ratio must be in (0, 1]"),
               (t.model.img_size >= 16, f"train.model.img_size must be >= 16, got {t.model.img_size}"),
               (t.weights.temperature > 0, "train.weights.temperature must be > 0"),
+              (t.cpus_per_worker > 0 and t.decode_cpus > 0,
+               "train.cpus_per_worker and train.decode_cpus must be > 0"),
               (len(t.split) == 3 and abs(sum(t.split) - 1) < 1e-6 and min(t.split) >= 0,
                f"train.split must be three fractions summing to 1, got {list(t.split)}")]
     for ok, msg in checks:

@@ -1,6 +1,22 @@
 import numpy as np
 import pytest
 
+# a tiny ViTPain for training tests (the test Ray declares fake GPUs: no NCCL here)
+TINY_TRAIN = ["train.model.img_size=32", "train.model.backbone_kwargs={depth: 2, patch_size: 8}",
+              "train.model.head_hidden=32", "train.batch_size=16", "train.cpus_per_worker=0.5",
+              "train.use_gpu=false"]
+
+
+@pytest.fixture(scope="session")
+def data10(tmp_path_factory, ray_local):
+    """A 10-identity dataset at 48 px (330 frames) for the training and sweep tests."""
+    from cluster.cli import main
+
+    out = tmp_path_factory.mktemp("tdata") / "ds"
+    assert main(["generate", "--identities", "10", "--out", str(out), "render.size=48",
+                 "face.texture_size=128", "generate.write_meshes=false"]) == 0
+    return str(out)
+
 
 @pytest.fixture(scope="session")
 def builtin_model():

@@ -26,19 +26,25 @@ class Head:
     """`ray start --head` with every port moved and a temp dir of its own; stop() kills
     exactly the processes that belong to it."""
 
-    def __init__(self, num_cpus: int = 2, extra_env: dict | None = None, extra_args=()):
+    def __init__(self, num_cpus: int = 2, extra_env: dict | None = None, extra_args=(),
+                 pin_address: bool = False):
+        """``pin_address``: the head's processes (and so its workers) get RAY_ADDRESS set to
+        this head. Ray's state API, which Ray Train's placement-group cleaner uses from a
+        worker, otherwise refuses to pick between several Ray instances on one machine (as
+        in the tests: the session's Ray and this head)."""
         self.temp = tempfile.mkdtemp(prefix="r3h", dir="/tmp")  # short: socket path limits
         self.port, self.dash = free_port(), free_port()
         self.env = dict(os.environ, RAY_AUTH_MODE="token", **(extra_env or {}))
         self.env.pop("RAY_ADDRESS", None)
         self.env["PATH"] = f"{Path(sys.executable).parent}:{self.env.get('PATH', '')}"
+        start_env = dict(self.env, RAY_ADDRESS=self.address) if pin_address else self.env
         cmd = [RAY, "start", "--head", f"--port={self.port}",
                f"--dashboard-port={self.dash}", "--dashboard-host=127.0.0.1",
                f"--ray-client-server-port={free_port()}",
                f"--dashboard-agent-listen-port={free_port()}",
                f"--temp-dir={self.temp}", f"--num-cpus={num_cpus}",
                "--object-store-memory=200000000", "--disable-usage-stats", *extra_args]
-        r = subprocess.run(cmd, env=self.env, capture_output=True, text=True, timeout=180)
+        r = subprocess.run(cmd, env=start_env, capture_output=True, text=True, timeout=180)
         if r.returncode != 0:
             self.stop()
             raise RuntimeError(f"ray start failed: {r.stderr[-2000:]}")

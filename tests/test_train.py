@@ -10,17 +10,7 @@ from cluster.config import load_config
 from train.data import identity_table, make_split
 
 pytestmark = pytest.mark.usefixtures("ray_local")
-TINY = ["train.model.img_size=32", "train.model.backbone_kwargs={depth: 2, patch_size: 8}",
-        "train.model.head_hidden=32", "train.batch_size=16", "train.cpus_per_worker=0.5",
-        "train.use_gpu=false"]  # the test Ray declares fake GPUs: no NCCL here
-
-
-@pytest.fixture(scope="module")
-def data10(tmp_path_factory):
-    out = tmp_path_factory.mktemp("tdata") / "ds"
-    assert main(["generate", "--identities", "10", "--out", str(out), "render.size=48",
-                 "face.texture_size=128", "generate.write_meshes=false"]) == 0
-    return str(out)
+from tests.conftest import TINY_TRAIN as TINY
 
 
 def test_split_is_identity_disjoint_stratified_and_seeded(data10):
@@ -142,3 +132,30 @@ def test_ablation_runner_completes(data10, tmp_path):
     assert cfg["teacher"] and cfg["config"]["train"]["model"]["au_queries"] is True
     base = json.loads((tmp_path / "abl" / "baseline-seed0" / "config.json").read_text())
     assert base["teacher"] is None and base["config"]["train"]["model"]["au_queries"] is False
+
+
+def test_corrupt_png_fails_in_one_line_and_leaves_no_run(data10, tmp_path, capsys):
+    import shutil
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    bad = tmp_path / "bad"
+    shutil.copytree(data10, bad)
+    from pipelines.tasks import shard_name
+
+    first = make_split(identity_table(path=data10), (0.7, 0.2, 0.1), load_config().seed)["train"][0]
+    shard = bad / "frames" / shard_name(first)
+    t = pq.read_table(shard)
+    images = t.column("image").to_pylist()
+    images[3] = images[3][:40]  # a truncated PNG
+    t = t.set_column(t.schema.get_field_index("image"), "image", pa.array(images, pa.binary()))
+    pq.write_table(t, shard)
+    ident = int(t.column("identity")[0].as_py())
+    runs = tmp_path / "runs"
+    rc = main(["train", "teacher", "--data", str(bad), "--name", "c", f"train.storage={runs}",
+               "train.epochs=1", "train.max_failures=0"] + TINY)
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert f"corrupt image PNG in identity {ident}" in err and "Traceback" not in err
+    assert not (runs / "c").exists()  # nothing to resume: no half run folder

@@ -24,6 +24,7 @@ class TrainConfig:
     num_workers: int = 2
     use_gpu: bool | None = None  # None: when the cluster has GPUs
     cpus_per_worker: float = 1.0
+    decode_cpus: float = 1.0  # CPUs each Ray Data decoding task reserves
     split: tuple[float, float, float] = (0.7, 0.2, 0.1)
     storage: str = "runs"  # local folder or s3://bucket/prefix
     max_failures: int = 1

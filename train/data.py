@@ -67,10 +67,29 @@ def _decode(blob, size: int) -> np.ndarray:
     return a.transpose(2, 0, 1) / 255.0
 
 
+class CorruptImage(ValueError):
+    pass
+
+
+def _decode_column(batch: dict, col: str, size: int) -> np.ndarray:
+    out = []
+    for blob, ident in zip(batch[col], batch["identity"]):
+        try:
+            out.append(_decode(blob, size))
+        except (OSError, ValueError, SyntaxError) as e:  # PIL's errors for bad image bytes
+            from pipelines.tasks import shard_name
+
+            raise CorruptImage(
+                f"a corrupt {col} PNG in identity {int(ident)} of the dataset ({e}); delete its "
+                f"shard frames/{shard_name(int(ident))} and re-run the same pain3d generate "
+                "to regenerate it") from None
+    return np.stack(out)
+
+
 def decode_batch(batch: dict, size: int, keep_groups: bool = False) -> dict:
     """PNG bytes -> normalised (N, 3, S, S) images and heatmaps (zeros for neutral frames)."""
-    img = np.stack([_decode(b, size) for b in batch["image"]])
-    heat = np.stack([_decode(b, size) for b in batch["heatmap"]])
+    img = _decode_column(batch, "image", size)
+    heat = _decode_column(batch, "heatmap", size)
     out = {"image": (img - MEAN) / STD, "heatmap": (heat - MEAN) / STD,
            "pspi": np.asarray(batch["pspi"], np.int64),
            "aus": np.stack([np.asarray(batch[a], np.float32) for a in AU_NAMES], 1),
@@ -85,7 +104,7 @@ READ_COLUMNS = ["identity", "image", "heatmap", "pspi"] + list(AU_NAMES) + list(
 
 
 def split_datasets(data: str, split: dict[str, list[int]], size: int,
-                   max_frames: int | None = None) -> dict:
+                   max_frames: int | None = None, decode_cpus: float = 1.0) -> dict:
     """Ray Datasets per split, decoding on Ray Data workers (streamed to the trainers)."""
     import pyarrow.compute as pc
     import ray
@@ -106,9 +125,9 @@ def split_datasets(data: str, split: dict[str, list[int]], size: int,
             # shards are per identity: read exactly this split's files
             loc = resolve(data)
             paths = [loc.join("frames", shard_name(i)) for i in ids]
-            ds = ray.data.read_parquet(paths, filesystem=loc.fs, columns=READ_COLUMNS)
+            ds = ray.data.read_parquet(paths, filesystem=loc.fs).select_columns(READ_COLUMNS)
         if max_frames:
             ds = ds.limit(max_frames)
         out[name] = ds.map_batches(decode_batch, fn_kwargs={"size": size}, batch_size=64,
-                                   batch_format="numpy")
+                                   batch_format="numpy", num_cpus=decode_cpus)
     return out

@@ -17,7 +17,7 @@ from torch import nn
 
 from train.losses import FeatureProjection, vitpain_loss
 from train.metrics import compute_metrics
-from train.model import ModelConfig, ViTPain
+from train.model import N_AUS, N_PSPI, ModelConfig, ViTPain
 
 
 class StudentNet(nn.Module):
@@ -90,6 +90,9 @@ def predict(model: ViTPain, batches, mode: str, device) -> dict[str, np.ndarray]
         for g in ("age_group", "gender", "ethnicity"):
             if g in b:
                 groups.setdefault(g, []).append(np.asarray(b[g]))
+    if not logits:  # an empty shard (fewer frames than workers)
+        return {"logits": np.zeros((0, N_PSPI), np.float32), "au": np.zeros((0, N_AUS), np.float32),
+                "y": np.zeros(0, np.int64), "au_true": np.zeros((0, N_AUS), np.float32)}
     res = {"logits": np.concatenate(logits), "au": np.concatenate(aus), "y": np.concatenate(y),
            "au_true": np.concatenate(au_true)}
     res.update({g: np.concatenate(v) for g, v in groups.items()})
@@ -166,12 +169,18 @@ def train_func(config: dict) -> None:
             scaler.update()
             sched.step()
             losses.append(float(loss.detach()))
-        metrics = {"epoch": epoch, "started_at_epoch": start,  # > 0 once resumed
+        metrics = {"epoch": epoch, "epochs_done": epoch + 1,  # ASHA's clock
+                   "started_at_epoch": start,  # > 0 once resumed
                    "train_loss": float(np.mean(losses)) if losses else float("nan"),
                    "lr_heads": opt.param_groups[1]["lr"], "lr_backbone": opt.param_groups[0]["lr"]}
+        # every rank predicts its share of the validation set; rank 0 scores the union
+        p = predict(student_model, val_shard.iter_torch_batches(batch_size=64, device=device),
+                    mode, device)
+        if world > 1:
+            parts = [None] * world
+            torch.distributed.all_gather_object(parts, p)
+            p = {k: np.concatenate([q[k] for q in parts]) for k in p}
         if rank == 0:
-            p = predict(student_model, val_shard.iter_torch_batches(batch_size=64, device=device),
-                        mode, device)
             metrics.update({f"val_{k}": v for k, v in
                             compute_metrics(p["logits"], p["y"], p["au"], p["au_true"]).items()})
         history.append(metrics)

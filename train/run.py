@@ -68,9 +68,10 @@ def fetch_checkpoint(uri: str) -> str:
 
 def train(cfg: "Pain3DConfig", mode: str, data: str, name: str, teacher: str | None = None,
           resume: bool = False, kill_worker: dict | None = None, distill: bool = True,
-          seed: int | None = None) -> TrainResult:
+          seed: int | None = None, callbacks: list | None = None) -> TrainResult:
     """``distill=False`` trains the RGB model without a teacher (the ablation's first rows);
-    ``seed`` seeds training (the split always uses the config's seed)."""
+    ``seed`` seeds training (the split always uses the config's seed); ``callbacks`` go to
+    Ray Train's RunConfig (a sweep passes Tune's report callback)."""
     import ray.train
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -103,7 +104,7 @@ def train(cfg: "Pain3DConfig", mode: str, data: str, name: str, teacher: str | N
     if tc.max_frames:
         n_train = min(n_train, tc.max_frames)
     datasets = split_datasets(data, {k: split[k] for k in ("train", "val")},
-                              tc.model.img_size, tc.max_frames)
+                              tc.model.img_size, tc.max_frames, tc.decode_cpus)
     use_gpu = tc.use_gpu
     if use_gpu is None:
         use_gpu = ray.cluster_resources().get("GPU", 0) >= 1
@@ -116,15 +117,24 @@ def train(cfg: "Pain3DConfig", mode: str, data: str, name: str, teacher: str | N
         scaling_config=ScalingConfig(num_workers=tc.num_workers, use_gpu=use_gpu,
                                      resources_per_worker={"CPU": tc.cpus_per_worker}),
         datasets=datasets,
-        dataset_config=DataConfig(datasets_to_split=["train"]),
+        # val is sharded too (each rank predicts a share, rank 0 scores the gathered union);
+        # Ray's equal split may drop up to num_workers - 1 validation frames per epoch
+        dataset_config=DataConfig(datasets_to_split=["train", "val"]),
         run_config=RunConfig(
             name=name, storage_path=tc.storage if not loc.is_s3 else loc.root,
             storage_filesystem=loc.fs if loc.is_s3 else None,
-            failure_config=FailureConfig(max_failures=tc.max_failures),
+            failure_config=FailureConfig(max_failures=tc.max_failures), callbacks=callbacks,
             checkpoint_config=CheckpointConfig(num_to_keep=tc.num_to_keep,
                                                checkpoint_score_attribute="val_macro_auroc",
                                                checkpoint_score_order="max")))
-    result = trainer.fit()
+    try:
+        result = trainer.fit()
+    except Exception:
+        # a new run that failed before its first checkpoint has nothing to resume: remove it,
+        # so that a failed start never leaves a run folder that looks like a run
+        if existing is None and not _has_checkpoint(loc, name):
+            storage.delete_tree(loc, name)
+        raise
     best = result.get_best_checkpoint(metric="val_macro_auroc", mode="max")
     history = _history(result.checkpoint)
     best_path = best.path if best is not None else None
@@ -142,6 +152,17 @@ def train(cfg: "Pain3DConfig", mode: str, data: str, name: str, teacher: str | N
                        best_metrics=best_metrics, history=history, split=split)
 
 
+def _has_checkpoint(loc, name: str) -> bool:
+    from pyarrow import fs as pafs
+
+    sel = pafs.FileSelector(loc.join(name), allow_not_found=True, recursive=False)
+    return any(i.type == pafs.FileType.Directory and i.base_name.startswith("checkpoint_")
+               for i in loc.fs.get_file_info(sel))
+
+
+CLOCK_KEYS = ("epoch", "epochs_done", "started_at_epoch")
+
+
 def _write_tensorboard(loc, name: str, history: list[dict]) -> None:
     """TensorBoard event logs of every epoch in <run>/tensorboard (`tensorboard --logdir`)."""
     from tensorboardX import SummaryWriter
@@ -150,7 +171,7 @@ def _write_tensorboard(loc, name: str, history: list[dict]) -> None:
         w = SummaryWriter(d)
         for h in history:
             for k, v in h.items():
-                if k not in ("epoch", "started_at_epoch") and isinstance(v, (int, float)):
+                if k not in CLOCK_KEYS and isinstance(v, (int, float)):
                     w.add_scalar(k.replace("val_", "val/").replace("train_", "train/"), v,
                                  h["epoch"])
         w.close()
