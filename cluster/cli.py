@@ -48,7 +48,7 @@ def cmd_preview(args) -> int:
 
 def cmd_generate(args) -> int:
     from cluster.runtime import init_ray
-    from pipelines.generate import preflight, prepare_output, run
+    from pipelines.generate import check_output, preflight, run
 
     overrides = []
     if args.identities is not None:
@@ -61,8 +61,8 @@ def cmd_generate(args) -> int:
         overrides.append("generate.overwrite=true")
     args.overrides = overrides + list(args.overrides)
     cfg = _config(args)
-    preflight(cfg)  # missing weights, unusable output: fail before starting Ray
-    prepare_output(cfg)
+    preflight(cfg)  # missing weights or files, unusable output: fail before starting Ray
+    check_output(cfg)
     init_ray(cfg.generate.ray)
     result = run(cfg)
     print(result.line())

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -79,6 +80,12 @@ def preflight(cfg: "Pain3DConfig") -> None:
     """Checks that need no Ray: weights of the real backends exist where the config says."""
     from actors.diffusion import DEFAULT_CONTROLNET, DEFAULT_INPAINT, DEFAULT_PRIOR, check_weights
 
+    if cfg.face.model == "flame":  # the user's FLAME files, before any actor loads them
+        for key in ("flame_path", "au_basis_path", "flame_uv_path"):
+            path = getattr(cfg.face, key)
+            if path and not os.path.isfile(path):
+                raise FileNotFoundError(f"face.{key} {path} does not exist; point it at your "
+                                        "file (see configs/paper.yaml for what each one is)")
     st = cfg.generate.stages
     defaults = {"neutral_face": DEFAULT_CONTROLNET, "inpainting": DEFAULT_INPAINT}
     for name in ("neutral_face", "inpainting"):
@@ -89,23 +96,44 @@ def preflight(cfg: "Pain3DConfig") -> None:
                           f"generate.stages.{name}.options.prior")
 
 
-def prepare_output(cfg: "Pain3DConfig") -> tuple[storage.Location, str]:
+def check_output(cfg: "Pain3DConfig") -> tuple[storage.Location, str]:
+    """The output is writable and holds no dataset of another config; writes nothing."""
     g = cfg.generate
     loc = storage.resolve(g.out)
     storage.check_writable(loc)
     h = content_hash(cfg)
-    if g.overwrite:
-        for rel in ("frames", "textured_meshes"):
-            storage.delete_tree(loc, rel)
-    else:
+    if not g.overwrite:
         prior = storage.read_json(loc, "run.json")
         if prior and prior.get("content_hash") != h:
             raise OutputConflict(
                 f"{g.out} holds a dataset made with a different config (hash "
                 f"{prior.get('content_hash')}, this run {h}); use --overwrite to replace it or "
                 "choose another --out")
+    return loc, h
+
+
+def prepare_output(cfg: "Pain3DConfig") -> tuple[storage.Location, str]:
+    loc, h = check_output(cfg)
+    if cfg.generate.overwrite:
+        for rel in ("frames", "textured_meshes"):
+            storage.delete_tree(loc, rel)
     storage.write_json(loc, "run.json", {"content_hash": h, "config": cfg.to_dict()})
     return loc, h
+
+
+def discard_unstarted_output(loc: storage.Location) -> None:
+    """After a failed first run that finished no identity: remove what it wrote (run.json,
+    stray meshes, an empty folder), so that no dataset-looking folder is left behind."""
+    if finished_identities(loc):
+        return  # real progress: kept, a re-run resumes from it
+    for rel in ("frames", "textured_meshes"):
+        storage.delete_tree(loc, rel)
+    storage.delete_file(loc, "run.json")
+    if not loc.is_s3:
+        try:
+            os.rmdir(loc.root)
+        except OSError:  # not empty: other files of the user's
+            pass
 
 
 def build_dataset(cfg: "Pain3DConfig", todo: list[int]):
@@ -152,20 +180,30 @@ def run(cfg: "Pain3DConfig") -> GenerationResult:
         raise ValueError(f"generate.start must be >= 0, got {g.start}")
     t0 = time.time()
     preflight(cfg)
+    fresh = storage.read_json(storage.resolve(g.out), "run.json") is None
     loc, h = prepare_output(cfg)
     requested = list(range(g.start, g.start + g.identities))
     done = finished_identities(loc)
     todo = [i for i in requested if i not in done]
     summaries: list[dict] = []
-    if todo:
-        ds = build_dataset(cfg, todo)
-        for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-            for k in range(len(batch["identity"])):
-                s = {key: (v[k].tolist() if isinstance(v[k], np.ndarray) else
-                           v[k].item() if hasattr(v[k], "item") else v[k])
-                     for key, v in batch.items()}
-                s["finished_after_s"] = time.time() - t0  # for steady-state throughput
-                summaries.append(s)
+    try:
+        if todo:
+            ds = build_dataset(cfg, todo)
+            for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+                for k in range(len(batch["identity"])):
+                    s = {key: (v[k].tolist() if isinstance(v[k], np.ndarray) else
+                               v[k].item() if hasattr(v[k], "item") else v[k])
+                         for key, v in batch.items()}
+                    s["finished_after_s"] = time.time() - t0  # for steady-state throughput
+                    summaries.append(s)
+    except Exception:
+        if fresh:
+            discard_unstarted_output(loc)
+        raise
+    for rel in ("frames", "textured_meshes"):  # left by writers that died (a lost node)
+        n = storage.remove_temporaries(loc, rel)
+        if n:
+            log.info("removed %d temporaries of interrupted writes under %s", n, rel)
     manifest = build_manifest(loc, cfg.to_dict(), h)
     storage.write_json(loc, "manifest.json", manifest)
     generated = sorted(int(s["identity"]) for s in summaries)

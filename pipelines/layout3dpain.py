@@ -177,23 +177,40 @@ def is_3dpain_layout(path: str) -> bool:
     return not path.startswith("s3://") and (p / "images").is_dir() and (p / "annotations").is_dir()
 
 
+def _require(path: str, have, columns) -> None:
+    missing = [c for c in columns if c not in set(have)]
+    if missing:
+        raise ValueError(f"dataset {path} lacks the columns {', '.join(missing)}; it is not a "
+                         "complete pain3d frames table (regenerate or re-export it)")
+
+
 def load_frames_columns(path: str, columns: list[str]) -> pa.Table:
     """Only some columns (no image bytes) of either layout: for splits and statistics."""
     if is_3dpain_layout(path):
-        return read_3dpain(path).select(columns)
+        t = read_3dpain(path)
+        _require(path, t.column_names, columns)
+        return t.select(columns)
+    ds = _frames(path)
+    _require(path, ds.schema.names, columns)
+    return ds.to_table(columns=columns)
+
+
+def require_columns(path: str, columns: list[str]) -> None:
+    """Fails with one sentence when the dataset lacks any of ``columns``."""
+    if not is_3dpain_layout(path):  # the 3DPain reader builds every column itself
+        _require(path, _frames(path).schema.names, columns)
+
+
+def _frames(path: str):
     loc = storage.resolve(path)
     if loc.fs.get_file_info(loc.join("frames")).type == pafs.FileType.NotFound:
         raise FileNotFoundError(f"{path} holds neither frames/ (pain3d) nor images/ + "
                                 "annotations/ (3DPain layout)")
-    return frames_dataset(loc).to_table(columns=columns)
+    return frames_dataset(loc)
 
 
 def load_frames(path: str) -> pa.Table:
     """Frames table from a pain3d dataset (frames/*.parquet) or a 3DPain-layout folder."""
     if is_3dpain_layout(path):
         return read_3dpain(path)
-    loc = storage.resolve(path)
-    if loc.fs.get_file_info(loc.join("frames")).type == pafs.FileType.NotFound:
-        raise FileNotFoundError(f"{path} holds neither frames/ (pain3d) nor images/ + "
-                                "annotations/ (3DPain layout)")
-    return frames_dataset(loc).to_table()
+    return _frames(path).to_table()

@@ -62,11 +62,12 @@ def resolve(uri: str) -> Location:
 
 def _explain(loc: Location, e: Exception) -> StorageError:
     msg = str(e)
+    flat = msg.replace("_", "").lower()  # pyarrow spells AWS codes as INVALID_ACCESS_KEY_ID
     if loc.is_s3:
-        if "NoSuchBucket" in msg or "bucket does not exist" in msg.lower():
+        if "nosuchbucket" in flat or "bucket does not exist" in flat:
             return StorageError(f"S3 bucket of {loc.uri} does not exist; create it or fix the URI")
-        if any(k in msg for k in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch",
-                                  "403", "credentials")):
+        if any(k in flat for k in ("accessdenied", "invalidaccesskeyid", "signaturedoesnotmatch",
+                                   "403", "credentials", "invalidtoken", "expiredtoken")):
             return StorageError(f"S3 refused access to {loc.uri}; check AWS_ACCESS_KEY_ID / "
                                 "AWS_SECRET_ACCESS_KEY (and AWS_ENDPOINT_URL for non-AWS S3)")
         return StorageError(f"cannot reach S3 for {loc.uri} ({msg.splitlines()[0]}); check "
@@ -135,6 +136,30 @@ def list_files(loc: Location, rel: str, suffix: str = "") -> list[str]:
         raise _explain(loc, e) from e
     return sorted(i.base_name for i in infos if i.type == pafs.FileType.File
                   and i.base_name.endswith(suffix) and not i.base_name.startswith("."))
+
+
+def remove_temporaries(loc: Location, rel: str) -> int:
+    """Deletes the temporaries of writers that died mid-write (``.tmp-*`` under rel);
+    only safe when no writer is running. Returns how many."""
+    sel = pafs.FileSelector(loc.join(rel), allow_not_found=True, recursive=True)
+    n = 0
+    try:
+        for info in loc.fs.get_file_info(sel):
+            if info.type == pafs.FileType.File and info.base_name.startswith(".tmp-"):
+                loc.fs.delete_file(info.path)
+                n += 1
+    except Exception as e:  # noqa: BLE001
+        raise _explain(loc, e) from e
+    return n
+
+
+def delete_file(loc: Location, rel: str) -> None:
+    path = loc.join(rel)
+    try:
+        if loc.fs.get_file_info(path).type == pafs.FileType.File:
+            loc.fs.delete_file(path)
+    except Exception as e:  # noqa: BLE001
+        raise _explain(loc, e) from e
 
 
 def delete_tree(loc: Location, rel: str) -> None:

@@ -27,13 +27,13 @@ class Head:
     exactly the processes that belong to it."""
 
     def __init__(self, num_cpus: int = 2, extra_env: dict | None = None, extra_args=(),
-                 pin_address: bool = False):
+                 pin_address: bool = False, port: int | None = None):
         """``pin_address``: the head's processes (and so its workers) get RAY_ADDRESS set to
         this head. Ray's state API, which Ray Train's placement-group cleaner uses from a
         worker, otherwise refuses to pick between several Ray instances on one machine (as
         in the tests: the session's Ray and this head)."""
         self.temp = tempfile.mkdtemp(prefix="r3h", dir="/tmp")  # short: socket path limits
-        self.port, self.dash = free_port(), free_port()
+        self.port, self.dash = port or free_port(), free_port()
         self.env = dict(os.environ, RAY_AUTH_MODE="token", **(extra_env or {}))
         self.env.pop("RAY_ADDRESS", None)
         self.env["PATH"] = f"{Path(sys.executable).parent}:{self.env.get('PATH', '')}"

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pipelines import storage
-from train.data import identity_table, make_split, split_datasets
+from pipelines.layout3dpain import require_columns
+from train.data import READ_COLUMNS, identity_table, make_split, split_datasets
 from train.loop import train_func
 
 if TYPE_CHECKING:
@@ -94,6 +95,7 @@ def train(cfg: "Pain3DConfig", mode: str, data: str, name: str, teacher: str | N
     if existing is not None and not resume:
         raise RunExists(f"run {name!r} already exists in {tc.storage}; pass --resume to continue "
                         "it or choose another --name")
+    require_columns(data, READ_COLUMNS)  # one sentence now, not a worker traceback later
     ids = identity_table(path=data)
     split = existing if existing is not None else make_split(ids, tc.split, cfg.seed)
     storage.write_json(loc, f"{name}/split.json", split)

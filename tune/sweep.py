@@ -168,7 +168,8 @@ def result_rows(grid, cfg: "Pain3DConfig") -> list[dict]:
     for trial, r in zip(trials, grid):
         df = r.metrics_dataframe
         row = {"trial": trial.trial_id}
-        row.update({k: float(r.config[k]) for k in cfg.tune.space})
+        params = r.config or trial.config  # a trial that never started has no Result config
+        row.update({k: float(params[k]) for k in cfg.tune.space})
         row["paper_weights"] = all(np.isclose(row[k], v) for k, v in paper.items())
         state = trial.status
         reported = df is not None and METRIC in getattr(df, "columns", ())
