@@ -217,6 +217,9 @@ def _absolute_paths(cfg: Pain3DConfig) -> None:
     def fix(p):
         return str(Path(p).expanduser().resolve()) if p and Path(p).expanduser().exists() else p
 
+    for sec in (cfg.train, cfg.tune):  # run and sweep folders: Ray workers' cwd is not ours
+        if "://" not in sec.storage:
+            sec.storage = str(Path(sec.storage).expanduser().resolve())
     cfg.face.flame_path = fix(cfg.face.flame_path)
     cfg.face.au_basis_path = fix(cfg.face.au_basis_path)
     for name in cfg.generate.stages.MODEL_STAGES:
