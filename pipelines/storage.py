@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import uuid
 from dataclasses import dataclass
 from urllib.parse import urlparse
@@ -67,7 +68,8 @@ def _explain(loc: Location, e: Exception) -> StorageError:
         if "nosuchbucket" in flat or "bucket does not exist" in flat:
             return StorageError(f"S3 bucket of {loc.uri} does not exist; create it or fix the URI")
         if any(k in flat for k in ("accessdenied", "invalidaccesskeyid", "signaturedoesnotmatch",
-                                   "403", "credentials", "invalidtoken", "expiredtoken")):
+                                   "credentials", "invalidtoken", "expiredtoken")) \
+                or re.search(r"(?<![\d.:])403(?!\d)", msg):  # HTTP 403, not a port like :40371
             return StorageError(f"S3 refused access to {loc.uri}; check AWS_ACCESS_KEY_ID / "
                                 "AWS_SECRET_ACCESS_KEY (and AWS_ENDPOINT_URL for non-AWS S3)")
         return StorageError(f"cannot reach S3 for {loc.uri} ({msg.splitlines()[0]}); check "
