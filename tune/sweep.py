@@ -252,6 +252,9 @@ def write_plots(loc, name: str, rows: list[dict], cfg: "Pain3DConfig") -> None:
         try:
             ax = plot(study)
             fig = ax.figure
+            if fname == "history.png":  # say what the objective is
+                ax.set_ylabel("validation macro AUROC (best epoch)")
+                ax.set_title(f"Sweep {name}: optimisation history")
         except (ValueError, RuntimeError) as e:  # e.g. too few finished trials for importances
             fig, ax = plt.subplots(figsize=(6, 3))
             ax.axis("off")
