@@ -2,27 +2,18 @@
 from __future__ import annotations
 
 import argparse
-import logging
-import re
+import os
 import sys
 import time
 
-from cluster.config import ConfigError, load_config
+from cluster import console
+from cluster.config import ConfigError
+from cluster.options import add_config_args, config_of
+from cluster.train_commands import (ablate_config, cmd_ablate, cmd_evaluate, cmd_train,
+                                    cmd_tune, train_config, tune_config)
+from cluster.validate import MAX_INDEX
 
-
-def _add_config_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", default="local",
-                   help="preset name (configs/<name>.yaml) or a YAML file (default: local)")
-    p.add_argument("--seed", type=int, default=None, help="override the config's seed")
-    p.add_argument("overrides", nargs="*", metavar="key=value",
-                   help="config overrides, e.g. render.size=512 face.texture_size=512")
-
-
-def _config(args):
-    overrides = list(args.overrides)
-    if args.seed is not None:
-        overrides.append(f"seed={args.seed}")
-    return load_config(args.config, overrides)
+MAX_PREVIEW = 64  # identities on one contact sheet
 
 
 def cmd_preview(args) -> int:
@@ -31,11 +22,15 @@ def cmd_preview(args) -> int:
     from faces.models import make_face_model
     from faces.preview import contact_sheet
 
-    if args.identities < 1:
-        raise ConfigError(f"--identities must be >= 1, got {args.identities}")
-    if args.start < 0:
-        raise ConfigError(f"--start must be >= 0, got {args.start}")
-    cfg = _config(args)
+    if not 1 <= args.identities <= MAX_PREVIEW:
+        raise ConfigError(f"--identities must be between 1 and {MAX_PREVIEW} for a contact "
+                          f"sheet, got {args.identities}")
+    if not 0 <= args.start <= MAX_INDEX:
+        raise ConfigError(f"--start must be between 0 and {MAX_INDEX:,}, got {args.start}")
+    if os.path.isdir(args.out):
+        raise ConfigError(f"--out {args.out} is a folder; give the PNG file to write, e.g. "
+                          f"{os.path.join(args.out, 'preview.png')}")
+    cfg = config_of(args)
     model = make_face_model(cfg.face)
     ids = list(range(args.start, args.start + args.identities))
     t0 = time.time()
@@ -46,10 +41,8 @@ def cmd_preview(args) -> int:
     return 0
 
 
-def cmd_generate(args) -> int:
-    from cluster.runtime import init_ray
-    from pipelines.generate import check_output, preflight, run
-
+def generate_config(args):
+    """The generate command's config: its flags become overrides, then the config's own."""
     overrides = []
     if args.identities is not None:
         overrides.append(f"generate.identities={args.identities}")
@@ -59,12 +52,22 @@ def cmd_generate(args) -> int:
         overrides.append(f"generate.out={args.out}")
     if args.overwrite:
         overrides.append("generate.overwrite=true")
-    args.overrides = overrides + list(args.overrides)
-    cfg = _config(args)
+    return config_of(args, overrides)
+
+
+def cmd_generate(args) -> int:
+    from tqdm import tqdm
+
+    from cluster.runtime import init_ray
+    from pipelines.generate import check_output, preflight, run
+
+    cfg = generate_config(args)
     preflight(cfg)  # missing weights or files, unusable output: fail before starting Ray
     check_output(cfg)
-    init_ray(cfg.generate.ray)
-    result = run(cfg)
+    init_ray(cfg.generate.ray, args.verbose)
+    with tqdm(total=cfg.generate.identities, desc="generate", unit="identity",
+              file=sys.stderr, dynamic_ncols=True) as bar:
+        result = run(cfg, progress=bar.update)
     print(result.line())
     return 0
 
@@ -88,96 +91,9 @@ def cmd_report(args) -> int:
     return 0
 
 
-def cmd_train(args) -> int:
-    from cluster.runtime import init_ray
-    from train.run import train
-
-    cfg = _config(args)
-    name = args.name or f"{args.mode}-s{cfg.seed}"
-    init_ray(cfg.generate.ray)
-    res = train(cfg, args.mode, args.data, name, teacher=args.teacher, resume=args.resume)
-    m = res.best_metrics
-    print(f"{args.mode} run {res.run}: best val macro AUROC "
-          f"{m.get('val_macro_auroc', float('nan')):.3f} (epoch {m.get('epoch', '?')}), "
-          f"acc {m.get('val_acc', float('nan')):.3f}, +-1 {m.get('val_acc_pm1', float('nan')):.3f}"
-          f"; best checkpoint {res.best_checkpoint}")
-    return 0
-
-
-def cmd_evaluate(args) -> int:
-    import json
-    from pathlib import Path
-
-    from train.evaluate import evaluate
-    from train.run import fetch_checkpoint
-
-    model_dir = fetch_checkpoint(args.checkpoint)
-    run = next((p for p in Path(args.checkpoint).resolve().parents
-                if (p / "split.json").is_file()), None) if "://" not in args.checkpoint else None
-    if run is not None:
-        split = json.loads((run / "split.json").read_text())
-        mode = json.loads((run / "config.json").read_text())["mode"]
-        history = json.loads((run / "history.json").read_text()) \
-            if (run / "history.json").is_file() else None
-        which = args.split
-    else:  # a bare checkpoint: every identity of the dataset
-        from train.data import identity_table
-
-        split, mode, history, which = {"all": sorted(identity_table(path=args.data))}, \
-            args.mode, None, "all"
-    out = args.out or str(Path(args.checkpoint).resolve().parent / f"eval-{which}")
-    r = evaluate(model_dir, args.data, mode, split, which, out, history)
-    m = r["metrics"]
-    print(f"{mode} on {which} ({r['frames']} frames): macro AUROC {m['macro_auroc']:.3f}, "
-          f"acc {m['acc']:.3f}, +-1 {m['acc_pm1']:.3f}, +-2 {m['acc_pm2']:.3f}, "
-          f"MAE {m['mae']:.2f} -> {out}/metrics.md")
-    return 0
-
-
-def cmd_ablate(args) -> int:
-    from cluster.runtime import init_ray
-    from train.ablate import ablate, markdown
-
-    cfg = _config(args)
-    init_ray(cfg.generate.ray)
-    summary = ablate(cfg, args.data, args.seeds, args.name)
-    print(markdown(summary["rows"], args.seeds))
-    print(f"wrote {cfg.train.storage.rstrip('/')}/{args.name}/ablation.md")
-    return 0
-
-
-def cmd_tune(args) -> int:
-    import dataclasses
-
-    from cluster.config import config_from_dict
-    from cluster.runtime import init_ray
-    from tune.sweep import read_sweep, sweep
-
-    overrides = []
-    for flag, key in (("samples", "samples"), ("concurrent", "concurrent"),
-                      ("storage", "storage")):
-        if getattr(args, flag) is not None:
-            overrides.append(f"tune.{key}={getattr(args, flag)}")
-    args.overrides = overrides + list(args.overrides)
-    cfg = load_config(args.config, args.overrides, layers=[args.sweep])
-    data, teacher = args.data, args.teacher
-    if args.resume:  # a restored sweep runs exactly what it started with
-        prior = read_sweep(cfg.tune.storage, args.name)
-        if prior is not None:
-            storage_uri = cfg.tune.storage
-            cfg = config_from_dict(prior["config"])
-            cfg.tune.storage = storage_uri
-            data, teacher = prior["data"], prior["teacher"]
-    if not data or not teacher:
-        raise ConfigError("pain3d tune needs --data D and --teacher CKPT (a teacher checkpoint "
-                          "from pain3d train teacher)")
-    # Tune needs the dashboard: without it, trials stopped by ASHA leak their CPUs
-    init_ray(dataclasses.replace(cfg.generate.ray, include_dashboard=True))
-    res = sweep(cfg, data, teacher, args.name, resume=args.resume)
-    print(f"sweep {res['folder']}: {len(res['rows'])} trials; best val macro AUROC "
-          f"{res['best']['val_macro_auroc']:.3f} -> {res['folder']}/best.yaml, leaderboard.md, "
-          "results.csv, history.png, importance.png" + (", final.md" if res["final"] else ""))
-    return 0
+# what each command checks locally before anything runs (submit runs these too)
+LOCAL_CHECKS = {"generate": generate_config, "train": train_config, "ablate": ablate_config,
+                "tune": tune_config}
 
 
 def cmd_submit(args) -> int:
@@ -187,14 +103,12 @@ def cmd_submit(args) -> int:
     rest = list(args.args)
     if rest and rest[0] == "--":
         rest = rest[1:]
-    # validate the config here: a typo should fail in one second, not on the cluster
-    if args.command_name in ("generate", "train", "tune", "ablate"):
-        sub, extra = build_parser().parse_known_args([args.command_name, *rest])
-        overrides = list(getattr(sub, "overrides", [])) + [e for e in extra if "=" in e]
-        if getattr(sub, "seed", None) is not None:
-            overrides.append(f"seed={sub.seed}")
-        cfg = load_config(sub.config, overrides,
-                          layers=[sub.sweep] if args.command_name == "tune" else [])
+    # the whole command line is checked here: a typo fails in one second, not on the cluster
+    sub = parse_args(build_parser(), [args.command_name, *rest])
+    check = LOCAL_CHECKS.get(args.command_name)
+    if check is not None:
+        sub.remote = True  # data and storage are the cluster's: not looked at from here
+        cfg = check(sub)
         if args.cluster_config:
             bad = unplaceable(cfg, args.cluster_config)
             if bad:
@@ -225,12 +139,18 @@ def cmd_make_tiny_diffusion(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pain3d", description="Synthetic 3D pain faces and ViTPain training on Ray.")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-v", "--verbose", action="store_true",
+                        help="show Ray's own messages and the workers' output (otherwise they "
+                        "go to a log file named at the end)")
     sub = parser.add_subparsers(dest="command", required=True)
+    _add = sub.add_parser
+    sub.add_parser = lambda *a, **kw: _add(*a, parents=[common], **kw)  # -v on every command
     p = sub.add_parser("preview", help="labelled contact sheet of a few identities (no Ray)")
     p.add_argument("--identities", type=int, default=6, help="how many identities (default 6)")
     p.add_argument("--start", type=int, default=0, help="first identity index (default 0)")
     p.add_argument("--out", default="preview.png", help="PNG to write (default preview.png)")
-    _add_config_args(p)
+    add_config_args(p)
     p.set_defaults(func=cmd_preview)
 
     g = sub.add_parser("generate", help="generate the dataset on Ray (RAY_ADDRESS or a local Ray)")
@@ -239,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--out", default=None, help="output folder or s3://bucket/prefix")
     g.add_argument("--overwrite", action="store_true",
                    help="replace an existing dataset instead of skipping finished identities")
-    _add_config_args(g)
+    add_config_args(g)
     g.set_defaults(func=cmd_generate)
 
     e = sub.add_parser("export", help="write a dataset in another layout (the authors' 3DPain)")
@@ -260,13 +180,15 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--teacher", default=None, help="teacher checkpoint (student mode)")
     tr.add_argument("--name", default=None, help="run name (default <mode>-s<seed>)")
     tr.add_argument("--resume", action="store_true", help="continue the run of that name")
-    _add_config_args(tr)
+    add_config_args(tr)
     tr.set_defaults(func=cmd_train)
 
     ev = sub.add_parser("evaluate", help="metrics, per-group gaps, confusion matrix, curves")
     ev.add_argument("--checkpoint", required=True, help="a run's checkpoint folder")
     ev.add_argument("--data", required=True, help="dataset the run was trained on")
-    ev.add_argument("--split", default="test", choices=["train", "val", "test"])
+    ev.add_argument("--split", default="test", choices=["train", "val", "test", "all"],
+                    help="identities to score, from the run's split.json (default test); "
+                    "'all' scores every identity, training ones included")
     ev.add_argument("--mode", default="teacher", choices=["teacher", "student"],
                     help="input type when the checkpoint is outside a run folder")
     ev.add_argument("--out", default=None, help="report folder (default beside the checkpoint)")
@@ -276,7 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     ab.add_argument("--data", required=True)
     ab.add_argument("--seeds", type=int, default=3)
     ab.add_argument("--name", default="ablation", help="folder under train.storage")
-    _add_config_args(ab)
+    add_config_args(ab)
     ab.set_defaults(func=cmd_ablate)
 
     tu = sub.add_parser("tune", help="loss-weight sweep: Ray Tune + Optuna TPE + ASHA")
@@ -290,7 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     tu.add_argument("--name", default="sweep", help="sweep folder name under the storage")
     tu.add_argument("--resume", action="store_true",
                     help="restore an interrupted sweep (finished trials are not re-run)")
-    _add_config_args(tu)
+    add_config_args(tu)
     tu.set_defaults(func=cmd_tune)
 
     sm = sub.add_parser("submit", help="run generate/train/tune/... as a Ray job on a cluster",
@@ -318,58 +240,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-USER_ERRORS = (ConfigError, FileNotFoundError, FileExistsError, ValueError, RuntimeError,
-               PermissionError, IsADirectoryError, OSError)
-
-
-_USER_ERROR_NAMES = {t.__name__ for t in USER_ERRORS} | {
-    "StorageError", "OutputConflict", "ModuleNotFoundError", "ImportError", "KeyError",
-    "CorruptImage", "SweepExists"}
-_ERROR_LINE = re.compile(r"^(?:[\w.]+\.)?(\w+): (.+)$")
-
-
-def _user_error(e: BaseException) -> str | None:
-    """The user's problem behind an exception, through Ray's wrappers: a stage that failed on
-    a worker arrives as RayTaskError / UserCodeException with the real error as its cause, or
-    (an actor that could not start) as ActorDiedError whose message holds the traceback; a
-    failed training run as WorkerGroupError (the workers' exceptions) or ControllerError."""
-    seen = set()
-    ray_text = []
-    todo = [e]
-    while todo:
-        e = todo.pop(0)
-        if e is None or id(e) in seen:
-            continue
-        seen.add(id(e))
-        if not type(e).__module__.startswith("ray.") and isinstance(e, USER_ERRORS):
-            text = str(e).strip()
-            return text.splitlines()[0] if text else type(e).__name__
-        ray_text.append(str(e))
-        todo.append(getattr(e, "cause", None) or e.__cause__)
-        todo.extend((getattr(e, "worker_failures", None) or {}).values())
-        todo.append(getattr(e, "controller_failure", None))
-    for text in ray_text:
-        for line in reversed(text.splitlines()):
-            m = _ERROR_LINE.match(line.strip())
-            if m and m.group(1) in _USER_ERROR_NAMES:
-                return m.group(2)
-    return None
-
-
-def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    parser = build_parser()
-    # key=value overrides may come after options (argparse leaves those unparsed)
+def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None):
+    """argparse, with key=value overrides allowed after options (left unparsed by it)."""
     args, extra = parser.parse_known_args(argv)
     stray = [e for e in extra if e.startswith("-") or "=" not in e or not hasattr(args, "overrides")]
     if stray:
         parser.error(f"unrecognized arguments: {' '.join(stray)}")
     if extra:
         args.overrides = list(args.overrides) + extra
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(build_parser(), argv)
+    console.setup_logging(args.command, args.verbose)  # Ray's chatter: a log file
+    console.install_signal_handlers()
     try:
         return int(args.func(args) or 0)
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: whatever was half done has been removed
+        print(console.interrupted_line(args.command), file=sys.stderr)
+        return console.INTERRUPTED_EXIT
     except Exception as e:  # noqa: BLE001 - user errors become one line; bugs keep tracebacks
-        msg = _user_error(e)
+        msg = console.user_error(e)
         if msg is None:
             raise
         print(f"pain3d: error: {msg}", file=sys.stderr)

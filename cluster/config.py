@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import yaml
 
+from cluster.validate import ConfigError, validate  # noqa: F401 - ConfigError re-exported
 from faces.au import PSPIConfig
 from faces.demographics import DemographicsConfig
 from faces.identity import HeatmapConfig
@@ -23,14 +25,10 @@ from faces.models import FaceConfig
 from faces.render import RenderConfig
 from pipelines.config import GenerateConfig
 from train.config import TrainConfig
-from tune.config import DISTRIBUTIONS, TuneConfig
+from tune.config import TuneConfig
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PRESET_DIR = REPO_ROOT / "configs"
-
-
-class ConfigError(ValueError):
-    """A config problem the user can fix; the message says which key and how."""
 
 
 @dataclass
@@ -100,6 +98,8 @@ def _coerce(value, tp, key: str):
         if isinstance(value, bool):
             return value
         raise ConfigError(f"config key '{key}' must be true or false, got {value!r}")
+    if isinstance(value, float) and not math.isfinite(value) and tp in (int, float):
+        raise ConfigError(f"config key '{key}' must be a finite number, got {value}")
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
             raise ConfigError(f"config key '{key}' must be an integer, got {value!r}")
@@ -130,6 +130,11 @@ def _build(cls, data: dict, prefix: str = ""):
             key = f"{prefix}.{f.name}" if prefix else f.name
             kwargs[f.name] = _coerce(data[f.name], hints[f.name], key)
     default = cls()
+    for f in dataclasses.fields(cls):
+        dflt = getattr(default, f.name)
+        if isinstance(kwargs.get(f.name), dict) and isinstance(dflt, dict) and dflt:
+            # a partial mapping (one row of demographics.table) keeps the other rows
+            kwargs[f.name] = {**dflt, **kwargs[f.name]}
     for f in dataclasses.fields(cls):  # merge nested sections over their defaults
         if f.name in kwargs and dataclasses.is_dataclass(kwargs[f.name]):
             base = dataclasses.asdict(getattr(default, f.name))
@@ -155,6 +160,9 @@ def _set_dotted(d: dict, dotted: str, value):
 
 def resolve_preset(name_or_path: str) -> Path:
     p = Path(name_or_path)
+    if p.is_dir():
+        raise ConfigError(f"--config {p} is a folder; give a YAML file or a preset name "
+                          f"({', '.join(preset_names())})")
     if p.suffix in (".yaml", ".yml") or p.exists():
         if not p.is_file():
             raise ConfigError(f"config file {p} does not exist; presets: {preset_names()}")
@@ -172,9 +180,17 @@ def preset_names() -> list[str]:
 def _read_yaml(name_or_path: str) -> dict:
     p = resolve_preset(name_or_path)
     try:
-        data = yaml.safe_load(p.read_text()) or {}
+        data = yaml.safe_load(p.read_text())
     except yaml.YAMLError as e:
-        raise ConfigError(f"config file {p} is not valid YAML ({e})") from e
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        what = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"config file {p} is not valid YAML ({where}{what})") from e
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"config file {p} is not a text file ({e.reason})") from e
+    if data is None:
+        raise ConfigError(f"config file {p} is empty; give at least one section (see "
+                          "configs/local.yaml) or use a preset")
     if not isinstance(data, dict):
         raise ConfigError(f"config file {p} must hold a mapping of sections")
     return data
@@ -227,96 +243,3 @@ def _absolute_paths(cfg: Pain3DConfig) -> None:
         sc.model = fix(sc.model)
         if isinstance(sc.options.get("prior"), str):
             sc.options["prior"] = fix(sc.options["prior"])
-
-
-def validate(cfg: Pain3DConfig) -> None:
-    if cfg.seed < 0:
-        raise ConfigError(f"seed must be >= 0, got {cfg.seed}")
-    if not 16 <= cfg.render.size <= 4096:
-        raise ConfigError(f"render.size must be between 16 and 4096, got {cfg.render.size}")
-    if not cfg.render.yaws:
-        raise ConfigError("render.yaws must list at least one view angle")
-    if cfg.face.texture_size < 64:
-        raise ConfigError(f"face.texture_size must be >= 64, got {cfg.face.texture_size}")
-    if cfg.face.model not in ("builtin", "flame"):
-        raise ConfigError(f"unknown face.model {cfg.face.model!r}; use 'builtin' or 'flame'")
-    if cfg.heatmap.mode not in ("magnitude", "direction"):
-        raise ConfigError(f"unknown heatmap.mode {cfg.heatmap.mode!r}; "
-                          "use 'magnitude' or 'direction'")
-    if cfg.demographics.mode not in ("balanced", "table"):
-        raise ConfigError(f"unknown demographics.mode {cfg.demographics.mode!r}; "
-                          "use 'balanced' or 'table'")
-    try:
-        cfg.pspi.distribution()
-    except ValueError as e:
-        raise ConfigError(f"pspi: {e}") from e
-    _validate_generate(cfg)
-    _validate_train(cfg)
-    _validate_tune(cfg)
-
-
-def _validate_tune(cfg: Pain3DConfig) -> None:
-    t = cfg.tune
-    known = [f.name for f in dataclasses.fields(type(cfg.train.weights))]
-    for name, r in t.space.items():
-        key = f"tune.space.{name}"
-        if name not in known:
-            raise ConfigError(f"unknown {key}; the space is over train.weights: "
-                              f"{', '.join(known)}")
-        if r.dist not in DISTRIBUTIONS:
-            raise ConfigError(f"{key}.dist must be one of {', '.join(DISTRIBUTIONS)}, "
-                              f"got {r.dist!r}")
-        if not (r.low < r.high) or (r.dist == "loguniform" and r.low <= 0):
-            raise ConfigError(f"{key} needs low < high (and low > 0 for loguniform), "
-                              f"got [{r.low}, {r.high}]")
-    for key, ok in (("samples", t.samples >= 1), ("concurrent", t.concurrent >= 1),
-                    ("grace_epochs", t.grace_epochs >= 1),
-                    ("reduction_factor", t.reduction_factor >= 2),
-                    ("final_seeds", t.final_seeds >= 0), ("cpus_per_trial", t.cpus_per_trial > 0)):
-        if not ok:
-            raise ConfigError(f"tune.{key} is out of range ({getattr(t, key)!r}); "
-                              "see configs/sweep.yaml")
-
-
-def _validate_train(cfg: Pain3DConfig) -> None:
-    t = cfg.train
-    checks = [(t.epochs >= 1, f"train.epochs must be >= 1, got {t.epochs}"),
-              (t.batch_size >= 1, f"train.batch_size must be >= 1, got {t.batch_size}"),
-              (t.num_workers >= 1, f"train.num_workers must be >= 1, got {t.num_workers}"),
-              (t.lr_backbone >= 0 and t.lr_heads > 0, "train learning rates must be positive"),
-              (0 < t.min_lr_ratio <= 1, "train.min_lr_ratio must be in (0, 1]"),
-              (t.model.img_size >= 16, f"train.model.img_size must be >= 16, got {t.model.img_size}"),
-              (t.weights.temperature > 0, "train.weights.temperature must be > 0"),
-              (t.cpus_per_worker > 0 and t.decode_cpus > 0,
-               "train.cpus_per_worker and train.decode_cpus must be > 0"),
-              (len(t.split) == 3 and abs(sum(t.split) - 1) < 1e-6 and min(t.split) >= 0,
-               f"train.split must be three fractions summing to 1, got {list(t.split)}")]
-    for ok, msg in checks:
-        if not ok:
-            raise ConfigError(msg)
-
-def _validate_generate(cfg: Pain3DConfig) -> None:
-    from actors.base import backend_names
-
-    g = cfg.generate
-    if g.identities < 1:
-        raise ConfigError(f"generate.identities must be >= 1, got {g.identities}")
-    if g.start < 0:
-        raise ConfigError(f"generate.start must be >= 0, got {g.start}")
-    for name in g.stages.MODEL_STAGES:
-        sc = getattr(g.stages, name)
-        key = f"generate.stages.{name}"
-        if sc.backend not in backend_names(name):
-            raise ConfigError(f"unknown {key}.backend {sc.backend!r}; choose from "
-                              f"{backend_names(name)}")
-        if sc.num_gpus < 0 or sc.num_cpus < 0:
-            raise ConfigError(f"{key}: num_gpus and num_cpus must be >= 0")
-        if sc.batch_size < 1:
-            raise ConfigError(f"{key}.batch_size must be >= 1, got {sc.batch_size}")
-        if len(sc.concurrency) != 2 or not 1 <= sc.concurrency[0] <= sc.concurrency[1]:
-            raise ConfigError(f"{key}.concurrency must be [min, max] with 1 <= min <= max, "
-                              f"got {list(sc.concurrency)}")
-    for name in ("render", "write"):
-        tc = getattr(g.stages, name)
-        if tc.num_cpus <= 0 or tc.batch_size < 1:
-            raise ConfigError(f"generate.stages.{name}: num_cpus must be > 0 and batch_size >= 1")

@@ -14,7 +14,7 @@ import pyarrow.compute as pc
 from PIL import Image, ImageDraw
 
 from faces.au import PSPI_MAX
-from pipelines import storage
+from pipelines import guard, storage
 from pipelines.layout3dpain import load_frames
 from pipelines.manifest import GROUP_COLS
 
@@ -96,17 +96,20 @@ def _preview_png(table, ids: list[int], path: Path, tile: int = 160) -> None:
 
 
 def write_card(dataset: str, out: str | None = None, preview_identities: int = 6) -> Path:
-    table = load_frames(dataset)
-    if table.num_rows == 0:
-        raise ValueError(f"{dataset} holds no frames")
     if out is None:
         if dataset.startswith("s3://"):
             raise ValueError("for an s3:// dataset, give --out: a local folder for the card")
         out = str(Path(dataset) / "card")
     dest = Path(out)
+    # a card is always rebuilt, but only over a card pain3d wrote
+    guard.check_output_folder(out, [dataset], overwrite=True, inside_ok=True)
+    table = load_frames(dataset)
+    if table.num_rows == 0:
+        raise ValueError(f"{dataset} holds no frames")
     tmp = dest.with_name(f".{dest.name}.tmp-{uuid.uuid4().hex[:8]}")
     tmp.mkdir(parents=True)
     try:
+        guard.mark_root(storage.resolve(str(tmp)), "card", owns_root=True)
         stats = table.select(STAT_COLS).to_pylist()
         expr = np.array([s["expression"] for s in stats])
         pspi = np.array([s["pspi"] for s in stats])
@@ -146,9 +149,9 @@ def write_card(dataset: str, out: str | None = None, preview_identities: int = 6
         lines += ["## Preview", "", "![preview](preview.png)", ""]
         (tmp / "card.md").write_text("\n".join(lines))
         if dest.exists():
-            shutil.rmtree(dest)
+            guard.guarded_delete(storage.resolve(out), "", [dataset])
         tmp.rename(dest)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)  # this call's own temporary folder
         raise
     return dest / "card.md"

@@ -17,9 +17,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
+import pyarrow.fs as pafs
 
 from actors.base import stage_actor
-from pipelines import storage
+from pipelines import guard, storage
 from pipelines.manifest import build_manifest, content_config
 from pipelines.tasks import identity_rows, render_rows, write_rows
 
@@ -65,15 +66,38 @@ def content_hash(cfg: "Pain3DConfig") -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
-def finished_identities(loc: storage.Location) -> set[int]:
+def finished_identities(loc: storage.Location, check: bool = False) -> set[int]:
+    """Identities whose shard is in place. ``check`` also reads each shard's Parquet footer:
+    a truncated or corrupt shard does not count, so a re-run regenerates it."""
+    import pyarrow.parquet as pq
+
     out = set()
     for name in storage.list_files(loc, "frames", ".parquet"):
-        if name.startswith("identity="):
+        if not name.startswith("identity="):
+            continue
+        try:
+            ident = int(name[len("identity="):-len(".parquet")])
+        except ValueError:
+            continue
+        if check:
             try:
-                out.add(int(name[len("identity="):-len(".parquet")]))
-            except ValueError:
+                pq.read_metadata(loc.join("frames", name), filesystem=loc.fs)
+            except Exception:  # noqa: BLE001 - unreadable: generated again
+                log.warning("shard frames/%s is unreadable (truncated?); regenerating it", name)
                 continue
+        out.add(ident)
     return out
+
+
+def generate_inputs(cfg: "Pain3DConfig") -> list[str]:
+    """The files and folders generation reads: never deleted, whatever --out is."""
+    f = cfg.face
+    paths = [f.flame_path, f.au_basis_path, f.flame_uv_path]
+    for name in cfg.generate.stages.MODEL_STAGES:
+        sc = getattr(cfg.generate.stages, name)
+        paths += [sc.model, sc.options.get("prior") if isinstance(sc.options.get("prior"),
+                                                                    str) else None]
+    return [p for p in paths if p and (p.startswith("s3://") or os.path.exists(p))]
 
 
 def preflight(cfg: "Pain3DConfig") -> None:
@@ -97,43 +121,47 @@ def preflight(cfg: "Pain3DConfig") -> None:
 
 
 def check_output(cfg: "Pain3DConfig") -> tuple[storage.Location, str]:
-    """The output is writable and holds no dataset of another config; writes nothing."""
+    """The output is writable, holds no dataset of another config and none of the user's own
+    frames/ or textured_meshes/; writes nothing."""
     g = cfg.generate
     loc = storage.resolve(g.out)
     storage.check_writable(loc)
     h = content_hash(cfg)
-    if not g.overwrite:
-        prior = storage.read_json(loc, "run.json")
-        if prior and prior.get("content_hash") != h:
-            raise OutputConflict(
-                f"{g.out} holds a dataset made with a different config (hash "
-                f"{prior.get('content_hash')}, this run {h}); use --overwrite to replace it or "
-                "choose another --out")
+    prior = storage.read_json(loc, "run.json")
+    if prior is None and guard.marker(loc) is None:
+        for rel in ("frames", "textured_meshes"):
+            if loc.fs.get_file_info(loc.join(rel)).type != pafs.FileType.NotFound:
+                raise OutputConflict(f"{g.out} already holds {rel}/ that pain3d did not write "
+                                     "(no run.json, no pain3d marker); choose another --out")
+    if prior and prior.get("content_hash") != h and not g.overwrite:
+        raise OutputConflict(
+            f"{g.out} holds a dataset made with a different config (hash "
+            f"{prior.get('content_hash')}, this run {h}); use --overwrite to replace it or "
+            "choose another --out")
     return loc, h
 
 
 def prepare_output(cfg: "Pain3DConfig") -> tuple[storage.Location, str]:
     loc, h = check_output(cfg)
+    guard.mark_root(loc, "dataset")
     if cfg.generate.overwrite:
         for rel in ("frames", "textured_meshes"):
-            storage.delete_tree(loc, rel)
+            guard.guarded_delete(loc, rel, generate_inputs(cfg))
     storage.write_json(loc, "run.json", {"content_hash": h, "config": cfg.to_dict()})
     return loc, h
 
 
-def discard_unstarted_output(loc: storage.Location) -> None:
-    """After a failed first run that finished no identity: remove what it wrote (run.json,
-    stray meshes, an empty folder), so that no dataset-looking folder is left behind."""
+def discard_unstarted_output(loc: storage.Location, made_root: bool, inputs: list[str]) -> None:
+    """After a failed or interrupted first run that finished no identity: remove what it
+    wrote (run.json, stray meshes, the marker, the folder if this run created it), so that
+    no dataset-looking folder is left behind. A first run refuses folders that already hold
+    frames/ or textured_meshes/, so everything removed here is this run's own."""
     if finished_identities(loc):
         return  # real progress: kept, a re-run resumes from it
-    for rel in ("frames", "textured_meshes"):
-        storage.delete_tree(loc, rel)
-    storage.delete_file(loc, "run.json")
-    if not loc.is_s3:
-        try:
-            os.rmdir(loc.root)
-        except OSError:  # not empty: other files of the user's
-            pass
+    for rel in ("frames", "textured_meshes", "run.json", guard.MARKER):
+        guard.guarded_delete(loc, rel, inputs)
+    if made_root:
+        guard.remove_empty_dir(loc)
 
 
 def build_dataset(cfg: "Pain3DConfig", todo: list[int]):
@@ -172,7 +200,8 @@ def _task_concurrency(tc) -> dict:
     return {"concurrency": tc.max_concurrency} if tc.max_concurrency else {}
 
 
-def run(cfg: "Pain3DConfig") -> GenerationResult:
+def run(cfg: "Pain3DConfig", progress=None) -> GenerationResult:
+    """``progress(n)`` is called as identities finish (already finished ones first)."""
     g = cfg.generate
     if g.identities < 1:
         raise ValueError(f"generate.identities must be >= 1, got {g.identities}")
@@ -180,11 +209,15 @@ def run(cfg: "Pain3DConfig") -> GenerationResult:
         raise ValueError(f"generate.start must be >= 0, got {g.start}")
     t0 = time.time()
     preflight(cfg)
-    fresh = storage.read_json(storage.resolve(g.out), "run.json") is None
+    out = storage.resolve(g.out)
+    fresh = storage.read_json(out, "run.json") is None
+    made_root = not out.is_s3 and not os.path.exists(out.root)
     loc, h = prepare_output(cfg)
     requested = list(range(g.start, g.start + g.identities))
-    done = finished_identities(loc)
+    done = finished_identities(loc, check=True)
     todo = [i for i in requested if i not in done]
+    if progress:
+        progress(len(requested) - len(todo))
     summaries: list[dict] = []
     try:
         if todo:
@@ -196,12 +229,14 @@ def run(cfg: "Pain3DConfig") -> GenerationResult:
                          for key, v in batch.items()}
                     s["finished_after_s"] = time.time() - t0  # for steady-state throughput
                     summaries.append(s)
-    except Exception:
+                    if progress:
+                        progress(1)
+    except BaseException:  # a failure or Ctrl-C: a first run leaves nothing dataset-like
         if fresh:
-            discard_unstarted_output(loc)
+            discard_unstarted_output(loc, made_root, generate_inputs(cfg))
         raise
     for rel in ("frames", "textured_meshes"):  # left by writers that died (a lost node)
-        n = storage.remove_temporaries(loc, rel)
+        n = guard.remove_temporaries(loc, rel)
         if n:
             log.info("removed %d temporaries of interrupted writes under %s", n, rel)
     manifest = build_manifest(loc, cfg.to_dict(), h)

@@ -24,8 +24,8 @@ import pyarrow.fs as pafs
 from PIL import Image
 
 from faces.au import pspi as pspi_of
-from pipelines import storage
-from pipelines.manifest import frames_dataset
+from pipelines import guard, storage
+from pipelines.manifest import frames_dataset, read_frames
 from pipelines.tasks import EXTRA_COLS, FRAME_SCHEMA, PSPI_COLS, sample_id
 
 ANNOTATION_KEYS = PSPI_COLS + EXTRA_COLS + ("pspi", "age_group", "gender", "ethnicity",
@@ -35,8 +35,7 @@ ANNOTATION_KEYS = PSPI_COLS + EXTRA_COLS + ("pspi", "age_group", "gender", "ethn
 def export_3dpain(dataset: str, out: str, overwrite: bool = False, progress=None) -> dict:
     src = storage.resolve(dataset)
     dest = Path(out)
-    if dest.exists() and not overwrite:
-        raise FileExistsError(f"{dest} exists; pass --overwrite or choose another folder")
+    guard.check_output_folder(out, [dataset], overwrite)
     if src.fs.get_file_info(src.join("frames")).type == pafs.FileType.NotFound:
         raise FileNotFoundError(f"{dataset} has no frames/ folder; is it a pain3d dataset?")
     tmp = dest.with_name(f".{dest.name}.tmp-{uuid.uuid4().hex[:8]}")
@@ -44,6 +43,7 @@ def export_3dpain(dataset: str, out: str, overwrite: bool = False, progress=None
     try:
         for sub in ("images", "heatmaps", "annotations", "textured_meshes"):
             (tmp / sub).mkdir(parents=True)
+        guard.mark_root(storage.resolve(str(tmp)), "export", owns_root=True)
         for batch in frames_dataset(src).to_batches(batch_size=99):
             for r in batch.to_pylist():
                 ident, e, v = r["identity"], r["expression"], r["view"]
@@ -73,10 +73,10 @@ def export_3dpain(dataset: str, out: str, overwrite: bool = False, progress=None
                     target.write_bytes(f.read())
                 counts["meshes"] += 1
         if dest.exists():
-            shutil.rmtree(dest)
+            guard.guarded_delete(storage.resolve(out), "", [dataset])
         tmp.rename(dest)  # the export appears whole or not at all
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)  # this call's own temporary folder
         raise
     return counts
 
@@ -190,9 +190,9 @@ def load_frames_columns(path: str, columns: list[str]) -> pa.Table:
         t = read_3dpain(path)
         _require(path, t.column_names, columns)
         return t.select(columns)
-    ds = _frames(path)
-    _require(path, ds.schema.names, columns)
-    return ds.to_table(columns=columns)
+    loc = _frames_loc(path)
+    _require(path, frames_dataset(loc).schema.names, columns)
+    return read_frames(loc, columns)
 
 
 def require_columns(path: str, columns: list[str]) -> None:
@@ -201,16 +201,20 @@ def require_columns(path: str, columns: list[str]) -> None:
         _require(path, _frames(path).schema.names, columns)
 
 
-def _frames(path: str):
+def _frames_loc(path: str) -> storage.Location:
     loc = storage.resolve(path)
     if loc.fs.get_file_info(loc.join("frames")).type == pafs.FileType.NotFound:
         raise FileNotFoundError(f"{path} holds neither frames/ (pain3d) nor images/ + "
                                 "annotations/ (3DPain layout)")
-    return frames_dataset(loc)
+    return loc
+
+
+def _frames(path: str):
+    return frames_dataset(_frames_loc(path))
 
 
 def load_frames(path: str) -> pa.Table:
     """Frames table from a pain3d dataset (frames/*.parquet) or a 3DPain-layout folder."""
     if is_3dpain_layout(path):
         return read_3dpain(path)
-    return _frames(path).to_table()
+    return read_frames(_frames_loc(path))

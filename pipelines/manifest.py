@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from importlib import metadata
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
@@ -47,14 +49,36 @@ def code_version() -> str:
     return f"{version}+{sha}" if sha else version
 
 
+class CorruptShard(ValueError):
+    """A shard that cannot be read; the message names it and how to regenerate it."""
+
+
+def _corrupt(loc: storage.Location, e: Exception) -> CorruptShard:
+    m = re.search(r"(identity=\d+\.parquet)", str(e))
+    what = f"shard frames/{m.group(1)}" if m else "a shard under frames/"
+    return CorruptShard(f"{what} of {loc.uri} is unreadable (truncated or corrupt); re-run "
+                        "pain3d generate with the same --out and config to regenerate it")
+
+
 def frames_dataset(loc: storage.Location) -> pads.Dataset:
     # pyarrow skips names starting with '.' or '_': in-flight temporaries are never read
-    return pads.dataset(loc.join("frames"), filesystem=loc.fs, format="parquet")
+    try:
+        return pads.dataset(loc.join("frames"), filesystem=loc.fs, format="parquet")
+    except pa.ArrowInvalid as e:
+        raise _corrupt(loc, e) from e
+
+
+def read_frames(loc: storage.Location, columns: list[str] | None = None) -> pa.Table:
+    """The frames table (or some columns), a truncated shard named with its fix."""
+    try:
+        return frames_dataset(loc).to_table(columns=columns)
+    except pa.ArrowInvalid as e:
+        raise _corrupt(loc, e) from e
 
 
 def build_manifest(loc: storage.Location, cfg_dict: dict, content_hash: str) -> dict:
     cols = ["sample_id", "identity", "expression", "view", "pspi"] + list(GROUP_COLS)
-    t = frames_dataset(loc).to_table(columns=cols)
+    t = read_frames(loc, cols)
     ident = np.asarray(t.column("identity"))
     expr = np.asarray(t.column("expression"))
     pspi = np.asarray(t.column("pspi"), int)

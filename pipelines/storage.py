@@ -61,7 +61,7 @@ def resolve(uri: str) -> Location:
     return Location(pafs.LocalFileSystem(), os.path.abspath(uri).rstrip("/") or "/", uri)
 
 
-def _explain(loc: Location, e: Exception) -> StorageError:
+def explain(loc: Location, e: Exception) -> StorageError:
     msg = str(e)
     flat = msg.replace("_", "").lower()  # pyarrow spells AWS codes as INVALID_ACCESS_KEY_ID
     if loc.is_s3:
@@ -86,9 +86,9 @@ def check_writable(loc: Location) -> None:
             loc.fs.create_dir(loc.root, recursive=True)
         with loc.fs.open_output_stream(probe) as f:
             f.write(b"ok")
-        loc.fs.delete_file(probe)
+        loc.fs.delete_file(probe)  # the probe this call just wrote, nothing else
     except Exception as e:  # noqa: BLE001 - turned into one clear sentence
-        raise _explain(loc, e) from e
+        raise explain(loc, e) from e
 
 
 def write_bytes(loc: Location, rel: str, data: bytes) -> None:
@@ -103,10 +103,10 @@ def write_bytes(loc: Location, rel: str, data: bytes) -> None:
         loc.fs.move(tmp, final)
     except Exception as e:  # noqa: BLE001
         try:
-            loc.fs.delete_file(tmp)
+            loc.fs.delete_file(tmp)  # this call's own temporary
         except Exception:  # noqa: BLE001 - the temp may never have appeared
             pass
-        raise _explain(loc, e) from e
+        raise explain(loc, e) from e
 
 
 def read_bytes(loc: Location, rel: str) -> bytes | None:
@@ -117,7 +117,7 @@ def read_bytes(loc: Location, rel: str) -> bytes | None:
         with loc.fs.open_input_stream(path) as f:
             return f.read()
     except Exception as e:  # noqa: BLE001
-        raise _explain(loc, e) from e
+        raise explain(loc, e) from e
 
 
 def write_json(loc: Location, rel: str, obj) -> None:
@@ -135,39 +135,6 @@ def list_files(loc: Location, rel: str, suffix: str = "") -> list[str]:
     try:
         infos = loc.fs.get_file_info(sel)
     except Exception as e:  # noqa: BLE001
-        raise _explain(loc, e) from e
+        raise explain(loc, e) from e
     return sorted(i.base_name for i in infos if i.type == pafs.FileType.File
                   and i.base_name.endswith(suffix) and not i.base_name.startswith("."))
-
-
-def remove_temporaries(loc: Location, rel: str) -> int:
-    """Deletes the temporaries of writers that died mid-write (``.tmp-*`` under rel);
-    only safe when no writer is running. Returns how many."""
-    sel = pafs.FileSelector(loc.join(rel), allow_not_found=True, recursive=True)
-    n = 0
-    try:
-        for info in loc.fs.get_file_info(sel):
-            if info.type == pafs.FileType.File and info.base_name.startswith(".tmp-"):
-                loc.fs.delete_file(info.path)
-                n += 1
-    except Exception as e:  # noqa: BLE001
-        raise _explain(loc, e) from e
-    return n
-
-
-def delete_file(loc: Location, rel: str) -> None:
-    path = loc.join(rel)
-    try:
-        if loc.fs.get_file_info(path).type == pafs.FileType.File:
-            loc.fs.delete_file(path)
-    except Exception as e:  # noqa: BLE001
-        raise _explain(loc, e) from e
-
-
-def delete_tree(loc: Location, rel: str) -> None:
-    path = loc.join(rel)
-    try:
-        if loc.fs.get_file_info(path).type == pafs.FileType.Directory:
-            loc.fs.delete_dir(path)
-    except Exception as e:  # noqa: BLE001
-        raise _explain(loc, e) from e

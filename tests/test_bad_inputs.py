@@ -13,21 +13,16 @@ import pytest
 
 from cluster.cli import main
 from tests.conftest import TINY_TRAIN
+from tests.raycluster import free_port
 
 MOTO = str(Path(sys.executable).parent / "moto_server")
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def s3_with_auth():
     """A moto S3 server that checks credentials (every request authenticated): a made-up
     access key is refused as on AWS."""
-    port = _port()
+    port = free_port()
     env = {"INITIAL_NO_AUTH_ACTION_COUNT": "0", "PATH": str(Path(sys.executable).parent)}
     p = subprocess.Popen([MOTO, "-H", "127.0.0.1", "-p", str(port)], env=env,
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -65,8 +60,8 @@ GENERATE_CASES = [  # (id, extra argv, what the message must name)
     ("unknown preset", ["--config", "no-such-preset"], ["unknown preset 'no-such-preset'"]),
     ("unknown backend", ["generate.stages.texturing.backend=magic"],
      ["unknown generate.stages.texturing.backend 'magic'"]),
-    ("zero identities", ["--identities", "0"], ["generate.identities must be >= 1"]),
-    ("negative start", ["--start", "-3"], ["generate.start must be >= 0"]),
+    ("zero identities", ["--identities", "0"], ["'generate.identities' must be between 1 and 100,000"]),
+    ("negative start", ["--start", "-3"], ["'generate.start' must be between 0 and"]),
     ("unknown config key", ["render.sise=64"], ["unknown config key 'render.sise'"]),
     ("wrong value type", ["render.size=big"], ["render.size' must be an integer"]),
     ("missing FLAME file", ["face.model=flame", "face.flame_path=/no/flame/generic_model.pkl",
@@ -96,7 +91,7 @@ def test_unwritable_output(tmp_path, capsys):
 
 @pytest.mark.parametrize("case", ["wrong credentials", "unreachable"])  # missing bucket: test_s3
 def test_bad_s3_output(case, s3_with_auth, monkeypatch, capsys):
-    endpoint = s3_with_auth if case != "unreachable" else f"http://127.0.0.1:{_port()}"
+    endpoint = s3_with_auth if case != "unreachable" else f"http://127.0.0.1:{free_port()}"
     monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
     monkeypatch.setenv("AWS_REGION", "us-east-1")
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAIOSFODNN7EXAMPLE")
@@ -151,7 +146,7 @@ def test_teacher_of_another_architecture(data10, broken, tmp_path, capsys):
     ("missing dataset", ["train", "teacher", "--data", "/no/such/dataset", "--name", "x"],
      ["/no/such/dataset holds neither frames/"]),
     ("zero epochs", ["train", "teacher", "--data", "/no/such/dataset", "train.epochs=0"],
-     ["train.epochs must be >= 1"]),
+     ["'train.epochs' must be between 1 and"]),
     ("student without teacher", ["train", "student", "--data", "DATA", "--name", "x"],
      ["--teacher"]),
     ("missing checkpoint", ["evaluate", "--checkpoint", "/no/ckpt", "--data", "DATA",
@@ -190,7 +185,7 @@ def test_export_onto_existing_folder(data10, tmp_path, capsys):
 
 
 def test_submit_to_unreachable_cluster(capsys):
-    rc, err, lines = _run(["submit", "--address", f"http://127.0.0.1:{_port()}", "generate",
+    rc, err, lines = _run(["submit", "--address", f"http://127.0.0.1:{free_port()}", "generate",
                            "--identities", "2"], capsys)
     _assert_one_line_error(rc, err, lines, "cannot reach the Ray cluster's job API",
                            "ray dashboard ray_config.yaml")

@@ -22,10 +22,10 @@ def test_local_preset_loads_typed():
 @pytest.mark.parametrize("overrides,match", [
     (["render.sise=3"], "unknown config key 'render.sise'"),
     (["render.size=abc"], "render.size' must be an integer"),
-    (["render.size=0"], "render.size must be between"),
+    (["render.size=0"], "'render.size' must be between 16 and 4,096"),
     (["face.model=nerf"], "unknown face.model"),
-    (["seed=-1"], "seed must be >= 0"),
-    (["pspi.levels=[0, 20]"], "within 0-16"),
+    (["seed=-1"], "'seed' must be between 0 and"),
+    (["pspi.levels=[0, 20]"], "'pspi.levels\\[\\]' must be between 1 and 16"),
     (["demographics.mode=whatever"], "demographics.mode"),
     (["heatmap.mode=rainbow"], "heatmap.mode"),
     (["nonsense"], "section.key=value"),
@@ -59,7 +59,7 @@ def test_preview_writes_a_labelled_sheet(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("args,match", [
-    (["--identities", "0"], "--identities must be >= 1"),
+    (["--identities", "0"], "--identities must be between 1 and 64"),
     (["--config", "nope"], "unknown preset"),
     (["face.model=flame"], "flame_path is not set"),
     (["face.model=flame", "face.flame_path=/no/such/file.pkl", "face.au_basis_path=/x.json"],

@@ -1,7 +1,6 @@
 """Output to S3 through pyarrow's S3 filesystem, against a moto server on 127.0.0.1."""
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -11,20 +10,16 @@ import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 import pytest
 
+from tests.raycluster import free_port
+
 REPO = Path(__file__).resolve().parent.parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def s3():
     from moto.server import ThreadedMotoServer
 
-    port = _free_port()
+    port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
     server.start()
     env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",

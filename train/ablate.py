@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from pipelines import storage
+from pipelines import guard, storage
 from train.evaluate import PAPER_TABLE2, evaluate
 from train.run import fetch_checkpoint, train
 
@@ -27,6 +27,7 @@ def ablate(cfg: "Pain3DConfig", data: str, seeds: int, name: str = "ablation",
            progress=print) -> dict:
     if seeds < 1:
         raise ValueError(f"--seeds must be >= 1, got {seeds}")
+    guard.check_name("ablation", name)
     loc = storage.resolve(cfg.train.storage)
     results: dict[str, list[dict]] = {k: [] for k, *_ in ROWS}
     for s in range(seeds):
@@ -36,7 +37,8 @@ def ablate(cfg: "Pain3DConfig", data: str, seeds: int, name: str = "ablation",
         for key, label, mode, queries, distill in [ROWS[3], ROWS[0], ROWS[1], ROWS[2]]:
             c = copy.deepcopy(cfg)
             c.train.model.au_queries = queries
-            run = f"{name}/{key}-seed{seed}"
+            c.train.storage = f"{cfg.train.storage.rstrip('/')}/{name}"  # runs inside the ablation
+            run = f"{key}-seed{seed}"
             res = train(c, mode, data, run, teacher=teacher_ckpt if distill else None,
                         distill=distill, seed=seed)
             if key == "teacher":

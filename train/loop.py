@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from train import progress
 from train.losses import FeatureProjection, vitpain_loss
 from train.metrics import compute_metrics
 from train.model import N_AUS, N_PSPI, ModelConfig, ViTPain
@@ -42,7 +43,11 @@ def load_model(folder: str | Path, map_location="cpu") -> ViTPain:
     if not (folder / "model.pt").is_file() or not (folder / "model_config.json").is_file():
         raise FileNotFoundError(f"{folder} is not a pain3d checkpoint (model.pt and "
                                 "model_config.json expected)")
-    cfg = ModelConfig(**json.loads((folder / "model_config.json").read_text()))
+    try:
+        cfg = ModelConfig(**json.loads((folder / "model_config.json").read_text()))
+    except (json.JSONDecodeError, TypeError) as e:  # not JSON, or keys of another version
+        raise ValueError(f"{folder / 'model_config.json'} is not valid JSON for a pain3d "
+                         f"model config ({e}); re-save the checkpoint") from e
     cfg.pretrained_file = None  # the checkpoint holds the weights
     model = ViTPain(cfg, weights_follow=True)
     state = torch.load(folder / "model.pt", map_location=map_location, weights_only=True)
@@ -193,3 +198,5 @@ def train_func(config: dict) -> None:
                 save_model(student_model, Path(d) / "model")
                 checkpoint = ray.train.Checkpoint.from_directory(d)
             ray.train.report(metrics, checkpoint=checkpoint)
+        if rank == 0:
+            progress.write(config.get("progress_to"), metrics, cfg.epochs)

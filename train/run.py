@@ -13,10 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pipelines import storage
+import pyarrow.fs as pafs
+
+from pipelines import guard, storage
 from pipelines.layout3dpain import require_columns
 from train.data import READ_COLUMNS, identity_table, make_split, split_datasets
 from train.loop import train_func
+from train.progress import Watcher
 
 if TYPE_CHECKING:
     from cluster.config import Pain3DConfig
@@ -51,7 +54,11 @@ def fetch_checkpoint(uri: str) -> str:
     path or s3:// URI (a run checkpoint folder or its model/ subfolder)."""
     if not uri.startswith("s3://"):
         p = Path(uri)
-        return str(p / "model") if (p / "model" / "model.pt").exists() else str(p)
+        p = p / "model" if (p / "model" / "model.pt").exists() else p
+        if not (p / "model.pt").is_file() or not (p / "model_config.json").is_file():
+            raise FileNotFoundError(f"{uri} is not a pain3d checkpoint (model.pt and "
+                                    "model_config.json expected)")
+        return str(p)
     loc = storage.resolve(uri)
     tmp = tempfile.mkdtemp(prefix="pain3d-ckpt-")
     for sub in ("model/", ""):
@@ -67,12 +74,35 @@ def fetch_checkpoint(uri: str) -> str:
     raise FileNotFoundError(f"no pain3d checkpoint (model.pt, model_config.json) at {uri}")
 
 
+def plan_split(cfg: "Pain3DConfig", data: str) -> dict[str, list[int]]:
+    """The split this dataset gets under ``train.split``; refuses one with an empty part
+    (before Ray starts, not 30 s into a run)."""
+    require_columns(data, READ_COLUMNS)
+    ids = identity_table(path=data)
+    split = make_split(ids, cfg.train.split, cfg.seed)
+    empty = [k for k, v in split.items() if not v]
+    if empty:
+        raise ValueError(f"train.split {list(cfg.train.split)} leaves the {empty[0]} split "
+                         f"empty for the {len(ids)} identities of {data}; give every part a "
+                         "fraction that holds at least one identity")
+    return split
+
+
+def check_resumable(storage_uri: str, name: str) -> None:
+    """--resume of a run that never started is refused (as ``tune --resume`` does)."""
+    if storage.read_json(storage.resolve(storage_uri), f"{name}/split.json") is None:
+        raise FileNotFoundError(f"no run {name!r} in {storage_uri} to resume; run it without "
+                                "--resume first")
+
+
 def train(cfg: "Pain3DConfig", mode: str, data: str, name: str, teacher: str | None = None,
           resume: bool = False, kill_worker: dict | None = None, distill: bool = True,
-          seed: int | None = None, callbacks: list | None = None) -> TrainResult:
+          seed: int | None = None, callbacks: list | None = None,
+          show_progress: bool = True) -> TrainResult:
     """``distill=False`` trains the RGB model without a teacher (the ablation's first rows);
     ``seed`` seeds training (the split always uses the config's seed); ``callbacks`` go to
-    Ray Train's RunConfig (a sweep passes Tune's report callback)."""
+    Ray Train's RunConfig (a sweep passes Tune's report callback); ``show_progress``: an
+    epoch bar on stderr (off inside sweep trials)."""
     import ray.train
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -88,6 +118,7 @@ def train(cfg: "Pain3DConfig", mode: str, data: str, name: str, teacher: str | N
         from train.loop import load_model
 
         load_model(teacher_dir)  # fail here, with one sentence, not on every worker
+    guard.check_name("run", name)
     loc = storage.resolve(tc.storage)
     if not loc.is_s3:
         loc.fs.create_dir(loc.root, recursive=True)
@@ -95,9 +126,14 @@ def train(cfg: "Pain3DConfig", mode: str, data: str, name: str, teacher: str | N
     if existing is not None and not resume:
         raise RunExists(f"run {name!r} already exists in {tc.storage}; pass --resume to continue "
                         "it or choose another --name")
-    require_columns(data, READ_COLUMNS)  # one sentence now, not a worker traceback later
-    ids = identity_table(path=data)
-    split = existing if existing is not None else make_split(ids, tc.split, cfg.seed)
+    if existing is None and loc.fs.get_file_info(loc.join(name)).type != pafs.FileType.NotFound:
+        raise RunExists(f"{tc.storage}/{name} exists but is not a pain3d run (no split.json); "
+                        "choose another --name")
+    guard.mark_root(loc, "runs")
+    # one sentence now, not a worker traceback later (columns, an empty part of the split)
+    if existing is not None:
+        require_columns(data, READ_COLUMNS)
+    split = existing if existing is not None else plan_split(cfg, data)
     storage.write_json(loc, f"{name}/split.json", split)
     storage.write_json(loc, f"{name}/config.json", {"mode": mode, "data": data,
                                                     "teacher": teacher, "config": cfg.to_dict()})
@@ -115,6 +151,7 @@ def train(cfg: "Pain3DConfig", mode: str, data: str, name: str, teacher: str | N
         train_loop_config={"train": tc, "mode": mode, "n_train": n_train,
                            "seed": cfg.seed if seed is None else seed,
                            "teacher_dir": teacher_dir, "kill_worker": kill_worker,
+                           "progress_to": (tc.storage, name),
                            "threads": max(1, int(tc.cpus_per_worker))},
         scaling_config=ScalingConfig(num_workers=tc.num_workers, use_gpu=use_gpu,
                                      resources_per_worker={"CPU": tc.cpus_per_worker}),
@@ -130,12 +167,17 @@ def train(cfg: "Pain3DConfig", mode: str, data: str, name: str, teacher: str | N
                                                checkpoint_score_attribute="val_macro_auroc",
                                                checkpoint_score_order="max")))
     try:
-        result = trainer.fit()
-    except Exception:
-        # a new run that failed before its first checkpoint has nothing to resume: remove it,
-        # so that a failed start never leaves a run folder that looks like a run
+        if show_progress:
+            with Watcher(tc.storage, name, tc.epochs, f"{mode} {name}"):
+                result = trainer.fit()
+        else:
+            result = trainer.fit()
+    except BaseException:
+        # a new run that failed (or was interrupted) before its first checkpoint has nothing
+        # to resume: remove it, so that a failed start never leaves a folder that looks like
+        # a run; the folder did not exist before this call (checked above)
         if existing is None and not _has_checkpoint(loc, name):
-            storage.delete_tree(loc, name)
+            guard.guarded_delete(loc, name, inputs=[data, teacher or ""])
         raise
     best = result.get_best_checkpoint(metric="val_macro_auroc", mode="max")
     history = _history(result.checkpoint)

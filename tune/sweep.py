@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from pipelines import storage
+from pipelines import guard, storage
 from train.run import fetch_checkpoint, train
 
 if TYPE_CHECKING:
@@ -68,7 +68,7 @@ def run_trial(params: dict, base: "Pain3DConfig", data: str, teacher: str, trial
     cfg = with_weights(base, params)
     cfg.train.storage = trials
     train(cfg, "student", data, tune.get_context().get_trial_id(), teacher=teacher, resume=True,
-          callbacks=[TuneReportCallback()])
+          callbacks=[TuneReportCallback()], show_progress=False)
 
 
 def _trainable(cfg, data, teacher, trials):
@@ -89,6 +89,7 @@ def sweep(cfg: "Pain3DConfig", data: str, teacher: str, name: str = "sweep",
     from ray.tune.search.optuna import OptunaSearch
 
     tc = cfg.tune
+    guard.check_name("sweep", name)
     if not tc.space:
         raise ValueError("tune.space is empty; pass --sweep sweep (configs/sweep.yaml) or a "
                          "YAML with a tune.space section")
@@ -136,8 +137,10 @@ def sweep(cfg: "Pain3DConfig", data: str, teacher: str, name: str = "sweep",
     rows = result_rows(grid, cfg)
     finished = sum(r["status"] in ("completed", "stopped early (ASHA)") for r in rows)
     if len(rows) < tc.samples or any(r["status"] == "unfinished" for r in rows):
-        raise RuntimeError(f"the sweep stopped after {finished} of {tc.samples} trials; "
-                           f"continue it with --resume --name {name}")
+        # Tune returns normally after Ctrl-C / SIGTERM (its own graceful stop, state saved):
+        # an interrupted sweep, which --resume continues
+        log.warning("sweep %s stopped after %d of %d trials", name, finished, tc.samples)
+        raise KeyboardInterrupt
     if finished == 0:
         raise RuntimeError(f"every trial of sweep {name!r} failed; see the trial errors in "
                            f"{folder}/tune")

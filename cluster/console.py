@@ -1,0 +1,109 @@
+"""What a person sees: one-line errors through Ray's wrappers, Ctrl-C / SIGTERM as a clean
+exit 130, and Ray's own chatter kept in a log file unless ``-v`` is given."""
+from __future__ import annotations
+
+import logging
+import os
+import re
+import signal
+import tempfile
+import time
+
+from cluster.validate import ConfigError
+
+INTERRUPTED_EXIT = 130
+USER_ERRORS = (ConfigError, FileNotFoundError, FileExistsError, ValueError, RuntimeError,
+               PermissionError, IsADirectoryError, OSError)
+_USER_ERROR_NAMES = {t.__name__ for t in USER_ERRORS} | {
+    "StorageError", "OutputConflict", "ModuleNotFoundError", "ImportError", "KeyError",
+    "CorruptImage", "SweepExists", "UnsafeDelete", "BadName", "RunExists"}
+_ERROR_LINE = re.compile(r"^(?:[\w.]+\.)?(\w+): (.+)$")
+# Ray's loggers; their warnings (placement-group cleaners, deprecations, ...) go to the file
+RAY_LOGGERS = ("ray", "ray.data", "ray.train", "ray.tune", "ray.util", "ray.air")
+
+
+def user_error(e: BaseException) -> str | None:
+    """The user's problem behind an exception, through Ray's wrappers: a stage that failed on
+    a worker arrives as RayTaskError / UserCodeException with the real error as its cause, or
+    (an actor that could not start) as ActorDiedError whose message holds the traceback; a
+    failed training run as WorkerGroupError (the workers' exceptions) or ControllerError."""
+    seen = set()
+    ray_text = []
+    todo = [e]
+    while todo:
+        e = todo.pop(0)
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if not type(e).__module__.startswith("ray.") and isinstance(e, USER_ERRORS):
+            text = str(e).strip()
+            return text.splitlines()[0] if text else type(e).__name__
+        ray_text.append(str(e))
+        todo.append(getattr(e, "cause", None) or e.__cause__)
+        todo.extend((getattr(e, "worker_failures", None) or {}).values())
+        todo.append(getattr(e, "controller_failure", None))
+    for text in ray_text:
+        for line in reversed(text.splitlines()):
+            m = _ERROR_LINE.match(line.strip())
+            if m and m.group(1) in _USER_ERROR_NAMES:
+                return m.group(2)
+    return None
+
+
+def _sigterm(signum, frame):
+    """SIGTERM acts as Ctrl-C: whatever handles SIGINT now (Tune's graceful stop during a
+    sweep, Python's KeyboardInterrupt otherwise) handles it."""
+    handler = signal.getsignal(signal.SIGINT)
+    if callable(handler):
+        handler(signal.SIGINT, frame)
+    else:
+        raise KeyboardInterrupt
+
+
+def install_signal_handlers() -> None:
+    """Called at start-up and again after ``ray.init``, which installs a SIGTERM handler of
+    its own (``sys.exit``) in the driver."""
+    signal.signal(signal.SIGTERM, _sigterm)
+
+
+def interrupted_line(command: str) -> str:
+    again = "re-run the same command to resume" if command == "generate" else \
+        "re-run the same command with --resume to resume"
+    return f"pain3d: interrupted; {again}"
+
+
+def log_file(command: str) -> str:
+    folder = os.environ.get("PAIN3D_LOG_DIR") or os.path.join(tempfile.gettempdir(),
+                                                              "pain3d-logs")
+    os.makedirs(folder, exist_ok=True)
+    return os.path.join(folder, f"{command}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log")
+
+
+_LOG_FILE: str | None = None
+
+
+def setup_logging(command: str, verbose: bool) -> str | None:
+    """Our warnings on stderr; Ray's own loggers to a file (returned) unless ``verbose``."""
+    global _LOG_FILE
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s", force=True)
+    _LOG_FILE = None if verbose else log_file(command)
+    quiet_ray_loggers()
+    return _LOG_FILE
+
+
+def quiet_ray_loggers() -> None:
+    """Sends Ray's driver-side loggers to the log file (again after ``ray.init``, which
+    configures them anew)."""
+    if _LOG_FILE is None:
+        return
+    handler = logging.FileHandler(_LOG_FILE, delay=True)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    for name in RAY_LOGGERS:
+        lg = logging.getLogger(name)
+        for h in list(lg.handlers):
+            lg.removeHandler(h)
+            if isinstance(h, logging.FileHandler):
+                h.close()
+        lg.addHandler(handler)
+        lg.propagate = False

@@ -1,0 +1,140 @@
+"""The training-side commands of ``pain3d``: train, evaluate, ablate, tune. Each ``*_config``
+function does every local check of its command (``submit`` runs them too)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from cluster.config import ConfigError
+from cluster.options import config_of
+from pipelines import guard
+
+
+def train_config(args):
+    """train: a plain run name, a resumable run for --resume, and a split that leaves no
+    part empty for this dataset, all checked before Ray starts."""
+    from train.run import check_resumable, plan_split
+
+    cfg = config_of(args)
+    args.name = guard.check_name("run", args.name or f"{args.mode}-s{cfg.seed}")
+    if getattr(args, "remote", False):  # submit: storage and data live on the cluster
+        return cfg
+    if args.resume:
+        check_resumable(cfg.train.storage, args.name)
+    else:
+        plan_split(cfg, args.data)
+    return cfg
+
+
+def cmd_train(args) -> int:
+    from cluster.runtime import init_ray
+    from train.run import train
+
+    cfg = train_config(args)
+    init_ray(cfg.generate.ray, args.verbose)
+    res = train(cfg, args.mode, args.data, args.name, teacher=args.teacher, resume=args.resume)
+    m = res.best_metrics
+    print(f"{args.mode} run {res.run}: best val macro AUROC "
+          f"{m.get('val_macro_auroc', float('nan')):.3f} (epoch {m.get('epoch', '?')}), "
+          f"acc {m.get('val_acc', float('nan')):.3f}, +-1 {m.get('val_acc_pm1', float('nan')):.3f}"
+          f"; best checkpoint {res.best_checkpoint}")
+    return 0
+
+
+def _run_folder(checkpoint: str):
+    """The run folder (holding split.json) a local checkpoint lies in, or None."""
+    if "://" in checkpoint:
+        return None
+    return next((p for p in Path(checkpoint).resolve().parents
+                 if (p / "split.json").is_file()), None)
+
+
+def cmd_evaluate(args) -> int:
+    from train.evaluate import evaluate
+    from train.run import fetch_checkpoint
+
+    model_dir = fetch_checkpoint(args.checkpoint)
+    run, which, history = _run_folder(args.checkpoint), args.split, None
+    if run is not None:
+        split = json.loads((run / "split.json").read_text())
+        mode = json.loads((run / "config.json").read_text())["mode"]
+        if (run / "history.json").is_file():
+            history = json.loads((run / "history.json").read_text())
+        split["all"] = sorted(i for k in ("train", "val", "test") for i in split.get(k, []))
+    elif which != "all":
+        raise ConfigError(f"{args.checkpoint} is outside a run folder, so the identities it "
+                          f"trained on are unknown (no split.json); pass --split all to score "
+                          f"every identity of {args.data} knowingly")
+    else:
+        from train.data import identity_table
+
+        split, mode = {"all": sorted(identity_table(path=args.data))}, args.mode
+    out = args.out or str(Path(args.checkpoint).resolve().parent / f"eval-{which}")
+    r = evaluate(model_dir, args.data, mode, split, which, out, history)
+    m = r["metrics"]
+    print(f"{mode} on {which} ({r['frames']} frames): macro AUROC {m['macro_auroc']:.3f}, "
+          f"acc {m['acc']:.3f}, +-1 {m['acc_pm1']:.3f}, +-2 {m['acc_pm2']:.3f}, "
+          f"MAE {m['mae']:.2f} -> {out}/metrics.md")
+    return 0
+
+
+def ablate_config(args):
+    from train.run import plan_split
+
+    cfg = config_of(args)
+    guard.check_name("ablation", args.name)
+    if args.seeds < 1:
+        raise ConfigError(f"--seeds must be >= 1, got {args.seeds}")
+    if not getattr(args, "remote", False):
+        plan_split(cfg, args.data)
+    return cfg
+
+
+def cmd_ablate(args) -> int:
+    from cluster.runtime import init_ray
+    from train.ablate import ablate, markdown
+
+    cfg = ablate_config(args)
+    init_ray(cfg.generate.ray, args.verbose)
+    summary = ablate(cfg, args.data, args.seeds, args.name)
+    print(markdown(summary["rows"], args.seeds))
+    print(f"wrote {cfg.train.storage.rstrip('/')}/{args.name}/ablation.md")
+    return 0
+
+
+def tune_config(args):
+    """tune: flags as overrides over the preset with the sweep layer; a plain sweep name."""
+    flags = [f"tune.{key}={getattr(args, key)}" for key in ("samples", "concurrent", "storage")
+             if getattr(args, key) is not None]
+    guard.check_name("sweep", args.name)
+    return config_of(args, flags, layers=[args.sweep])
+
+
+def cmd_tune(args) -> int:
+    import dataclasses
+
+    from cluster.config import config_from_dict
+    from cluster.runtime import init_ray
+    from train.run import plan_split
+    from tune.sweep import read_sweep, sweep
+
+    cfg = tune_config(args)
+    data, teacher = args.data, args.teacher
+    if args.resume:  # a restored sweep runs exactly what it started with
+        prior = read_sweep(cfg.tune.storage, args.name)
+        if prior is not None:
+            storage_uri = cfg.tune.storage
+            cfg = config_from_dict(prior["config"])
+            cfg.tune.storage = storage_uri
+            data, teacher = prior["data"], prior["teacher"]
+    if not data or not teacher:
+        raise ConfigError("pain3d tune needs --data D and --teacher CKPT (a teacher checkpoint "
+                          "from pain3d train teacher)")
+    plan_split(cfg, data)
+    # Tune needs the dashboard: without it, trials stopped by ASHA leak their CPUs
+    init_ray(dataclasses.replace(cfg.generate.ray, include_dashboard=True), args.verbose)
+    res = sweep(cfg, data, teacher, args.name, resume=args.resume)
+    print(f"sweep {res['folder']}: {len(res['rows'])} trials; best val macro AUROC "
+          f"{res['best']['val_macro_auroc']:.3f} -> {res['folder']}/best.yaml, leaderboard.md, "
+          "results.csv, history.png, importance.png" + (", final.md" if res["final"] else ""))
+    return 0

@@ -1,0 +1,263 @@
+"""Config validation: every numeric key against its documented range, plus the checks that
+span several keys. Errors are one sentence naming the key (``ConfigError``).
+
+``RANGES`` is the documentation: the README's "Config ranges" table is this table. Keys use
+``*`` for a stage name, ``[]`` for a list element and ``{}`` for a mapping's value.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import typing
+
+
+class ConfigError(ValueError):
+    """A config problem the user can fix; the message says which key and how."""
+
+
+MAX_IDENTITIES = 100_000  # per run: 40x the paper's 2,500; larger runs go in several --start chunks
+MAX_INDEX = 10 ** 9  # identity indices (seed streams are keyed by them)
+
+RANGES: dict[str, tuple[float, float]] = {
+    "seed": (0, 2 ** 32 - 1),
+    "face.flame_n_shape": (1, 300),
+    "face.texture_size": (64, 8192),
+    "face.shape_std": (0, 3),
+    "render.size": (16, 4096),
+    "render.yaws[]": (-90, 90),
+    "render.camera.yaw_deg": (-90, 90),
+    "render.camera.pitch_deg": (-60, 60),
+    "render.camera.distance": (0.2, 5),
+    "render.camera.fov_deg": (5, 120),
+    "render.camera.target[]": (-0.5, 0.5),
+    "render.camera.near": (0.001, 1),
+    "render.camera.far": (0.5, 100),
+    "render.lighting.key_dir[]": (-1, 1),
+    "render.lighting.fill_dir[]": (-1, 1),
+    "render.lighting.key": (0, 2),
+    "render.lighting.fill": (0, 2),
+    "render.lighting.ambient": (0, 2),
+    "render.background[]": (0, 255),
+    "heatmap.scale_m": (1e-4, 0.1),
+    "pspi.levels[]": (1, 16),
+    "pspi.weights{}": (0, 1e6),
+    "pspi.extra_probability": (0, 1),
+    "demographics.table{}{}": (0, 10 ** 7),
+    "generate.identities": (1, MAX_IDENTITIES),
+    "generate.start": (0, MAX_INDEX),
+    "generate.stages.*.num_gpus": (0, 64),
+    "generate.stages.*.num_cpus": (0, 256),
+    "generate.stages.*.batch_size": (1, 1024),
+    "generate.stages.*.concurrency[]": (1, 10_000),
+    "generate.stages.*.max_concurrency": (1, 10_000),
+    "generate.ray.num_cpus": (1, 4096),
+    "generate.ray.num_gpus": (0, 1024),
+    "generate.ray.object_store_memory": (80_000_000, 10 ** 13),
+    "train.model.img_size": (16, 1024),
+    "train.model.head_hidden": (1, 16384),
+    "train.model.dropout": (0, 0.99),
+    "train.weights.pspi": (0, 1000),
+    "train.weights.au": (0, 1000),
+    "train.weights.pspi_distill": (0, 1000),
+    "train.weights.au_distill": (0, 1000),
+    "train.weights.feature_distill": (0, 1000),
+    "train.weights.temperature": (0.05, 100),
+    "train.epochs": (1, 10_000),
+    "train.freeze_backbone_epochs": (0, 10_000),
+    "train.batch_size": (1, 65_536),
+    "train.lr_backbone": (0, 1),
+    "train.lr_heads": (1e-9, 1),
+    "train.weight_decay": (0, 10),
+    "train.min_lr_ratio": (1e-6, 1),
+    "train.grad_clip": (1e-6, 1e6),
+    "train.num_workers": (1, 1024),
+    "train.cpus_per_worker": (0.01, 256),
+    "train.decode_cpus": (0.01, 256),
+    "train.split[]": (0, 1),
+    "train.max_failures": (-1, 100),
+    "train.num_to_keep": (1, 1000),
+    "train.max_frames": (1, MAX_INDEX),
+    "tune.space{}.low": (0, 1000),
+    "tune.space{}.high": (0, 1000),
+    "tune.samples": (1, 10_000),
+    "tune.concurrent": (1, 1000),
+    "tune.grace_epochs": (1, 10_000),
+    "tune.reduction_factor": (2, 100),
+    "tune.cpus_per_trial": (0.01, 64),
+    "tune.final_seeds": (0, 100),
+}
+# task stages (render, write) need some CPU; a model stage may run with none (GPU only)
+RANGES["generate.stages.render.num_cpus"] = RANGES["generate.stages.write.num_cpus"] = (0.01, 256)
+
+
+def range_key(key: str) -> str:
+    """``generate.stages.texturing.batch_size`` -> ``generate.stages.*.batch_size`` unless
+    the key has a range of its own."""
+    parts = key.split(".")
+    if key not in RANGES and len(parts) > 3 and parts[:2] == ["generate", "stages"]:
+        return ".".join(parts[:2] + ["*"] + parts[3:])
+    return key
+
+
+def _check_number(key: str, value) -> None:
+    lo, hi = RANGES[range_key(key)]
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"config key '{key}' must be a finite number, got {value}")
+    if not lo <= value <= hi:
+        raise ConfigError(f"config key '{key}' must be between {_fmt(lo)} and {_fmt(hi)}, "
+                          f"got {value!r}")
+
+
+def _fmt(x: float) -> str:
+    return f"{int(x):,}" if float(x).is_integer() else f"{x:g}"
+
+
+def _walk(value, key: str):
+    """(key, number) for every numeric leaf of a config value."""
+    if dataclasses.is_dataclass(value):
+        for f in dataclasses.fields(value):
+            yield from _walk(getattr(value, f.name), f"{key}.{f.name}" if key else f.name)
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _walk(v, key + "{}")
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            yield from _walk(v, key + "[]")
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        yield key, value
+
+
+def numeric_keys(cls, key: str = "") -> list[str]:
+    """Every numeric key the config type declares (for the test that each has a range)."""
+    out = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        k = f"{key}.{f.name}" if key else f.name
+        tp = hints[f.name]
+        args = [a for a in typing.get_args(tp) if a is not type(None)] or [tp]
+        inner = args[0]
+        if dataclasses.is_dataclass(inner):
+            out += numeric_keys(inner, k)
+        elif inner in (int, float):
+            out.append(k)
+        elif typing.get_origin(inner) in (tuple, list) and typing.get_args(inner)[0] in (int,
+                                                                                       float):
+            out.append(k + "[]")
+    return out
+
+
+def check_numbers(cfg) -> None:
+    """Each numeric value finite and inside its documented range (skipping free-form
+    backend options and backbone arguments, which their own code checks)."""
+    for key, value in _walk(cfg, ""):
+        if ".options" in key or "backbone_kwargs" in key:
+            continue
+        _check_number(key, value)
+
+
+def validate(cfg) -> None:
+    check_numbers(cfg)
+    if cfg.face.model not in ("builtin", "flame"):
+        raise ConfigError(f"unknown face.model {cfg.face.model!r}; use 'builtin' or 'flame'")
+    if cfg.heatmap.mode not in ("magnitude", "direction"):
+        raise ConfigError(f"unknown heatmap.mode {cfg.heatmap.mode!r}; "
+                          "use 'magnitude' or 'direction'")
+    _validate_render(cfg.render)
+    _validate_pspi(cfg.pspi)
+    _validate_demographics(cfg.demographics)
+    _validate_generate(cfg)
+    _validate_train(cfg)
+    _validate_tune(cfg)
+
+
+def _validate_render(r) -> None:
+    if not r.yaws:
+        raise ConfigError("render.yaws must list at least one view angle")
+    c = r.camera
+    if not c.near < c.distance < c.far:
+        raise ConfigError(f"render.camera needs near < distance < far, got near {c.near}, "
+                          f"distance {c.distance}, far {c.far}")
+    for key in ("key_dir", "fill_dir"):
+        if math.hypot(*getattr(r.lighting, key)) < 1e-3:
+            raise ConfigError(f"render.lighting.{key} must be a non-zero direction, "
+                              f"got {list(getattr(r.lighting, key))}")
+
+
+def _validate_pspi(p) -> None:
+    try:
+        p.distribution()
+    except ValueError as e:
+        raise ConfigError(f"pspi: {e}") from e
+    if p.weights is not None:
+        bad = [k for k in p.weights if not 1 <= int(k) <= 16]
+        if bad:
+            raise ConfigError(f"pspi.weights has level {bad[0]}; levels are 1 to 16")
+        if sum(p.weights.values()) <= 0:
+            raise ConfigError("pspi.weights must give at least one level a positive weight")
+    elif not p.levels:
+        raise ConfigError("pspi.levels must list at least one PSPI level (1 to 16)")
+
+
+def _validate_demographics(d) -> None:
+    from faces.demographics import _CHOICES
+
+    if d.mode not in ("balanced", "table"):
+        raise ConfigError(f"unknown demographics.mode {d.mode!r}; use 'balanced' or 'table'")
+    totals = {}
+    for attr, counts in d.table.items():
+        if attr not in _CHOICES:
+            raise ConfigError(f"unknown demographics.table.{attr}; the table has "
+                              f"{', '.join(_CHOICES)}")
+        for label in counts:
+            if label not in _CHOICES[attr]:
+                raise ConfigError(f"unknown demographics.table.{attr}.{label}; choose from "
+                                  f"{', '.join(_CHOICES[attr])}")
+        totals[attr] = sum(counts.values())
+    if set(totals) != set(_CHOICES) or len(set(totals.values())) != 1 or not max(totals.values()):
+        shown = ", ".join(f"{a} {totals.get(a, 0)}" for a in _CHOICES)
+        raise ConfigError(f"demographics.table totals must agree and be positive, got {shown}; "
+                          "give every attribute the same number of identities")
+
+
+def _validate_generate(cfg) -> None:
+    from actors.base import backend_names
+
+    g = cfg.generate
+    if g.start + g.identities > MAX_INDEX:
+        raise ConfigError(f"generate.start + generate.identities must be <= {MAX_INDEX}, got "
+                          f"{g.start + g.identities}")
+    for name in g.stages.MODEL_STAGES:
+        sc = getattr(g.stages, name)
+        key = f"generate.stages.{name}"
+        if sc.backend not in backend_names(name):
+            raise ConfigError(f"unknown {key}.backend {sc.backend!r}; choose from "
+                              f"{backend_names(name)}")
+        if len(sc.concurrency) != 2 or not sc.concurrency[0] <= sc.concurrency[1]:
+            raise ConfigError(f"{key}.concurrency must be [min, max] with 1 <= min <= max, "
+                              f"got {list(sc.concurrency)}")
+
+
+def _validate_train(cfg) -> None:
+    t = cfg.train
+    if len(t.split) != 3 or abs(sum(t.split) - 1) > 1e-6:
+        raise ConfigError(f"train.split must be three fractions summing to 1, got {list(t.split)}")
+    if t.freeze_backbone_epochs > t.epochs:
+        raise ConfigError(f"train.freeze_backbone_epochs ({t.freeze_backbone_epochs}) must be "
+                          f"<= train.epochs ({t.epochs})")
+
+
+def _validate_tune(cfg) -> None:
+    from tune.config import DISTRIBUTIONS
+
+    known = [f.name for f in dataclasses.fields(type(cfg.train.weights))]
+    for name, r in cfg.tune.space.items():
+        key = f"tune.space.{name}"
+        if name not in known:
+            raise ConfigError(f"unknown {key}; the space is over train.weights: "
+                              f"{', '.join(known)}")
+        if r.dist not in DISTRIBUTIONS:
+            raise ConfigError(f"{key}.dist must be one of {', '.join(DISTRIBUTIONS)}, "
+                              f"got {r.dist!r}")
+        if not (r.low < r.high) or (r.dist == "loguniform" and r.low <= 0):
+            raise ConfigError(f"{key} needs low < high (and low > 0 for loguniform), "
+                              f"got [{r.low}, {r.high}]")
