@@ -214,7 +214,12 @@ def load_config(path: str | None = None, overrides: list[str] | tuple[str, ...] 
         if "=" not in item:
             raise ConfigError(f"override {item!r} must look like section.key=value")
         k, v = item.split("=", 1)
-        _set_dotted(data, k.strip(), yaml.safe_load(v))
+        try:
+            value = yaml.safe_load(v)
+        except yaml.YAMLError as e:
+            what = getattr(e, "problem", None) or str(e).splitlines()[0]
+            raise ConfigError(f"override {item!r}: the value is not valid YAML ({what})") from e
+        _set_dotted(data, k.strip(), value)
     cfg = _build(Pain3DConfig, data)
     validate(cfg)
     _absolute_paths(cfg)

@@ -6,6 +6,7 @@ import logging
 import os
 import re
 import signal
+import sys
 import tempfile
 import time
 
@@ -92,6 +93,48 @@ def setup_logging(command: str, verbose: bool) -> str | None:
     return _LOG_FILE
 
 
+def redirect_native_stderr() -> None:
+    """Before Ray starts: file descriptor 2 (where Ray's C++ core worker and the processes
+    it starts write) goes to the log file, while Python's ``sys.stderr`` (our progress bars,
+    errors, tracebacks of real bugs) keeps the terminal. Exceptions that Python can only
+    report as "ignored" (Ray Data's iterators finalised at exit) go to the log file too."""
+    if _LOG_FILE is None or getattr(redirect_native_stderr, "done", False):
+        return
+    sys.stderr.flush()
+    terminal = os.dup(2)
+    log_fd = os.open(_LOG_FILE, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(log_fd, 2)
+    os.close(log_fd)
+    sys.stderr = os.fdopen(terminal, "w", buffering=1)
+    sys.unraisablehook = _log_unraisable
+    redirect_native_stderr.done = True
+
+
+def _log_unraisable(u) -> None:
+    logging.getLogger("pain3d.unraisable").warning(
+        "%s in %r", u.exc_type.__name__, u.object,
+        exc_info=(u.exc_type, u.exc_value, u.exc_traceback))
+
+
+def _route_raylet_messages() -> None:
+    """Ray's driver prints the raylet's messages (e.g. "N worker processes have been
+    started") to stdout whatever log_to_driver says; they go to the log file instead."""
+    worker = sys.modules.get("ray._private.worker")
+    original = getattr(worker, "print_to_stdstream", None)
+    if original is None or getattr(original, "pain3d", False):
+        return
+
+    def to_log(data, ignore_prefix=False):
+        if data.get("pid") == "raylet":
+            for line in data.get("lines", []):
+                logging.getLogger("ray").warning("(raylet) %s", line)
+        else:
+            original(data, ignore_prefix=ignore_prefix)
+
+    to_log.pain3d = True
+    worker.print_to_stdstream = to_log
+
+
 def quiet_ray_loggers() -> None:
     """Sends Ray's driver-side loggers to the log file (again after ``ray.init``, which
     configures them anew)."""
@@ -99,7 +142,8 @@ def quiet_ray_loggers() -> None:
         return
     handler = logging.FileHandler(_LOG_FILE, delay=True)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    for name in RAY_LOGGERS:
+    _route_raylet_messages()
+    for name in RAY_LOGGERS + ("pain3d.unraisable",):
         lg = logging.getLogger(name)
         for h in list(lg.handlers):
             lg.removeHandler(h)

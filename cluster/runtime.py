@@ -17,6 +17,8 @@ def init_ray(rcfg, verbose: bool = False) -> None:
 
     if ray.is_initialized():
         return
+    if not verbose:
+        console.redirect_native_stderr()
     kwargs = {"log_to_driver": verbose}
     address = os.environ.get("RAY_ADDRESS")
     if address:

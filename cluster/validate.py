@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import types
 import typing
 
 
@@ -134,8 +135,9 @@ def numeric_keys(cls, key: str = "") -> list[str]:
     for f in dataclasses.fields(cls):
         k = f"{key}.{f.name}" if key else f.name
         tp = hints[f.name]
-        args = [a for a in typing.get_args(tp) if a is not type(None)] or [tp]
-        inner = args[0]
+        inner = tp
+        if typing.get_origin(tp) in (typing.Union, types.UnionType):  # Optional[X] -> X
+            inner = next(a for a in typing.get_args(tp) if a is not type(None))
         if dataclasses.is_dataclass(inner):
             out += numeric_keys(inner, k)
         elif inner in (int, float):

@@ -81,12 +81,15 @@ def explain(loc: Location, e: Exception) -> StorageError:
 def check_writable(loc: Location) -> None:
     """Fail early, with one sentence, if the output can't be written."""
     probe = loc.join(f"_probe-{uuid.uuid4().hex}")
+    made = not loc.is_s3 and not os.path.exists(loc.root)
     try:
         if not loc.is_s3:
             loc.fs.create_dir(loc.root, recursive=True)
         with loc.fs.open_output_stream(probe) as f:
             f.write(b"ok")
         loc.fs.delete_file(probe)  # the probe this call just wrote, nothing else
+        if made:
+            os.rmdir(loc.root)  # the (empty) folder this check made: the probe leaves no trace
     except Exception as e:  # noqa: BLE001 - turned into one clear sentence
         raise explain(loc, e) from e
 

@@ -133,7 +133,7 @@ def test_truncated_shard_is_named_with_its_fix_and_regenerated(d3, ray_local, ca
 
 @pytest.mark.parametrize("text,needle", [("", "is empty"),
                                          ("render:\n  size: [1\n", "line 3, column 1"),
-                                         ("render: {size: 64}\nrender: [\n", "line 2")])
+                                         ("render:\n\tsize: 64\n", "line 2, column 1")])
 def test_config_file_problems_are_one_line(text, needle, tmp_path, capsys):
     f = tmp_path / "c.yaml"
     f.write_text(text)

@@ -103,10 +103,6 @@ def train(cfg: "Pain3DConfig", mode: str, data: str, name: str, teacher: str | N
     ``seed`` seeds training (the split always uses the config's seed); ``callbacks`` go to
     Ray Train's RunConfig (a sweep passes Tune's report callback); ``show_progress``: an
     epoch bar on stderr (off inside sweep trials)."""
-    import ray.train
-    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
-
     tc = cfg.train
     if mode not in ("teacher", "student"):
         raise ValueError(f"unknown training mode {mode!r}; use teacher or student")
@@ -134,9 +130,59 @@ def train(cfg: "Pain3DConfig", mode: str, data: str, name: str, teacher: str | N
     if existing is not None:
         require_columns(data, READ_COLUMNS)
     split = existing if existing is not None else plan_split(cfg, data)
-    storage.write_json(loc, f"{name}/split.json", split)
-    storage.write_json(loc, f"{name}/config.json", {"mode": mode, "data": data,
-                                                    "teacher": teacher, "config": cfg.to_dict()})
+    try:  # from the run folder's first file on: a failure or Ctrl-C before any checkpoint
+        storage.write_json(loc, f"{name}/split.json", split)  # removes the folder again
+        storage.write_json(loc, f"{name}/config.json", {"mode": mode, "data": data,
+                                                        "teacher": teacher,
+                                                        "config": cfg.to_dict()})
+        trainer = _trainer(cfg, mode, data, name, split, loc, {
+            "seed": cfg.seed if seed is None else seed, "teacher_dir": teacher_dir,
+            "kill_worker": kill_worker}, callbacks)
+        if show_progress:
+            with Watcher(tc.storage, name, tc.epochs, f"{mode} {name}"):
+                result = _fit(trainer)
+        else:
+            result = _fit(trainer)
+    except BaseException:
+        # the folder did not exist before this call (checked above)
+        if existing is None and not _has_checkpoint(loc, name):
+            guard.guarded_delete(loc, name, inputs=[data, teacher or ""])
+        raise
+    return _finish(result, loc, name, tc.storage, split)
+
+
+def _fit(trainer):
+    """``trainer.fit()`` in a helper thread. On the main thread Ray Train installs a SIGINT
+    handler that exits the process from inside the handler (no clean-up, no message, exit
+    code 1); off it, Ctrl-C and SIGTERM stay ours: a KeyboardInterrupt here, the run folder
+    handled by the caller, and the training actors ended with the driver."""
+    import threading
+
+    box: dict = {}
+
+    def target():
+        try:
+            box["result"] = trainer.fit()
+        except BaseException as e:  # noqa: BLE001 - handed to the main thread
+            box["error"] = e
+
+    t = threading.Thread(target=target, name="pain3d-fit", daemon=True)
+    t.start()
+    while t.is_alive():
+        t.join(0.5)
+    if "error" in box:
+        raise box["error"]
+    return box["result"]
+
+
+def _trainer(cfg: "Pain3DConfig", mode: str, data: str, name: str, split: dict, loc,
+             loop: dict, callbacks):
+    """The TorchTrainer of one run: datasets of the split, workers, storage, checkpoints."""
+    import ray.train
+    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    tc = cfg.train
     per_id = _frames_per_identity(data)
     n_train = sum(per_id.get(i, 0) for i in split["train"])
     if tc.max_frames:
@@ -146,13 +192,11 @@ def train(cfg: "Pain3DConfig", mode: str, data: str, name: str, teacher: str | N
     use_gpu = tc.use_gpu
     if use_gpu is None:
         use_gpu = ray.cluster_resources().get("GPU", 0) >= 1
-    trainer = TorchTrainer(
+    return TorchTrainer(
         train_func,
         train_loop_config={"train": tc, "mode": mode, "n_train": n_train,
-                           "seed": cfg.seed if seed is None else seed,
-                           "teacher_dir": teacher_dir, "kill_worker": kill_worker,
                            "progress_to": (tc.storage, name),
-                           "threads": max(1, int(tc.cpus_per_worker))},
+                           "threads": max(1, int(tc.cpus_per_worker)), **loop},
         scaling_config=ScalingConfig(num_workers=tc.num_workers, use_gpu=use_gpu,
                                      resources_per_worker={"CPU": tc.cpus_per_worker}),
         datasets=datasets,
@@ -166,19 +210,10 @@ def train(cfg: "Pain3DConfig", mode: str, data: str, name: str, teacher: str | N
             checkpoint_config=CheckpointConfig(num_to_keep=tc.num_to_keep,
                                                checkpoint_score_attribute="val_macro_auroc",
                                                checkpoint_score_order="max")))
-    try:
-        if show_progress:
-            with Watcher(tc.storage, name, tc.epochs, f"{mode} {name}"):
-                result = trainer.fit()
-        else:
-            result = trainer.fit()
-    except BaseException:
-        # a new run that failed (or was interrupted) before its first checkpoint has nothing
-        # to resume: remove it, so that a failed start never leaves a folder that looks like
-        # a run; the folder did not exist before this call (checked above)
-        if existing is None and not _has_checkpoint(loc, name):
-            guard.guarded_delete(loc, name, inputs=[data, teacher or ""])
-        raise
+
+
+def _finish(result, loc, name: str, storage_uri: str, split: dict) -> TrainResult:
+    """After fit(): the best checkpoint, history.json, TensorBoard logs."""
     best = result.get_best_checkpoint(metric="val_macro_auroc", mode="max")
     history = _history(result.checkpoint)
     best_path = best.path if best is not None else None
@@ -192,7 +227,7 @@ def train(cfg: "Pain3DConfig", mode: str, data: str, name: str, teacher: str | N
     storage.write_json(loc, f"{name}/history.json", history)
     _write_tensorboard(loc, name, history)
     storage.write_bytes(loc, f"{name}/best_checkpoint.txt", (best_path or "").encode())
-    return TrainResult(run=f"{tc.storage.rstrip('/')}/{name}", best_checkpoint=best_path,
+    return TrainResult(run=f"{storage_uri.rstrip('/')}/{name}", best_checkpoint=best_path,
                        best_metrics=best_metrics, history=history, split=split)
 
 
