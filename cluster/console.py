@@ -67,10 +67,15 @@ def install_signal_handlers() -> None:
     signal.signal(signal.SIGTERM, _sigterm)
 
 
+_AGAIN = {"generate": "re-run the same command to resume",
+          "train": "re-run the same command with --resume to resume",
+          "tune": "re-run the same command with --resume to resume",
+          "ablate": "its finished runs are kept; re-run it with another --name to start over"}
+
+
 def interrupted_line(command: str) -> str:
-    again = "re-run the same command to resume" if command == "generate" else \
-        "re-run the same command with --resume to resume"
-    return f"pain3d: interrupted; {again}"
+    again = _AGAIN.get(command)
+    return f"pain3d: interrupted; {again}" if again else "pain3d: interrupted"
 
 
 def log_file(command: str) -> str:

@@ -92,14 +92,19 @@ def test_mapping_values_are_checked_too(key, value):
     v = _yaml(value)
     over = {"pspi.weights{}": f"pspi.weights={{5: {v}, 6: 1}}",
             "demographics.table{}{}": f"demographics.table.gender={{man: 2000, woman: {v}}}",
-            "tune.space{}.low": f"tune.space.au={{low: {v}, high: 2000}}",
+            "tune.space{}.low": f"tune.space.au={{low: {v}, high: 500}}",
             "tune.space{}.high": f"tune.space.au={{low: 0.5, high: {v}}}"}[key]
     try:
-        load_config("local", [over])
+        cfg = load_config("local", [over])
     except ConfigError as e:
         assert MAPPED[key].split(".")[-1] in str(e) or "tune.space" in str(e), str(e)
         return
-    assert key.startswith("pspi") or key.startswith("demographics")  # tune: high 2000 > 1000
+    got = {"pspi.weights{}": lambda c: c.pspi.weights[5],
+           "demographics.table{}{}": lambda c: c.demographics.table["gender"]["woman"],
+           "tune.space{}.low": lambda c: c.tune.space["au"].low,
+           "tune.space{}.high": lambda c: c.tune.space["au"].high}[key](cfg)
+    lo, hi = RANGES[key]
+    assert math.isfinite(got) and lo <= got <= hi, (key, got)
 
 
 # keys that change the picture; values drawn inside their ranges, sizes kept small
