@@ -145,20 +145,15 @@ def test_issue_cases_name_their_key(override, key, tmp_path, capsys):
     assert not (tmp_path / "p.png").exists()
 
 
-@pytest.mark.parametrize("argv,needle", [
-    (["--start", "9223372036854775807"], "--start must be between 0 and"),
-    (["--identities", "1000000000"], "--identities must be between 1 and 64")])
-def test_preview_flags_are_bounded(argv, needle, tmp_path, capsys):
-    rc = main(["preview", "--out", str(tmp_path / "p.png"), *argv])
+@pytest.mark.parametrize("cmd,argv,needle", [
+    ("preview", ["--start", "9223372036854775807"], "--start must be between 0 and"),
+    ("preview", ["--identities", "1000000000"], "--identities must be between 1 and 64"),
+    ("generate", ["--start", "9223372036854775807"], "'generate.start' must be between 0 and"),
+    ("generate", ["--identities", "1000000000"],
+     "'generate.identities' must be between 1 and 100,000")])
+def test_flags_are_bounded_before_anything_runs(cmd, argv, needle, tmp_path, capsys):
+    out = tmp_path / ("p.png" if cmd == "preview" else "d")
+    rc = main([cmd, "--out", str(out), *argv])
     err = capsys.readouterr().err
     assert rc == 2 and needle in err and "Traceback" not in err, err
-
-
-@pytest.mark.parametrize("argv,needle", [
-    (["--start", "9223372036854775807"], "'generate.start' must be between 0 and"),
-    (["--identities", "1000000000"], "'generate.identities' must be between 1 and 100,000")])
-def test_generate_flags_are_bounded_before_anything_runs(argv, needle, tmp_path, capsys):
-    rc = main(["generate", "--out", str(tmp_path / "d"), *argv])
-    err = capsys.readouterr().err
-    assert rc == 2 and needle in err and "Traceback" not in err, err
-    assert not (tmp_path / "d").exists()
+    assert not out.exists()
