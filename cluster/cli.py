@@ -189,8 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--split", default="test", choices=["train", "val", "test", "all"],
                     help="identities to score, from the run's split.json (default test); "
                     "'all' scores every identity, training ones included")
-    ev.add_argument("--mode", default="teacher", choices=["teacher", "student"],
-                    help="input type when the checkpoint is outside a run folder")
+    ev.add_argument("--mode", default=None, choices=["teacher", "student"],
+                    help="input type, only for a bare model that does not record it")
     ev.add_argument("--out", default=None, help="report folder (default beside the checkpoint)")
     ev.set_defaults(func=cmd_evaluate)
 

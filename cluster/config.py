@@ -98,6 +98,11 @@ def _coerce(value, tp, key: str):
         if isinstance(value, bool):
             return value
         raise ConfigError(f"config key '{key}' must be true or false, got {value!r}")
+    if tp is float and isinstance(value, str):
+        try:  # YAML 1.1 reads 1e-3 (no dot) as a string; a person means the number
+            value = float(value)
+        except ValueError:
+            pass
     if isinstance(value, float) and not math.isfinite(value) and tp in (int, float):
         raise ConfigError(f"config key '{key}' must be a finite number, got {value}")
     if tp is int:

@@ -49,32 +49,51 @@ def _run_folder(checkpoint: str):
                  if (p / "split.json").is_file()), None)
 
 
+def _recorded(args, model_dir: str) -> tuple[dict | None, str | None, list | None]:
+    """(split, mode, history) as the checkpoint records them (checkpoint.json), else as its
+    run folder does, else (None, --mode, None)."""
+    from train.loop import checkpoint_meta
+
+    meta, run = checkpoint_meta(model_dir), _run_folder(args.checkpoint)
+    history = None
+    if run is not None and (run / "history.json").is_file():
+        history = json.loads((run / "history.json").read_text())
+    if meta and meta.get("split"):
+        return meta["split"], meta.get("mode"), history
+    if run is not None:
+        return (json.loads((run / "split.json").read_text()),
+                json.loads((run / "config.json").read_text())["mode"], history)
+    return None, args.mode, None
+
+
 def cmd_evaluate(args) -> int:
     from train.evaluate import evaluate
     from train.run import fetch_checkpoint
 
     model_dir = fetch_checkpoint(args.checkpoint)
-    run, which, history = _run_folder(args.checkpoint), args.split, None
-    if run is not None:
-        split = json.loads((run / "split.json").read_text())
-        mode = json.loads((run / "config.json").read_text())["mode"]
-        if (run / "history.json").is_file():
-            history = json.loads((run / "history.json").read_text())
-        split["all"] = sorted(i for k in ("train", "val", "test") for i in split.get(k, []))
-    elif which != "all":
-        raise ConfigError(f"{args.checkpoint} is outside a run folder, so the identities it "
-                          f"trained on are unknown (no split.json); pass --split all to score "
-                          f"every identity of {args.data} knowingly")
-    else:
+    split, mode, history = _recorded(args, model_dir)
+    which = args.split
+    if split is None and which != "all":
+        raise ConfigError(f"{args.checkpoint} records no split (no checkpoint.json, outside a "
+                          f"run folder), so the identities it trained on are unknown; pass "
+                          f"--split all to score every identity of {args.data} knowingly")
+    if mode is None:
+        raise ConfigError(f"{args.checkpoint} does not record whether it is a teacher or a "
+                          "student; pass --mode teacher or --mode student")
+    if split is None:
         from train.data import identity_table
 
-        split, mode = {"all": sorted(identity_table(path=args.data))}, args.mode
+        split = {"all": sorted(identity_table(path=args.data))}
+    else:
+        split = dict(split, all=sorted(i for k in ("train", "val", "test")
+                                       for i in split.get(k, [])))
     out = args.out or str(Path(args.checkpoint).resolve().parent / f"eval-{which}")
     r = evaluate(model_dir, args.data, mode, split, which, out, history)
-    m = r["metrics"]
+    m, po = r["metrics"], r["pain_only"]
     print(f"{mode} on {which} ({r['frames']} frames): macro AUROC {m['macro_auroc']:.3f}, "
-          f"acc {m['acc']:.3f}, +-1 {m['acc_pm1']:.3f}, +-2 {m['acc_pm2']:.3f}, "
-          f"MAE {m['mae']:.2f} -> {out}/metrics.md")
+          f"acc {m['acc']:.3f}, +-1 {m['acc_pm1']:.3f}, MAE {m['mae_argmax']:.2f}; pain frames "
+          f"only (16 classes): macro AUROC {po.get('macro_auroc', float('nan')):.3f}, "
+          f"acc {po.get('acc', float('nan')):.3f} -> {out}/metrics.md")
     return 0
 
 
@@ -97,7 +116,7 @@ def cmd_ablate(args) -> int:
     cfg = ablate_config(args)
     init_ray(cfg.generate.ray, args.verbose)
     summary = ablate(cfg, args.data, args.seeds, args.name)
-    print(markdown(summary["rows"], args.seeds))
+    print(markdown(summary))
     print(f"wrote {cfg.train.storage.rstrip('/')}/{args.name}/ablation.md")
     return 0
 
@@ -107,7 +126,11 @@ def tune_config(args):
     flags = [f"tune.{key}={getattr(args, key)}" for key in ("samples", "concurrent", "storage")
              if getattr(args, key) is not None]
     guard.check_name("sweep", args.name)
-    return config_of(args, flags, layers=[args.sweep])
+    cfg = config_of(args, flags, layers=[args.sweep])
+    from tune.sweep import asha_grace
+
+    asha_grace(cfg)  # a sweep whose trials would be judged frozen is refused now
+    return cfg
 
 
 def cmd_tune(args) -> int:

@@ -78,6 +78,7 @@ RANGES: dict[str, tuple[float, float]] = {
     "train.max_failures": (-1, 100),
     "train.num_to_keep": (1, 1000),
     "train.max_frames": (1, MAX_INDEX),
+    "train.shuffle_buffer": (0, 1_000_000),
     "tune.space{}.low": (0, 1000),
     "tune.space{}.high": (0, 1000),
     "tune.samples": (1, 10_000),

@@ -11,6 +11,7 @@ from train.data import identity_table, make_split
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 from tests.conftest import TINY_TRAIN as TINY
+from train.faults import KillOnce
 
 
 def test_split_is_identity_disjoint_stratified_and_seeded(data10):
@@ -44,9 +45,13 @@ def test_teacher_run_folder(teacher_run, data10):
     assert set(split) == {"train", "val", "test"} and not set(split["train"]) & set(split["val"])
     hist = json.loads((teacher_run / "history.json").read_text())
     assert [h["epoch"] for h in hist] == [0, 1]
-    for key in ("val_macro_auroc", "val_acc", "val_acc_pm1", "val_acc_pm2", "val_mae",
-                "val_auroc_pspi_ge3", "val_mae_AU4", "train_loss"):
+    for key in ("val_macro_auroc", "val_acc", "val_acc_pm1", "val_acc_pm2", "val_mae_argmax",
+                "val_mae_expected", "val_auroc_pspi_ge1", "val_auroc_pspi_ge3", "val_mae_AU4",
+                "train_loss", "loss_pspi", "loss_au"):
         assert key in hist[-1]
+    for h in hist:  # the loss is its weighted terms (teacher: CE + AU MSE, weights 1 and 1)
+        assert h["train_loss"] == pytest.approx(h["loss_pspi"] + h["loss_au"], rel=1e-4)
+        assert "loss_pspi_distill" not in h  # absent terms are omitted
     best = Path((teacher_run / "best_checkpoint.txt").read_text())
     assert (best / "model" / "model.pt").exists()
     events = list((teacher_run / "tensorboard").glob("events.out.tfevents.*"))
@@ -67,6 +72,15 @@ def test_student_distils_from_teacher(teacher_run, data10, tmp_path, capsys):
     assert "student run" in capsys.readouterr().out
     cfg = json.loads((tmp_path / "s" / "config.json").read_text())
     assert cfg["mode"] == "student" and cfg["teacher"] == best
+    hist = json.loads((tmp_path / "s" / "history.json").read_text())
+    terms = ("loss_pspi", "loss_au", "loss_pspi_distill", "loss_au_distill", "loss_feat_distill")
+    assert all(k in hist[-1] and hist[-1][k] > 0 for k in terms)  # every term is active
+    w = load_config("local").train.weights  # the paper's weights
+    assert hist[-1]["train_loss"] == pytest.approx(
+        w.pspi * hist[-1]["loss_pspi"] + w.au * hist[-1]["loss_au"]
+        + w.pspi_distill * hist[-1]["loss_pspi_distill"]
+        + w.au_distill * hist[-1]["loss_au_distill"]
+        + w.feature_distill * hist[-1]["loss_feat_distill"], rel=1e-4)
     # no teacher -> one clear error
     assert main(["train", "student", "--data", data10, "--name", "s2",
                  f"train.storage={tmp_path}"] + TINY) == 2
@@ -91,7 +105,7 @@ def test_killed_worker_resumes_from_checkpoint(data10, tmp_path):
     # dies at epoch 2: the controller registers checkpoints asynchronously, so the one of the
     # epoch just before the crash may not be registered yet; earlier ones are
     res = train(cfg, "teacher", data10, "kill",
-                kill_worker={"epoch": 2, "marker": str(tmp_path / "killed-once")})
+                epoch_hook=KillOnce(2, str(tmp_path / "killed-once")))
     assert (tmp_path / "killed-once").exists()
     epochs = [h["epoch"] for h in res.history]
     assert epochs[-1] == 3  # finished
@@ -114,7 +128,43 @@ def test_evaluate_writes_report(teacher_run, data10, tmp_path):
     assert "gap" in r["groups"]["gender"]
     for png in ("confusion.png", "curves.png"):
         assert (out / png).stat().st_size > 5000
-    assert "| macro_auroc |" in (out / "metrics.md").read_text()
+    md = (out / "metrics.md").read_text()
+    assert "| macro_auroc |" in md and "Pain frames only (PSPI 1-16" in md
+    assert r["thresholds_from"] == "the training split" and set(r["thresholds"]) <= {
+        "pspi_ge2", "pspi_ge3"} and r["mode"] == "teacher"
+    val = json.loads((teacher_run / "split.json").read_text())["val"]
+    assert r["frames"] == 33 * len(val) and r["pain_only"]["frames"] == 30 * len(val)
+
+
+def test_evaluate_reads_mode_and_split_from_a_copied_checkpoint(teacher_run, data10, tmp_path,
+                                                                 capsys):
+    import shutil
+
+    best = Path((teacher_run / "best_checkpoint.txt").read_text())
+    copy = tmp_path / "copied"
+    shutil.copytree(best / "model", copy)  # outside its run folder
+    split = json.loads((teacher_run / "split.json").read_text())
+    assert main(["evaluate", "--checkpoint", str(copy), "--data", data10, "--mode", "student",
+                 "--out", str(tmp_path / "e")]) == 0
+    r = json.loads((tmp_path / "e" / "metrics.json").read_text())
+    assert r["mode"] == "teacher" and r["split"] == "test"  # from the checkpoint, not --mode
+    assert r["frames"] == 33 * len(split["test"])  # exactly the test identities
+    (copy / "checkpoint.json").unlink()  # a bare model: nothing recorded
+    capsys.readouterr()
+    assert main(["evaluate", "--checkpoint", str(copy), "--data", data10, "--mode", "teacher",
+                 "--out", str(tmp_path / "e2")]) == 2
+    err = capsys.readouterr().err
+    assert "records no split" in err and "--split all" in err and err.count("\n") == 1
+
+
+def test_student_refuses_a_teacher_of_another_split(teacher_run, data10, tmp_path, capsys):
+    best = (teacher_run / "best_checkpoint.txt").read_text()
+    rc = main(["train", "student", "--data", data10, "--teacher", best, "--name", "s",
+               f"train.storage={tmp_path}", "train.epochs=1",
+               "train.split=[0.5,0.3,0.2]"] + TINY)  # other fractions: another split
+    err = capsys.readouterr().err
+    assert rc == 2 and "was trained on another split" in err and err.count("\n") == 1, err
+    assert not (tmp_path / "s").exists()
 
 
 @pytest.mark.slow
@@ -125,9 +175,12 @@ def test_ablation_runner_completes(data10, tmp_path):
     s = json.loads((tmp_path / "abl" / "ablation.json").read_text())
     assert set(s["rows"]) == {"baseline", "au_queries", "au_queries_distill", "teacher"}
     for row in s["rows"].values():
-        assert 0.0 <= row["macro_auroc"][0] <= 1.0
+        mean, _, n = row["pain_only"]["macro_auroc"]
+        assert 0.0 <= mean <= 1.0 and n == 1
+    assert s["failures"] == []
     md = (tmp_path / "abl" / "ablation.md").read_text()
     assert "0.96" in md and "+ AU queries + heatmap distillation" in md
+    assert "Pain frames only (PSPI 1-16" in md and "All frames" in md
     cfg = json.loads((tmp_path / "abl" / "au_queries_distill-seed0" / "config.json").read_text())
     assert cfg["teacher"] and cfg["config"]["train"]["model"]["au_queries"] is True
     base = json.loads((tmp_path / "abl" / "baseline-seed0" / "config.json").read_text())

@@ -58,3 +58,23 @@ def test_plots_from_trials(tmp_path):
     # one trial: no importances to compute, a picture that says so instead of a crash
     write_plots(loc, "one", rows[:1], cfg)
     assert (tmp_path / "one" / "importance.png").stat().st_size > 1000
+
+
+@pytest.mark.parametrize("epochs,freeze,grace,want", [
+    (10, 5, 2, 6),  # the paper preset: first rung after one unfrozen epoch, not at 2
+    (10, 0, 2, 2), (10, 1, 3, 3), (6, 5, 2, 6)])
+def test_asha_never_judges_a_frozen_trial(epochs, freeze, grace, want):
+    from tune.sweep import asha_grace
+
+    cfg = load_config("local", [f"train.epochs={epochs}", f"train.freeze_backbone_epochs={freeze}",
+                                f"tune.grace_epochs={grace}"], layers=["sweep"])
+    assert asha_grace(cfg) == want and want > freeze
+
+
+def test_a_sweep_of_only_frozen_epochs_is_refused(tmp_path, capsys):
+    from cluster.cli import main
+
+    rc = main(["tune", "--data", str(tmp_path), "--teacher", str(tmp_path), "train.epochs=3",
+               "train.freeze_backbone_epochs=3", f"tune.storage={tmp_path}"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "ASHA would judge trials whose backbone never trained" in err, err

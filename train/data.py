@@ -29,6 +29,16 @@ def identity_table(frames: pa.Table | None = None, path: str | None = None) -> d
     return out
 
 
+def split_hash(split: dict[str, list[int]]) -> str:
+    """A short fingerprint of a split (the identities of each part)."""
+    import hashlib
+    import json
+
+    blob = json.dumps({k: sorted(int(i) for i in split.get(k, [])) for k in SPLITS},
+                      sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
 def make_split(identities: dict[int, dict], fractions=(0.7, 0.2, 0.1), seed: int = 0
                ) -> dict[str, list[int]]:
     """Identity-disjoint train/val/test split, stratified by (age, gender, ethnicity): each
@@ -97,19 +107,48 @@ def decode_batch(batch: dict, size: int, keep_groups: bool = False) -> dict:
     return out
 
 
-READ_COLUMNS = ["identity", "image", "heatmap", "pspi"] + list(AU_NAMES) + list(GROUPS)
+READ_COLUMNS = ["sample_id", "identity", "image", "heatmap", "pspi"] + list(AU_NAMES) + \
+    list(GROUPS)
+
+
+def sample_frames(frames: pa.Table, ids: list[int], max_frames: int, seed: int) -> set[str]:
+    """At most ``max_frames`` sample ids of the given identities, a seeded sample stratified
+    by identity (each identity contributes equally, up to its own frames)."""
+    rng = np.random.default_rng([seed, 7])
+    by_id: dict[int, list[str]] = defaultdict(list)
+    for sid, ident in zip(frames.column("sample_id").to_pylist(),
+                          frames.column("identity").to_pylist()):
+        if ident in ids:
+            by_id[int(ident)].append(sid)
+    order = {i: list(rng.permutation(sorted(v))) for i, v in sorted(by_id.items())}
+    out: list[str] = []
+    while len(out) < max_frames and any(order.values()):
+        for i in sorted(order):  # one frame of each identity per round
+            if order[i] and len(out) < max_frames:
+                out.append(str(order[i].pop()))
+    return set(out)
+
+
+def _keep(batch: pa.Table, keep: set[str]) -> pa.Table:
+    import pyarrow.compute as pc
+
+    return batch.filter(pc.is_in(batch.column("sample_id"), pa.array(sorted(keep))))
 
 
 def split_datasets(data: str, split: dict[str, list[int]], size: int,
-                   max_frames: int | None = None, decode_cpus: float = 1.0) -> dict:
-    """Ray Datasets per split, decoding on Ray Data workers (streamed to the trainers)."""
+                   max_frames: int | None = None, decode_cpus: float = 1.0,
+                   seed: int = 0) -> dict:
+    """Ray Datasets per split, decoding on Ray Data workers (streamed to the trainers). The
+    train split's block order (about one identity per block) is reshuffled at every pass,
+    seeded, and its order preserved, so one seed gives one sequence of epochs."""
     import pyarrow.compute as pc
     import ray
 
-    from pipelines.layout3dpain import is_3dpain_layout, read_3dpain
+    from pipelines.layout3dpain import is_3dpain_layout, load_frames_columns, read_3dpain
     from pipelines.storage import resolve
     from pipelines.tasks import shard_name
 
+    index = load_frames_columns(data, ["sample_id", "identity"]) if max_frames else None
     out = {}
     for name, ids in split.items():
         if not ids:
@@ -124,7 +163,13 @@ def split_datasets(data: str, split: dict[str, list[int]], size: int,
             paths = [loc.join("frames", shard_name(i)) for i in ids]
             ds = ray.data.read_parquet(paths, filesystem=loc.fs).select_columns(READ_COLUMNS)
         if max_frames:
-            ds = ds.limit(max_frames)
+            ds = ds.map_batches(_keep, fn_kwargs={"keep": sample_frames(index, ids, max_frames,
+                                                                        seed)},
+                                batch_format="pyarrow", batch_size=None)
+        if name == "train":  # a new, seeded order at every pass (epoch)
+            ds = ds.randomize_block_order(
+                seed=ray.data.RandomSeedConfig(seed=seed, reseed_after_execution=True))
+            ds.context.execution_options.preserve_order = True
         out[name] = ds.map_batches(decode_batch, fn_kwargs={"size": size}, batch_size=64,
                                    batch_format="numpy", num_cpus=decode_cpus)
     return out

@@ -10,7 +10,8 @@ import torch
 
 from train.data import decode_batch
 from train.loop import load_model, predict
-from train.metrics import GROUPS, compute_metrics, group_metrics
+from train.metrics import (GROUPS, calibrate_thresholds, compute_metrics, group_metrics,
+                           pain_only_metrics)
 
 # The paper's Table 2 (3DPain, 16/17-class PSPI), for comparison in reports
 PAPER_TABLE2 = {
@@ -36,18 +37,28 @@ def _batches(data: str, ids: list[int], size: int, batch: int = 64):
 
 def evaluate(checkpoint: str, data: str, mode: str, split: dict, which: str = "test",
              out: str | None = None, history: list[dict] | None = None) -> dict:
+    """Scores ``split[which]`` on all frames (17 classes) and on pain frames only (PSPI
+    1-16, the paper's Table 2 setting); F1 thresholds calibrated on ``split['train']``."""
     if which not in split:
         raise ValueError(f"no {which!r} split here; have {sorted(split)}")
     ids = split[which]
     if not ids:
         raise ValueError(f"the {which} split is empty")
     model = load_model(checkpoint)
-    p = predict(model, _batches(data, ids, model.cfg.img_size), mode, torch.device("cpu"))
-    metrics = compute_metrics(p["logits"], p["y"], p["au"], p["au_true"])
+    cpu = torch.device("cpu")
+    p = predict(model, _batches(data, ids, model.cfg.img_size), mode, cpu)
+    thresholds, source = {}, "none: F1 at 0.5 only (no training split recorded)"
+    if split.get("train") and which != "all":
+        t = predict(model, _batches(data, split["train"], model.cfg.img_size), mode, cpu)
+        thresholds, source = calibrate_thresholds(t["logits"], t["y"]), "the training split"
+    metrics = compute_metrics(p["logits"], p["y"], p["au"], p["au_true"], thresholds)
     groups = group_metrics(p["logits"], p["y"], {g: p[g] for g in GROUPS if g in p},
                            p["au"], p["au_true"])
     report = {"checkpoint": checkpoint, "data": data, "mode": mode, "split": which,
-              "frames": int(len(p["y"])), "metrics": metrics, "groups": groups}
+              "frames": int(len(p["y"])), "metrics": metrics,
+              "pain_only": pain_only_metrics(p["logits"], p["y"]),
+              "thresholds": {f"pspi_ge{k}": v for k, v in thresholds.items()},
+              "thresholds_from": source, "groups": groups}
     if out:
         folder = Path(out)
         folder.mkdir(parents=True, exist_ok=True)
@@ -61,11 +72,16 @@ def evaluate(checkpoint: str, data: str, mode: str, split: dict, which: str = "t
 
 def _markdown(r: dict) -> str:
     m = r["metrics"]
+    po = r["pain_only"]
     lines = [f"# Evaluation: {r['mode']} on the {r['split']} split ({r['frames']} frames)", "",
-             f"checkpoint `{r['checkpoint']}`", "", "| metric | value |", "|---|---|"]
+             f"checkpoint `{r['checkpoint']}`; F1 thresholds from {r['thresholds_from']}", "",
+             "## All frames (PSPI 0-16, 17 classes)", "", "| metric | value |", "|---|---|"]
     lines += [f"| {k} | {v:.3f} |" for k, v in m.items()]
+    lines += ["", f"## Pain frames only (PSPI 1-16, 16 classes; {po.get('frames', 0)} frames; "
+              "the paper's Table 2 setting)", "", "| metric | value |", "|---|---|"]
+    lines += [f"| {k} | {v:.3f} |" for k, v in po.items() if k != "frames"]
     for attr, per in r["groups"].items():
-        keys = ("macro_auroc", "acc", "acc_pm1", "mae")
+        keys = ("macro_auroc", "acc", "acc_pm1", "mae_argmax")
         lines += ["", f"## By {attr}", "", "| group | " + " | ".join(keys) + " |",
                   "|---" * (len(keys) + 1) + "|"]
         for g, gm in per.items():

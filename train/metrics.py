@@ -16,34 +16,71 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
-def macro_auroc(y: np.ndarray, probs: np.ndarray) -> float:
-    """One-vs-rest AUROC averaged over the PSPI classes present (with both outcomes)."""
-    aucs = []
-    for k in range(probs.shape[1]):
-        pos = y == k
-        if pos.any() and (~pos).any():
-            aucs.append(roc_auc_score(pos, probs[:, k]))
-    return float(np.mean(aucs)) if aucs else float("nan")
+def usable_classes(y: np.ndarray, n_classes: int) -> set[int]:
+    """Classes with both outcomes in ``y`` (where a one-vs-rest AUROC is defined)."""
+    return {k for k in range(n_classes) if (y == k).any() and (y != k).any()}
+
+
+def macro_auroc(y: np.ndarray, probs: np.ndarray, classes=None) -> float:
+    """One-vs-rest AUROC averaged over ``classes`` (default: every class with both outcomes
+    here); pass one class set to compare groups on the same classes."""
+    use = sorted(usable_classes(y, probs.shape[1]) if classes is None else classes)
+    aucs = [roc_auc_score(y == k, probs[:, k]) for k in use
+            if (y == k).any() and (y != k).any()]
+    return float(np.mean(aucs)) if aucs and len(aucs) == len(use) else float("nan")
+
+
+BINARY = (1, 2, 3)  # pain at PSPI >= k: AUROC at each; F1 at 2 and 3 (the UNBC protocol)
+
+
+def pain_score(probs: np.ndarray, k: int) -> np.ndarray:
+    """P(PSPI >= k)."""
+    return probs[:, k:].sum(1)
+
+
+def calibrate_thresholds(logits: np.ndarray, y: np.ndarray) -> dict[int, float]:
+    """Per k in (2, 3): the P(PSPI >= k) threshold with the best F1 on these (training)
+    predictions, as the authors calibrate on their training split."""
+    from sklearn.metrics import precision_recall_curve
+
+    probs = _softmax(np.asarray(logits, np.float64))
+    out = {}
+    for k in (2, 3):
+        target = np.asarray(y) >= k
+        if not target.any() or target.all():
+            continue
+        prec, rec, thr = precision_recall_curve(target, pain_score(probs, k))
+        f1 = 2 * prec * rec / np.maximum(prec + rec, 1e-12)
+        out[k] = float(thr[int(np.argmax(f1[:-1]))])
+    return out
 
 
 def compute_metrics(logits: np.ndarray, y: np.ndarray, au_pred: np.ndarray | None = None,
-                    au_true: np.ndarray | None = None) -> dict[str, float]:
+                    au_true: np.ndarray | None = None, thresholds: dict | None = None,
+                    classes=None) -> dict[str, float]:
+    """Accuracy, ±1, ±2 and ``mae_argmax`` use the argmax class; ``mae_expected`` and Pearson
+    r the softmax expectation. F1 at PSPI >= 2, 3: at 0.5 (``_at_0.5``) and, given
+    ``thresholds`` from the training split, at those (``f1_pspi_ge2``)."""
     probs = _softmax(np.asarray(logits, np.float64))
     y = np.asarray(y, int)
     pred = probs.argmax(1)
     expected = probs @ np.arange(probs.shape[1])
     err = np.abs(pred - y)
-    m = {"macro_auroc": macro_auroc(y, probs), "acc": float(np.mean(err == 0)),
+    m = {"macro_auroc": macro_auroc(y, probs, classes), "acc": float(np.mean(err == 0)),
          "acc_pm1": float(np.mean(err <= 1)), "acc_pm2": float(np.mean(err <= 2)),
-         "mae": float(np.mean(np.abs(expected - y))),
+         "mae_argmax": float(np.mean(err)), "mae_expected": float(np.mean(np.abs(expected - y))),
          "pearson_r": float(pearsonr(expected, y)[0]) if np.std(y) > 0 and np.std(expected) > 0
          else float("nan")}
-    for k in (2, 3):
+    for k in BINARY:
         target = y >= k
-        score = probs[:, k:].sum(1)
+        score = pain_score(probs, k)
         m[f"auroc_pspi_ge{k}"] = (float(roc_auc_score(target, score))
                                   if target.any() and (~target).any() else float("nan"))
-        m[f"f1_pspi_ge{k}"] = float(f1_score(target, score >= 0.5, zero_division=0))
+        if k >= 2:
+            m[f"f1_pspi_ge{k}_at_0.5"] = float(f1_score(target, score >= 0.5, zero_division=0))
+            if thresholds and k in thresholds:
+                m[f"f1_pspi_ge{k}"] = float(f1_score(target, score >= thresholds[k],
+                                                     zero_division=0))
     if au_pred is not None and au_true is not None:
         per = np.abs(np.asarray(au_pred) - np.asarray(au_true)).mean(0)
         for name, v in zip(AU_NAMES, per):
@@ -51,22 +88,66 @@ def compute_metrics(logits: np.ndarray, y: np.ndarray, au_pred: np.ndarray | Non
     return m
 
 
+def pain_only_metrics(logits: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    """The paper's 16-class setting: pain frames only (PSPI 1-16), the model's probabilities
+    renormalised over classes 1-16 (it may not answer 'no pain')."""
+    y = np.asarray(y, int)
+    sel = y >= 1
+    if not sel.any():
+        return {}
+    z = np.asarray(logits, np.float64)[sel][:, 1:]
+    m = compute_metrics(z, y[sel] - 1)
+    return {k: m[k] for k in ("macro_auroc", "acc", "acc_pm1", "acc_pm2", "mae_argmax",
+                              "mae_expected")} | {"frames": int(sel.sum())}
+
+
 def group_metrics(logits, y, groups: dict[str, np.ndarray], au_pred=None, au_true=None
                   ) -> dict[str, dict]:
     """{attribute: {value: metrics, ..., "gap": {metric: best - worst}}}."""
     out: dict[str, dict] = {}
+    y = np.asarray(y, int)
     for attr, values in groups.items():
         values = np.asarray(values)
         per = {}
-        for v in sorted(set(values.tolist())):
+        names = sorted(set(values.tolist()))
+        # macro AUROC over the classes every group can score, so groups compare like with like
+        common = set.intersection(*[usable_classes(y[values == v], logits.shape[1])
+                                    for v in names]) if names else set()
+        for v in names:
             sel = values == v
             per[str(v)] = compute_metrics(logits[sel], y[sel],
                                           None if au_pred is None else au_pred[sel],
-                                          None if au_true is None else au_true[sel])
+                                          None if au_true is None else au_true[sel],
+                                          classes=common)
+            per[str(v)]["auroc_classes"] = len(common)
         keys = next(iter(per.values())).keys() if per else []
         gap = {}
         for k in keys:
             vals = [p[k] for p in per.values() if np.isfinite(p[k])]
             gap[k] = float(max(vals) - min(vals)) if len(vals) >= 2 else float("nan")
         out[attr] = {**per, "gap": gap}
+    return out
+
+
+def mean_std(values) -> tuple[float, float, int]:
+    """(mean, sample std with ddof=1, n) over seeds; NaN std for a single seed."""
+    v = np.asarray([x for x in values if x is not None and np.isfinite(x)], float)
+    if len(v) == 0:
+        return float("nan"), float("nan"), 0
+    return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else float("nan"), len(v)
+
+
+def paired(a, b) -> dict:
+    """b - a over the seeds both have: mean difference, its std (ddof=1) and a paired t-test
+    (scipy); p is NaN with fewer than 2 pairs or no spread."""
+    from scipy.stats import ttest_rel
+
+    pairs = [(x, y) for x, y in zip(a, b) if x is not None and y is not None
+             and np.isfinite(x) and np.isfinite(y)]
+    d = np.asarray([y - x for x, y in pairs], float)
+    out = {"diff": float(d.mean()) if len(d) else float("nan"),
+           "diff_std": float(d.std(ddof=1)) if len(d) > 1 else float("nan"),
+           "n": len(d), "p": float("nan")}
+    if len(d) > 1 and d.std() > 0:
+        out["p"] = float(ttest_rel([y for _, y in pairs], [x for x, _ in pairs]).pvalue)
     return out

@@ -17,7 +17,7 @@ import pyarrow.fs as pafs
 
 from pipelines import guard, storage
 from pipelines.layout3dpain import require_columns
-from train.data import READ_COLUMNS, identity_table, make_split, split_datasets
+from train.data import READ_COLUMNS, identity_table, make_split, split_datasets, split_hash
 from train.loop import train_func
 from train.progress import Watcher
 
@@ -63,11 +63,11 @@ def fetch_checkpoint(uri: str) -> str:
     tmp = tempfile.mkdtemp(prefix="pain3d-ckpt-")
     for sub in ("model/", ""):
         ok = True
-        for name in ("model.pt", "model_config.json"):
+        for name in ("model.pt", "model_config.json", "checkpoint.json"):
             data = storage.read_bytes(loc, sub + name)
             if data is None:
-                ok = False
-                break
+                ok = ok and name == "checkpoint.json"  # absent for bare models
+                continue
             Path(tmp, name).write_bytes(data)
         if ok:
             return tmp
@@ -88,6 +88,22 @@ def plan_split(cfg: "Pain3DConfig", data: str) -> dict[str, list[int]]:
     return split
 
 
+def check_teacher_split(teacher: str, teacher_dir: str, student_hash: str) -> None:
+    """A teacher trained on another split has seen this run's val/test identities."""
+    from train.loop import checkpoint_meta
+
+    meta = checkpoint_meta(teacher_dir) or {}
+    if meta.get("mode") not in (None, "teacher"):
+        raise ValueError(f"--teacher {teacher} is a {meta['mode']} checkpoint; give a "
+                         "checkpoint of pain3d train teacher")
+    if meta.get("split_hash") != student_hash:
+        raise ValueError(f"--teacher {teacher} was trained on another split (hash "
+                         f"{meta.get('split_hash', 'not recorded')}, this run "
+                         f"{student_hash}), so it has seen this run's validation or test "
+                         "identities; train the teacher on the same dataset with the same "
+                         "seed and train.split")
+
+
 def check_resumable(storage_uri: str, name: str) -> None:
     """--resume of a run that never started is refused (as ``tune --resume`` does)."""
     if storage.read_json(storage.resolve(storage_uri), f"{name}/split.json") is None:
@@ -96,7 +112,7 @@ def check_resumable(storage_uri: str, name: str) -> None:
 
 
 def train(cfg: "Pain3DConfig", mode: str, data: str, name: str, teacher: str | None = None,
-          resume: bool = False, kill_worker: dict | None = None, distill: bool = True,
+          resume: bool = False, epoch_hook=None, distill: bool = True,
           seed: int | None = None, callbacks: list | None = None,
           show_progress: bool = True) -> TrainResult:
     """``distill=False`` trains the RGB model without a teacher (the ablation's first rows);
@@ -130,6 +146,9 @@ def train(cfg: "Pain3DConfig", mode: str, data: str, name: str, teacher: str | N
     if existing is not None:
         require_columns(data, READ_COLUMNS)
     split = existing if existing is not None else plan_split(cfg, data)
+    meta = {"mode": mode, "split": split, "split_hash": split_hash(split), "data": data}
+    if teacher_dir is not None:
+        check_teacher_split(teacher, teacher_dir, meta["split_hash"])
     try:  # from the run folder's first file on: a failure or Ctrl-C before any checkpoint
         storage.write_json(loc, f"{name}/split.json", split)  # removes the folder again
         storage.write_json(loc, f"{name}/config.json", {"mode": mode, "data": data,
@@ -137,7 +156,7 @@ def train(cfg: "Pain3DConfig", mode: str, data: str, name: str, teacher: str | N
                                                         "config": cfg.to_dict()})
         trainer = _trainer(cfg, mode, data, name, split, loc, {
             "seed": cfg.seed if seed is None else seed, "teacher_dir": teacher_dir,
-            "kill_worker": kill_worker}, callbacks)
+            "epoch_hook": epoch_hook, "meta": meta}, callbacks)
         if show_progress:
             with Watcher(tc.storage, name, tc.epochs, f"{mode} {name}"):
                 result = _fit(trainer)
@@ -188,7 +207,8 @@ def _trainer(cfg: "Pain3DConfig", mode: str, data: str, name: str, split: dict, 
     if tc.max_frames:
         n_train = min(n_train, tc.max_frames)
     datasets = split_datasets(data, {k: split[k] for k in ("train", "val")},
-                              tc.model.img_size, tc.max_frames, tc.decode_cpus)
+                              tc.model.img_size, tc.max_frames, tc.decode_cpus,
+                              seed=loop["seed"])
     use_gpu = tc.use_gpu
     if use_gpu is None:
         use_gpu = ray.cluster_resources().get("GPU", 0) >= 1

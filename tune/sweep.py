@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from pipelines import guard, storage
+from train.metrics import mean_std
 from train.run import fetch_checkpoint, train
 
 if TYPE_CHECKING:
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 METRIC = "val_macro_auroc"
 REPORT = ("val_macro_auroc", "val_acc", "val_acc_pm1", "val_mae")  # at the best epoch
-FINAL_COLUMNS = ("macro_auroc", "acc", "acc_pm1", "acc_pm2", "mae")
+FINAL_COLUMNS = ("macro_auroc", "acc", "acc_pm1", "acc_pm2", "mae_argmax")
 
 
 class SweepExists(ValueError):
@@ -38,6 +39,17 @@ def read_sweep(storage_uri: str, name: str) -> dict | None:
     """What a sweep was started with (its config as a dict, data, teacher), or None. A
     resumed sweep is rebuilt from this, so that it runs exactly what it started with."""
     return storage.read_json(storage.resolve(storage_uri), f"{name}/sweep.json")
+
+
+def asha_grace(cfg: "Pain3DConfig") -> int:
+    """ASHA's first rung: never before a trial has trained one epoch with its backbone
+    unfrozen (the frozen epochs judge only the heads)."""
+    t = cfg.train
+    if t.epochs <= t.freeze_backbone_epochs:
+        raise ValueError(f"a sweep needs train.epochs ({t.epochs}) > "
+                         f"train.freeze_backbone_epochs ({t.freeze_backbone_epochs}): ASHA "
+                         "would judge trials whose backbone never trained")
+    return min(t.epochs, max(cfg.tune.grace_epochs, t.freeze_backbone_epochs + 1))
 
 
 def search_space(cfg: "Pain3DConfig") -> dict:
@@ -129,7 +141,7 @@ def sweep(cfg: "Pain3DConfig", data: str, teacher: str, name: str = "sweep",
                 metric=METRIC, mode="max", num_samples=tc.samples,
                 search_alg=ConcurrencyLimiter(searcher, max_concurrent=tc.concurrent),
                 scheduler=ASHAScheduler(time_attr="epochs_done", max_t=cfg.train.epochs,
-                                        grace_period=min(tc.grace_epochs, cfg.train.epochs),
+                                        grace_period=asha_grace(cfg),
                                         reduction_factor=tc.reduction_factor)),
             run_config=tune.RunConfig(name="tune", storage_path=f"{tune_root.rstrip('/')}/{name}",
                                       storage_filesystem=_fs(loc)))
@@ -299,9 +311,8 @@ def final_comparison(cfg: "Pain3DConfig", data: str, teacher: str, name: str,
             runs.setdefault(label, []).append(r["metrics"])
             progress(f"final {label} seed {seed}: test macro AUROC "
                      f"{r['metrics']['macro_auroc']:.3f}")
-    table = {label: {col: (float(np.nanmean([m[col] for m in ms])),
-                           float(np.nanstd([m[col] for m in ms]))) for col in FINAL_COLUMNS}
-             for label, ms in runs.items()}
+    table = {label: {col: mean_std([m[col] for m in ms]) for col in FINAL_COLUMNS}
+             for label, ms in runs.items()}  # (mean, sample std with ddof=1, n)
     summary = {"seeds": cfg.tune.final_seeds, "weights": variants, "rows": table, "runs": runs}
     storage.write_json(loc, f"{name}/final.json", summary)
     lines = [f"# Best vs paper loss weights (test split, mean +- std over "

@@ -1,0 +1,166 @@
+"""One worker's training, step by step, in plain PyTorch (no Ray): build the model, its
+optimiser and schedule; freeze or unfreeze the backbone; one step; one epoch with its loss
+terms averaged. ``train/loop.py`` wires these to Ray Train.
+
+The backbone freeze is real: frozen, its parameters do not require grad, so no gradient is
+computed for them (their ``.grad`` stays None) and DDP is rebuilt over the parameters that
+train; gradient clipping covers only those.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from train.losses import FeatureProjection, vitpain_loss
+from train.model import ViTPain
+
+# the history's names of the loss terms (absent terms are omitted)
+TERMS = {"ce": "loss_pspi", "au_mse": "loss_au", "kl": "loss_pspi_distill",
+         "au_distill": "loss_au_distill", "feature_distill": "loss_feat_distill"}
+
+
+class StudentNet(nn.Module):
+    """The student and its feature projection, one module so DDP syncs both."""
+
+    def __init__(self, model: ViTPain, projection: nn.Module):
+        super().__init__()
+        self.model, self.projection = model, projection
+
+    def forward(self, x):
+        return self.model(x)
+
+
+@dataclass
+class Worker:
+    """Everything one worker trains with."""
+
+    model: ViTPain  # the network being trained
+    inner: nn.Module  # model, or StudentNet(model, projection)
+    teacher: ViTPain | None
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LambdaLR
+    cfg: object  # TrainConfig
+    mode: str  # teacher | student
+    device: torch.device
+    gen: torch.Generator
+    wrap: Callable[[nn.Module], nn.Module] = lambda m: m  # DDP for several processes
+    net: nn.Module | None = None  # inner as wrapped (what forward runs through)
+    frozen: bool | None = None
+    scaler: torch.amp.GradScaler = field(default=None)
+    meta: dict | None = None  # saved with each checkpoint (mode, split, split hash)
+
+    @property
+    def projection(self):
+        return self.inner.projection if isinstance(self.inner, StudentNet) else None
+
+    @property
+    def use_amp(self) -> bool:
+        return bool(self.cfg.amp) and self.device.type == "cuda"
+
+
+def lr_lambdas(cfg, steps_per_epoch: int):
+    """Per-step multipliers (backbone, heads): cosine from 1 to ``min_lr_ratio`` over all
+    epochs; the backbone's is 0 while it is frozen."""
+    total = max(1, cfg.epochs * steps_per_epoch)
+
+    def cosine(step):
+        t = min(step, total) / total
+        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t))
+
+    def backbone(step):
+        return 0.0 if step < cfg.freeze_backbone_epochs * steps_per_epoch else cosine(step)
+
+    return [backbone, cosine]
+
+
+def distills(cfg) -> bool:
+    w = cfg.weights
+    return any(v > 0 for v in (w.pspi_distill, w.au_distill, w.feature_distill))
+
+
+def build(cfg, mode: str, teacher: ViTPain | None, device, seed: int, steps_per_epoch: int,
+          wrap=lambda m: m) -> Worker:
+    """The model (a new ViTPain of ``cfg.model``), the frozen teacher (student mode, used
+    only when a distillation weight is positive), AdamW with backbone and head rates."""
+    model = ViTPain(cfg.model)
+    if teacher is not None and not distills(cfg):
+        teacher = None  # all distillation weights 0: the teacher plays no part
+    inner: nn.Module = model
+    if teacher is not None:
+        teacher = teacher.to(device).eval()
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+        inner = StudentNet(model, FeatureProjection(model.feature_dim, teacher.feature_dim))
+    inner = inner.to(device)
+    heads = [p for n, p in inner.named_parameters() if "backbone." not in n]
+    opt = torch.optim.AdamW([{"params": list(model.backbone.parameters()), "lr": cfg.lr_backbone},
+                             {"params": heads, "lr": cfg.lr_heads}], weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambdas(cfg, steps_per_epoch))
+    w = Worker(model, inner, teacher, opt, sched, cfg, mode, torch.device(device),
+               torch.Generator().manual_seed(seed), wrap)
+    w.scaler = torch.amp.GradScaler("cuda", enabled=w.use_amp)
+    return w
+
+
+def set_frozen(w: Worker, frozen: bool) -> None:
+    """Freezes or unfreezes the backbone and (re)builds the DDP wrapper over the parameters
+    that train now (DDP registers only parameters that require grad)."""
+    if w.frozen == frozen and w.net is not None:
+        return
+    w.model.set_backbone_trainable(not frozen)
+    w.net = w.wrap(w.inner)
+    w.frozen = frozen
+
+
+def augment(x: torch.Tensor, h: torch.Tensor | None, gen: torch.Generator, jitter: bool):
+    """Horizontal flip (the paired heatmap flips with its image) and, for RGB, brightness."""
+    flip = torch.rand(x.shape[0], generator=gen) < 0.5
+    x = torch.where(flip[:, None, None, None].to(x.device), x.flip(-1), x)
+    if h is not None:
+        h = torch.where(flip[:, None, None, None].to(h.device), h.flip(-1), h)
+    if jitter:
+        x = x * (1 + 0.2 * (torch.rand(x.shape[0], 1, 1, 1, generator=gen).to(x.device) - 0.5))
+    return x, h
+
+
+def train_step(w: Worker, b: dict) -> dict[str, float]:
+    """One optimiser step on batch ``b``; returns the loss and its terms."""
+    x = b["heatmap"] if w.mode == "teacher" else b["image"]
+    h = b["heatmap"] if w.teacher is not None else None
+    if w.cfg.augment:
+        x, h = augment(x, h, w.gen, jitter=w.mode == "student")
+    with torch.autocast(w.device.type, enabled=w.use_amp):
+        out = w.net(x)
+        t_out = None
+        if w.teacher is not None:
+            with torch.no_grad():
+                t_out = w.teacher(h)
+        loss, parts = vitpain_loss(out, b["pspi"], b["aus"], w.cfg.weights, t_out, w.projection)
+    w.opt.zero_grad(set_to_none=True)
+    w.scaler.scale(loss).backward()
+    w.scaler.unscale_(w.opt)
+    nn.utils.clip_grad_norm_([p for p in w.inner.parameters() if p.requires_grad],
+                             w.cfg.grad_clip)
+    w.scaler.step(w.opt)
+    w.scaler.update()
+    w.sched.step()
+    return {"loss": float(loss.detach()), **{TERMS[k]: v for k, v in parts.items()}}
+
+
+def run_epoch(w: Worker, batches) -> dict[str, float]:
+    """Trains over ``batches``; the loss and each term averaged over the epoch's steps."""
+    w.net.train()
+    sums: dict[str, list[float]] = {}
+    for b in batches:
+        for k, v in train_step(w, b).items():
+            sums.setdefault(k, []).append(v)
+    out = {("train_loss" if k == "loss" else k): float(np.mean(v)) for k, v in sums.items()}
+    out.setdefault("train_loss", float("nan"))
+    out["lr_heads"] = w.opt.param_groups[1]["lr"]
+    out["lr_backbone"] = w.opt.param_groups[0]["lr"]
+    return out
