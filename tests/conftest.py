@@ -7,15 +7,21 @@ TINY_TRAIN = ["train.model.img_size=32", "train.model.backbone_kwargs={depth: 2,
               "train.use_gpu=false"]
 
 
+def tiny_dataset(tmp_path_factory, identities: int, size: int, texture: int) -> str:
+    """A small generated dataset (no meshes) in a fresh temporary folder."""
+    from cluster.cli import main
+
+    out = tmp_path_factory.mktemp(f"d{identities}") / "ds"
+    assert main(["generate", "--identities", str(identities), "--out", str(out),
+                 f"render.size={size}", f"face.texture_size={texture}",
+                 "generate.write_meshes=false"]) == 0
+    return str(out)
+
+
 @pytest.fixture(scope="session")
 def data10(tmp_path_factory, ray_local):
     """A 10-identity dataset at 48 px (330 frames) for the training and sweep tests."""
-    from cluster.cli import main
-
-    out = tmp_path_factory.mktemp("tdata") / "ds"
-    assert main(["generate", "--identities", "10", "--out", str(out), "render.size=48",
-                 "face.texture_size=128", "generate.write_meshes=false"]) == 0
-    return str(out)
+    return tiny_dataset(tmp_path_factory, 10, 48, 128)
 
 
 @pytest.fixture(scope="session")

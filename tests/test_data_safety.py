@@ -171,7 +171,8 @@ def test_invalid_model_config_is_named(d3, tmp_path, capsys):
     ck.mkdir()
     (ck / "model.pt").write_bytes(b"")
     (ck / "model_config.json").write_text("{not json")
-    rc, err, lines = _run(["evaluate", "--checkpoint", ck, "--data", d3, "--split", "all"], capsys)
+    rc, err, lines = _run(["evaluate", "--checkpoint", ck, "--data", d3, "--split", "all",
+                           "--mode", "teacher"], capsys)
     _one_line(rc, err, lines, str(ck / "model_config.json"), "not valid JSON")
 
 
@@ -206,11 +207,12 @@ def test_evaluate_without_a_split_needs_split_all(d3, tmp_path, capsys):
     ck = tmp_path / "bare"
     save_model(ViTPain(ModelConfig(img_size=32, backbone_kwargs={"depth": 1, "patch_size": 8},
                                    head_hidden=16), weights_follow=True), ck)
-    rc, err, lines = _run(["evaluate", "--checkpoint", ck, "--data", d3, "--split", "val"], capsys)
-    _one_line(rc, err, lines, "outside a run folder", "--split all")
+    rc, err, lines = _run(["evaluate", "--checkpoint", ck, "--data", d3, "--split", "val",
+                           "--mode", "teacher"], capsys)
+    _one_line(rc, err, lines, "records no split", "--split all")
     assert not (tmp_path / "eval-val").exists()
     rc, err, _ = _run(["evaluate", "--checkpoint", ck, "--data", d3, "--split", "all",
-                       "--out", tmp_path / "ev"], capsys)
+                       "--mode", "teacher", "--out", tmp_path / "ev"], capsys)
     assert rc == 0, err[-2000:]
     assert json.loads((tmp_path / "ev" / "metrics.json").read_text())["frames"] == 330
 

@@ -6,15 +6,12 @@ from cluster.config import load_config
 from train.data import identity_table, make_split, split_datasets
 from train.loop import epoch_batches
 
+from tests.conftest import tiny_dataset
+
 
 @pytest.fixture(scope="module")
 def data20(ray_local, tmp_path_factory):
-    from cluster.cli import main
-
-    out = tmp_path_factory.mktemp("d20") / "ds"
-    assert main(["generate", "--identities", "20", "--out", str(out), "render.size=32",
-                 "face.texture_size=64", "generate.write_meshes=false"]) == 0
-    return str(out)
+    return tiny_dataset(tmp_path_factory, 20, 32, 64)
 
 
 def _epochs(data, seed, n_epochs=2, shuffle_buffer=1024):

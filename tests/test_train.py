@@ -97,6 +97,7 @@ def test_existing_run_is_refused_then_resumed(teacher_run, data10, capsys):
     assert hist[-1]["epoch"] == 2 and hist[-1]["started_at_epoch"] == 2  # only epoch 2 ran
 
 
+@pytest.mark.slow  # kill-and-resume: the slow tier
 def test_killed_worker_resumes_from_checkpoint(data10, tmp_path):
     from train.run import train
 
