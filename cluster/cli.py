@@ -142,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("-v", "--verbose", action="store_true",
                         help="show Ray's own messages and the workers' output (otherwise they "
-                        "go to a log file named at the end)")
+                        "go to a log file in $PAIN3D_LOG_DIR or /tmp/pain3d-logs)")
     sub = parser.add_subparsers(dest="command", required=True)
     _add = sub.add_parser
     sub.add_parser = lambda *a, **kw: _add(*a, parents=[common], **kw)  # -v on every command

@@ -45,7 +45,7 @@ def check_name(kind: str, name: str) -> str:
 def mark_root(loc: storage.Location, kind: str, owns_root: bool = False) -> None:
     """Writes the marker into ``loc`` unless one is there. ``owns_root``: pain3d created the
     folder itself, so the folder as a whole may be replaced later (exports, cards)."""
-    if storage.read_json(loc, MARKER) is None:
+    if marker(loc) is None:
         storage.write_json(loc, MARKER, {"tool": "pain3d", "kind": kind, "owns_root": owns_root})
 
 

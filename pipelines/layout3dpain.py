@@ -191,8 +191,9 @@ def load_frames_columns(path: str, columns: list[str]) -> pa.Table:
         _require(path, t.column_names, columns)
         return t.select(columns)
     loc = _frames_loc(path)
-    _require(path, frames_dataset(loc).schema.names, columns)
-    return read_frames(loc, columns)
+    ds = frames_dataset(loc)
+    _require(path, ds.schema.names, columns)
+    return read_frames(loc, columns, ds)
 
 
 def require_columns(path: str, columns: list[str]) -> None:

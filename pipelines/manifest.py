@@ -68,10 +68,12 @@ def frames_dataset(loc: storage.Location) -> pads.Dataset:
         raise _corrupt(loc, e) from e
 
 
-def read_frames(loc: storage.Location, columns: list[str] | None = None) -> pa.Table:
-    """The frames table (or some columns), a truncated shard named with its fix."""
+def read_frames(loc: storage.Location, columns: list[str] | None = None,
+                ds: pads.Dataset | None = None) -> pa.Table:
+    """The frames table (or some columns) of ``ds`` (default: the dataset at ``loc``), a
+    truncated shard named with its fix."""
     try:
-        return frames_dataset(loc).to_table(columns=columns)
+        return (ds or frames_dataset(loc)).to_table(columns=columns)
     except pa.ArrowInvalid as e:
         raise _corrupt(loc, e) from e
 

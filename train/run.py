@@ -7,6 +7,7 @@ the latest checkpoint; without it an existing run is refused.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import tempfile
 from dataclasses import dataclass
@@ -157,10 +158,8 @@ def train(cfg: "Pain3DConfig", mode: str, data: str, name: str, teacher: str | N
         trainer = _trainer(cfg, mode, data, name, split, loc, {
             "seed": cfg.seed if seed is None else seed, "teacher_dir": teacher_dir,
             "epoch_hook": epoch_hook, "meta": meta}, callbacks)
-        if show_progress:
-            with Watcher(tc.storage, name, tc.epochs, f"{mode} {name}"):
-                result = _fit(trainer)
-        else:
+        with (Watcher(tc.storage, name, tc.epochs, f"{mode} {name}") if show_progress
+              else contextlib.nullcontext()):
             result = _fit(trainer)
     except BaseException:
         # the folder did not exist before this call (checked above)
