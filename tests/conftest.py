@@ -2,9 +2,14 @@ import numpy as np
 import pytest
 
 # a tiny ViTPain for training tests (the test Ray declares fake GPUs: no NCCL here)
-TINY_TRAIN = ["train.model.img_size=32", "train.model.backbone_kwargs={depth: 2, patch_size: 8}",
+# (a ViT; the local preset's conv net is tested apart: TINY_CONV)
+TINY_TRAIN = ["train.model.backbone=vit_tiny_patch16_224", "train.model.img_size=32",
+              "train.model.backbone_kwargs={depth: 2, patch_size: 8}",
               "train.model.head_hidden=32", "train.batch_size=16", "train.cpus_per_worker=0.5",
               "train.use_gpu=false"]
+TINY_CONV = ["train.model.img_size=32", "train.model.backbone_kwargs={channels: [8, 8, 16, 16]}",
+             "train.model.head_hidden=32", "train.batch_size=16", "train.cpus_per_worker=0.5",
+             "train.use_gpu=false"]
 
 
 def tiny_dataset(tmp_path_factory, identities: int, size: int, texture: int) -> str:

@@ -82,7 +82,8 @@ def test_training_checkpoints_to_s3(s3, tmp_path):
     run_env.pop("RAY_ADDRESS", None)
     cmd = [sys.executable, "-m", "cluster.cli", "train", "teacher", "--data", str(data),
            "--name", "s3run", "train.storage=s3://pain3d-test/runs", "train.epochs=2",
-           "train.model.img_size=32", "train.model.backbone_kwargs={depth: 2, patch_size: 8}",
+           "train.model.backbone=vit_tiny_patch16_224", "train.model.img_size=32",
+           "train.model.backbone_kwargs={depth: 2, patch_size: 8}",
            "train.model.head_hidden=32", "train.cpus_per_worker=0.5", "train.use_gpu=false",
            "generate.ray.num_cpus=2", "generate.ray.object_store_memory=200000000"]
     t = subprocess.run(cmd, cwd=REPO, env=run_env, capture_output=True, text=True, timeout=600)

@@ -14,18 +14,19 @@ def data20(ray_local, tmp_path_factory):
     return tiny_dataset(tmp_path_factory, 20, 32, 64)
 
 
-def _epochs(data, seed, n_epochs=2, shuffle_buffer=1024):
+def _epochs(data, seed, n_epochs=2, shuffle_buffer=1024, cache=False):
     """Identity lists of each batch, per epoch, as one worker's training loop sees them."""
     cfg = load_config("local", ["train.batch_size=32", f"train.shuffle_buffer={shuffle_buffer}"])
     split = make_split(identity_table(path=data), (0.7, 0.2, 0.1), 0)
-    ds = split_datasets(data, {"train": split["train"]}, 16, seed=seed)["train"]
+    ds = split_datasets(data, {"train": split["train"]}, 16, seed=seed, cache=cache)["train"]
     shard = ds.streaming_split(1, equal=True)[0]  # what Ray Train hands a worker, once
     return [[b["identity"].tolist() for b in epoch_batches(shard, cfg.train, seed, e, 0)]
             for e in range(n_epochs)], split
 
 
-def test_batches_mix_identities_and_change_every_epoch(data20):
-    epochs, split = _epochs(data20, seed=3)
+@pytest.mark.parametrize("cache", [False, True], ids=["decoded every epoch", "decoded once"])
+def test_batches_mix_identities_and_change_every_epoch(data20, cache):
+    epochs, split = _epochs(data20, seed=3, cache=cache)
     n_frames = 33 * len(split["train"])
     for batches in epochs:  # every training frame once per epoch
         flat = [i for b in batches for i in b]
@@ -34,9 +35,9 @@ def test_batches_mix_identities_and_change_every_epoch(data20):
     mixed = np.mean([len(set(b)) for b in full])
     assert mixed >= 8, f"a batch of 32 holds {mixed:.1f} identities on average"
     assert epochs[0] != epochs[1]  # a different order in the second epoch
-    again, _ = _epochs(data20, seed=3)
+    again, _ = _epochs(data20, seed=3, cache=cache)
     assert again == epochs  # one seed, one sequence of epochs
-    other, _ = _epochs(data20, seed=4)
+    other, _ = _epochs(data20, seed=4, cache=cache)
     assert other[0] != epochs[0]
 
 

@@ -29,6 +29,9 @@ class TrainConfig:
     storage: str = "runs"  # local folder or s3://bucket/prefix
     max_failures: int = 1
     num_to_keep: int = 2
+    # decode each frame once and keep it (float16) in Ray's object store for all epochs:
+    # for datasets that fit (the laptop preset's); off, frames are decoded at every epoch
+    cache_decoded: bool = False
     max_frames: int | None = None  # cap per split, a seeded sample stratified by identity
     # rows in each worker's local shuffle buffer (0: none); with the block order reshuffled
     # every epoch, a batch of 32 then mixes ~20 identities

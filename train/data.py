@@ -9,6 +9,8 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image
 
+from pipelines.layout3dpain import load_frames_columns
+from train.crop import crop_resize, face_box
 from train.metrics import AU_NAMES, GROUPS
 
 MEAN = np.array([0.485, 0.456, 0.406], np.float32)[:, None, None]
@@ -66,11 +68,16 @@ def make_split(identities: dict[int, dict], fractions=(0.7, 0.2, 0.1), seed: int
     return {s: sorted(v) for s, v in out.items()}
 
 
-def _decode(blob, size: int) -> np.ndarray:
+def _open(blob) -> Image.Image:
+    im = Image.open(io.BytesIO(blob))
+    im.load()
+    return im
+
+
+def _decode(blob, size: int, box) -> np.ndarray:
     if blob is None:
         return np.zeros((3, size, size), np.float32)
-    with Image.open(io.BytesIO(blob)) as im:
-        a = np.asarray(im.convert("RGB").resize((size, size), Image.BILINEAR), np.float32)
+    a = np.asarray(crop_resize(_open(blob).convert("RGB"), box, size), np.float32)
     return a.transpose(2, 0, 1) / 255.0
 
 
@@ -78,26 +85,48 @@ class CorruptImage(ValueError):
     pass
 
 
-def _decode_column(batch: dict, col: str, size: int) -> np.ndarray:
-    out = []
-    for blob, ident in zip(batch[col], batch["identity"]):
-        try:
-            out.append(_decode(blob, size))
-        except (OSError, ValueError, SyntaxError) as e:  # PIL's errors for bad image bytes
-            from pipelines.tasks import shard_name
+def _corrupt(col: str, ident, e: Exception) -> CorruptImage:
+    from pipelines.tasks import shard_name
 
-            raise CorruptImage(
-                f"a corrupt {col} PNG in identity {int(ident)} of the dataset ({e}); delete its "
-                f"shard frames/{shard_name(int(ident))} and re-run the same pain3d generate "
-                "to regenerate it") from None
+    return CorruptImage(
+        f"a corrupt {col} PNG in identity {int(ident)} of the dataset ({e}); delete its "
+        f"shard frames/{shard_name(int(ident))} and re-run the same pain3d generate "
+        "to regenerate it")
+
+
+def _boxes(batch: dict, crop: bool) -> list:
+    """Per row, the face box from its mask (None: the whole frame)."""
+    if not crop or "mask" not in batch:
+        return [None] * len(batch["identity"])
+    out = []
+    for blob, ident in zip(batch["mask"], batch["identity"]):
+        try:
+            out.append(None if blob is None else face_box(np.asarray(_open(blob).convert("L"))))
+        except (OSError, ValueError, SyntaxError) as e:  # PIL's errors for bad image bytes
+            raise _corrupt("mask", ident, e) from None
+    return out
+
+
+def _decode_column(batch: dict, col: str, size: int, boxes: list) -> np.ndarray:
+    out = []
+    for blob, ident, box in zip(batch[col], batch["identity"], boxes):
+        try:
+            out.append(_decode(blob, size, box))
+        except (OSError, ValueError, SyntaxError) as e:  # PIL's errors for bad image bytes
+            raise _corrupt(col, ident, e) from None
     return np.stack(out)
 
 
-def decode_batch(batch: dict, size: int, keep_groups: bool = False) -> dict:
-    """PNG bytes -> normalised (N, 3, S, S) images and heatmaps (zeros for neutral frames)."""
-    img = _decode_column(batch, "image", size)
-    heat = _decode_column(batch, "heatmap", size)
-    out = {"image": (img - MEAN) / STD, "heatmap": (heat - MEAN) / STD,
+def decode_batch(batch: dict, size: int, keep_groups: bool = False, crop: bool = True,
+                 half: bool = False) -> dict:
+    """PNG bytes -> normalised (N, 3, S, S) images and heatmaps (zeros for neutral frames),
+    both cut to the face box of the row's mask when ``crop``; float16 when ``half``."""
+    boxes = _boxes(batch, crop)
+    dtype = np.float16 if half else np.float32
+    img = _decode_column(batch, "image", size, boxes)
+    heat = _decode_column(batch, "heatmap", size, boxes)
+    out = {"image": ((img - MEAN) / STD).astype(dtype),
+           "heatmap": ((heat - MEAN) / STD).astype(dtype),
            "pspi": np.asarray(batch["pspi"], np.int64),
            "aus": np.stack([np.asarray(batch[a], np.float32) for a in AU_NAMES], 1),
            "identity": np.asarray(batch["identity"], np.int64)}
@@ -107,7 +136,7 @@ def decode_batch(batch: dict, size: int, keep_groups: bool = False) -> dict:
     return out
 
 
-READ_COLUMNS = ["sample_id", "identity", "image", "heatmap", "pspi"] + list(AU_NAMES) + \
+READ_COLUMNS = ["sample_id", "identity", "image", "heatmap", "mask", "pspi"] + list(AU_NAMES) + \
     list(GROUPS)
 
 
@@ -137,39 +166,60 @@ def _keep(batch: pa.Table, keep: set[str]) -> pa.Table:
 
 def split_datasets(data: str, split: dict[str, list[int]], size: int,
                    max_frames: int | None = None, decode_cpus: float = 1.0,
-                   seed: int = 0) -> dict:
+                   seed: int = 0, crop: bool = True, cache: bool = False) -> dict:
     """Ray Datasets per split, decoding on Ray Data workers (streamed to the trainers). The
-    train split's block order (about one identity per block) is reshuffled at every pass,
-    seeded, and its order preserved, so one seed gives one sequence of epochs."""
-    import pyarrow.compute as pc
+    train split's block order is reshuffled at every pass, seeded, and its order preserved,
+    so one seed gives one sequence of epochs. ``cache``: decode once (float16) and keep the
+    decoded frames in the object store for every epoch (small datasets: decoding costs about
+    as much CPU as training the laptop model)."""
     import ray
-
-    from pipelines.layout3dpain import is_3dpain_layout, load_frames_columns, read_3dpain
-    from pipelines.storage import resolve
-    from pipelines.tasks import shard_name
 
     index = load_frames_columns(data, ["sample_id", "identity"]) if max_frames else None
     out = {}
     for name, ids in split.items():
         if not ids:
             continue
-        if is_3dpain_layout(data):
-            t = read_3dpain(data)
-            t = t.filter(pc.is_in(t.column("identity"), pa.array(ids, pa.int64())))
-            ds = ray.data.from_arrow(t.select(READ_COLUMNS))
-        else:
-            # shards are per identity: read exactly this split's files
-            loc = resolve(data)
-            paths = [loc.join("frames", shard_name(i)) for i in ids]
-            ds = ray.data.read_parquet(paths, filesystem=loc.fs).select_columns(READ_COLUMNS)
+        ds = _read(data, ids)
         if max_frames:
             ds = ds.map_batches(_keep, fn_kwargs={"keep": sample_frames(index, ids, max_frames,
                                                                         seed)},
                                 batch_format="pyarrow", batch_size=None)
-        if name == "train":  # a new, seeded order at every pass (epoch)
-            ds = ds.randomize_block_order(
-                seed=ray.data.RandomSeedConfig(seed=seed, reseed_after_execution=True))
+        shuffle = name == "train"
+        if shuffle and not cache:  # reorder the (small) encoded blocks, then decode
+            ds = _reshuffled(ds, seed)
+        ds = ds.map_batches(decode_batch, fn_kwargs={"size": size, "crop": crop,
+                                                     "half": cache},
+                            batch_size=64, batch_format="numpy", num_cpus=decode_cpus)
+        if cache:  # in block order, so that one seed gives one sequence of epochs
             ds.context.execution_options.preserve_order = True
-        out[name] = ds.map_batches(decode_batch, fn_kwargs={"size": size}, batch_size=64,
-                                   batch_format="numpy", num_cpus=decode_cpus)
+            ds = ds.materialize()
+            ds = _reshuffled(ds, seed) if shuffle else ds
+        out[name] = ds
     return out
+
+
+def _read(data: str, ids: list[int]):
+    import pyarrow.compute as pc
+    import ray
+
+    from pipelines.layout3dpain import is_3dpain_layout, read_3dpain
+    from pipelines.storage import resolve
+    from pipelines.tasks import shard_name
+
+    if is_3dpain_layout(data):
+        t = read_3dpain(data)
+        t = t.filter(pc.is_in(t.column("identity"), pa.array(ids, pa.int64())))
+        return ray.data.from_arrow(t.select(READ_COLUMNS))
+    loc = resolve(data)  # shards are per identity: read exactly this split's files
+    paths = [loc.join("frames", shard_name(i)) for i in ids]
+    return ray.data.read_parquet(paths, filesystem=loc.fs).select_columns(READ_COLUMNS)
+
+
+def _reshuffled(ds, seed: int):
+    """A new, seeded block order at every pass (epoch), kept in that order."""
+    import ray
+
+    ds = ds.randomize_block_order(
+        seed=ray.data.RandomSeedConfig(seed=seed, reseed_after_execution=True))
+    ds.context.execution_options.preserve_order = True
+    return ds

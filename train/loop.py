@@ -46,7 +46,9 @@ def load_model(folder: str | Path, map_location="cpu") -> ViTPain:
         raise FileNotFoundError(f"{folder} is not a pain3d checkpoint (model.pt and "
                                 "model_config.json expected)")
     try:
-        cfg = ModelConfig(**json.loads((folder / "model_config.json").read_text()))
+        # checkpoints from before the face crop saw whole frames
+        cfg = ModelConfig(**{"face_crop": False,
+                             **json.loads((folder / "model_config.json").read_text())})
     except (json.JSONDecodeError, TypeError) as e:  # not JSON, or keys of another version
         raise ValueError(f"{folder / 'model_config.json'} is not valid JSON for a pain3d "
                          f"model config ({e}); re-save the checkpoint") from e
@@ -65,7 +67,7 @@ def predict(model: ViTPain, batches, mode: str, device) -> dict[str, np.ndarray]
     model.eval()
     logits, aus, y, au_true, groups = [], [], [], [], {}
     for b in batches:
-        x = (b["heatmap"] if mode == "teacher" else b["image"]).to(device)
+        x = (b["heatmap"] if mode == "teacher" else b["image"]).to(device).float()
         out = model(x)
         logits.append(out["pspi_logits"].float().cpu().numpy())
         aus.append(out["au"].float().cpu().numpy())

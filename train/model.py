@@ -1,6 +1,10 @@
 """ViTPain: a timm ViT backbone, learnable AU queries cross-attending to the patch tokens, and
 a 17-class PSPI head on the CLS token (paper 000, section 4).
 
+A convolutional timm backbone (the laptop preset's: it learns from scratch on a CPU) works the
+same way: its last feature map's cells, layer-normalised, are the tokens the AU queries attend
+over, and their mean stands in for the CLS token.
+
     A = Q P^T / sqrt(D), alpha = softmax over patches, F_AU = alpha P,
     y_AU = ReLU(Linear(ReLU(Linear(F_AU))))                 one intensity per AU, >= 0
     PSPI: CLS -> LayerNorm -> [Linear -> GELU -> Dropout] x 2 -> Linear -> 17 logits
@@ -32,6 +36,7 @@ class ModelConfig:
     au_queries: bool = True
     head_hidden: int = 512
     dropout: float = 0.1
+    face_crop: bool = True  # the input is the face square of the frame's mask (train/crop.py)
 
 
 class AUQueryHead(nn.Module):
@@ -77,7 +82,7 @@ class PSPIHead(nn.Module):
 def create_backbone(cfg: ModelConfig, warn: bool = True) -> nn.Module:
     import timm
 
-    kwargs = dict(cfg.backbone_kwargs, img_size=cfg.img_size, num_classes=0)
+    kwargs = dict(cfg.backbone_kwargs, num_classes=0, img_size=cfg.img_size)
     if cfg.pretrained_file:
         path = Path(cfg.pretrained_file).expanduser()
         if not path.is_file():
@@ -86,11 +91,17 @@ def create_backbone(cfg: ModelConfig, warn: bool = True) -> nn.Module:
                 f"of {cfg.backbone} (e.g. its model.safetensors) and set "
                 "train.model.pretrained_file to that file")
         # timm loads the file through its own pretrained path (resizing position embeddings)
-        return timm.create_model(cfg.backbone, pretrained=True,
-                                 pretrained_cfg_overlay={"file": str(path)}, **kwargs)
-    if warn:
+        kwargs.update(pretrained=True, pretrained_cfg_overlay={"file": str(path)})
+    elif warn:
         log.warning("backbone %s: no pretrained_file given, random initialisation", cfg.backbone)
-    return timm.create_model(cfg.backbone, pretrained=False, **kwargs)
+    try:
+        return timm.create_model(cfg.backbone, **kwargs)
+    except TypeError as e:
+        if "img_size" not in str(e):
+            raise
+        # a convolutional net takes any input size (ViTs size their position embeddings)
+        del kwargs["img_size"]
+        return timm.create_model(cfg.backbone, **kwargs)
 
 
 class ViTPain(nn.Module):
@@ -101,6 +112,9 @@ class ViTPain(nn.Module):
         self.backbone = create_backbone(cfg, warn=not weights_follow)
         dim = self.backbone.num_features
         self.prefix = getattr(self.backbone, "num_prefix_tokens", 1)
+        # a conv net's feature map has no norm of its own (a ViT's tokens end in one)
+        self.spatial = not hasattr(self.backbone, "num_prefix_tokens")
+        self.token_norm = nn.LayerNorm(dim) if self.spatial else None
         self.au_head = AUQueryHead(dim, hidden=cfg.head_hidden // 2) if cfg.au_queries \
             else CLSAUHead(dim, hidden=cfg.head_hidden // 2)
         self.pspi_head = PSPIHead(dim, cfg.head_hidden, cfg.dropout)
@@ -109,9 +123,16 @@ class ViTPain(nn.Module):
     def feature_dim(self) -> int:
         return self.backbone.num_features
 
+    def tokens(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(CLS (B, D), patch tokens (B, N, D))."""
+        feats = self.backbone.forward_features(x)
+        if self.spatial:  # (B, D, H, W) -> H*W tokens; their mean is the CLS
+            patches = self.token_norm(feats.flatten(2).transpose(1, 2))
+            return patches.mean(1), patches
+        return feats[:, 0], feats[:, self.prefix:]  # (B, prefix + N, D), normed
+
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        tokens = self.backbone.forward_features(x)  # (B, prefix + N, D), normed
-        cls, patches = tokens[:, 0], tokens[:, self.prefix:]
+        cls, patches = self.tokens(x)
         if self.cfg.au_queries:
             au, attn = self.au_head(patches)
         else:

@@ -207,7 +207,8 @@ def _trainer(cfg: "Pain3DConfig", mode: str, data: str, name: str, split: dict, 
         n_train = min(n_train, tc.max_frames)
     datasets = split_datasets(data, {k: split[k] for k in ("train", "val")},
                               tc.model.img_size, tc.max_frames, tc.decode_cpus,
-                              seed=loop["seed"])
+                              seed=loop["seed"], crop=tc.model.face_crop,
+                              cache=tc.cache_decoded)
     use_gpu = tc.use_gpu
     if use_gpu is None:
         use_gpu = ray.cluster_resources().get("GPU", 0) >= 1

@@ -3,8 +3,9 @@ optimiser and schedule; freeze or unfreeze the backbone; one step; one epoch wit
 terms averaged. ``train/loop.py`` wires these to Ray Train.
 
 The backbone freeze is real: frozen, its parameters do not require grad, so no gradient is
-computed for them (their ``.grad`` stays None) and DDP is rebuilt over the parameters that
-train; gradient clipping covers only those.
+computed for them (their ``.grad`` stays None), its batch-norm statistics (conv backbones)
+stay as they are, and DDP is rebuilt over the parameters that train; gradient clipping
+covers only those.
 """
 from __future__ import annotations
 
@@ -130,8 +131,8 @@ def augment(x: torch.Tensor, h: torch.Tensor | None, gen: torch.Generator, jitte
 
 def train_step(w: Worker, b: dict) -> dict[str, float]:
     """One optimiser step on batch ``b``; returns the loss and its terms."""
-    x = b["heatmap"] if w.mode == "teacher" else b["image"]
-    h = b["heatmap"] if w.teacher is not None else None
+    x = (b["heatmap"] if w.mode == "teacher" else b["image"]).float()  # cached: float16
+    h = b["heatmap"].float() if w.teacher is not None else None
     if w.cfg.augment:
         x, h = augment(x, h, w.gen, jitter=w.mode == "student")
     with torch.autocast(w.device.type, enabled=w.use_amp):
@@ -155,6 +156,8 @@ def train_step(w: Worker, b: dict) -> dict[str, float]:
 def run_epoch(w: Worker, batches) -> dict[str, float]:
     """Trains over ``batches``; the loss and each term averaged over the epoch's steps."""
     w.net.train()
+    if w.frozen:  # a frozen backbone keeps its batch-norm statistics too
+        w.model.backbone.eval()
     sums: dict[str, list[float]] = {}
     for b in batches:
         for k, v in train_step(w, b).items():
