@@ -2,8 +2,7 @@
 
     python benchmarks/train.py [--samples 1024] [--epochs 3] [--repeats 2] [--json out.json]
 
-Six measurements in one run, all on the config's ViTPain (the local preset: ViT-Tiny, depth 6,
-112 px) with random in-memory data shaped like the frames table (image, PSPI, 6 AUs):
+Six measurements in one run, all on the config's ViTPain (the local preset's model) with random in-memory data shaped like the frames table (image, PSPI, 6 AUs):
 
     plain, 1 process            the loop below, nothing else
     plain in a Ray task         the same, inside one Ray worker process (diagnostic: separates
