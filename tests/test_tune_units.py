@@ -13,7 +13,8 @@ def test_sweep_file_layers_over_the_preset():
     cfg = load_config("local", ["tune.samples=5"], layers=["sweep"])
     assert set(cfg.tune.space) == {"pspi", "au", "pspi_distill", "au_distill", "feature_distill",
                                    "temperature"}
-    assert cfg.tune.samples == 5 and cfg.train.model.img_size == 112  # preset kept
+    preset = load_config("local").train.model
+    assert cfg.tune.samples == 5 and cfg.train.model == preset  # the preset's model kept
     assert config_weights(cfg) == pytest.approx(
         {k: getattr(LossWeights(), k) for k in cfg.tune.space})  # the warm start = paper
     for k, r in cfg.tune.space.items():  # the paper's values lie inside the space
