@@ -19,6 +19,7 @@ def main() -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
+    import pyarrow.compute as pc
     from PIL import Image
 
     from pipelines.layout3dpain import load_frames
@@ -30,8 +31,12 @@ def main() -> None:
     p.add_argument("--size", type=int, default=96, help="the model's input size")
     p.add_argument("--out", default="docs/face_crop.png")
     a = p.parse_args()
-    t = load_frames(a.data).to_pylist()
-    rows = [r for r in t if r["identity"] == a.identity and r["heatmap"] is not None]
+    try:
+        t = load_frames(a.data)
+    except FileNotFoundError as e:
+        sys.exit(f"{e}; pass --data a generated dataset")
+    t = t.filter(pc.equal(t.column("identity"), a.identity))  # one identity's rows only
+    rows = [r for r in t.to_pylist() if r["heatmap"] is not None]
     if not rows:
         sys.exit(f"identity {a.identity} has no pain frames in {a.data}; pick another --identity")
     best = max(r["pspi"] for r in rows)

@@ -17,11 +17,9 @@ CENTRE = 0.76  # its centre below the mask's top, in head widths
 FULL = 0.9  # a mask covering more of the frame than this is no head outline (e.g. 3DPain's)
 
 
-def face_box(mask: np.ndarray | None) -> tuple[int, int, int, int]:
+def face_box(mask: np.ndarray) -> tuple[int, int, int, int]:
     """(left, top, right, bottom) of the face square in ``mask``'s pixels; the whole frame
-    when there is no usable mask (none, empty or nearly full)."""
-    if mask is None:
-        raise ValueError("face_box needs a mask")
+    when the mask outlines no head (empty or nearly full)."""
     h, w = mask.shape[:2]
     ys, xs = np.nonzero(mask)
     if len(ys) == 0 or len(ys) > FULL * h * w:
