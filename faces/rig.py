@@ -73,15 +73,18 @@ def _fields(p: np.ndarray, n: np.ndarray, regions: dict) -> dict[str, np.ndarray
     furrow_y = smoothstep(E[1] + 0.004, E[1] + 0.012, y) * smoothstep(E[1] + 0.034, E[1] + 0.024, y)
     furrows = np.exp(-((ax - 0.0058) / 0.0017) ** 2) * furrow_y * (z > 0.07)
     root_line = np.exp(-((y - (E[1] + 0.004)) / 0.0017) ** 2) * smoothstep(0.012, 0.006, ax) * (z > 0.08)
-    F["AU4"] = (vec(dx=-0.0035 * sgn * brow * medial, dy=-0.0062 * brow * medial,
+    F["AU4"] = (vec(dx=-0.0038 * sgn * brow * medial, dy=-0.0068 * brow * medial,
                     dz=0.0012 * glab)
                 + along_n(-0.0012 * furrows - 0.0007 * root_line + 0.0005 * glab * (1 - furrows)))
 
     # AU6 cheek raiser: infraorbital cheeks up and forward, skin around the eye drawn in,
     # lateral brow lowered a little, crow's feet fanning from the outer canthus.
-    cheek = gauss_mirrored(p, (0.036, E[1] - 0.026, 0.07), (0.019, 0.016, 0.03)) * free
+    cheek = gauss_mirrored(p, (0.036, E[1] - 0.028, 0.07), (0.022, 0.020, 0.03)) * free
     orbit_lat = gauss_mirrored(p, (E[0] + 0.020, E[1], 0.06), (0.008, 0.014, 0.03)) * free
     lat_brow = gauss_mirrored(p, (E[0] + 0.014, E[1] + 0.018, 0.07), (0.01, 0.008, 0.03)) * free
+    # the raised cheek bunches into a roll under the lower lid (the infraorbital furrow)
+    roll = gauss_mirrored(p, (0.030, E[1] - 0.013, 0.075), (0.012, 0.004, 0.03)) * free
+    furrow = gauss_mirrored(p, (0.030, E[1] - 0.018, 0.075), (0.013, 0.0022, 0.03)) * free
     cf = np.zeros_like(x)
     for sign in (1.0, -1.0):
         cx, cy = sign * (E[0] + 0.016), E[1]
@@ -89,9 +92,10 @@ def _fields(p: np.ndarray, n: np.ndarray, regions: dict) -> dict[str, np.ndarray
         r = np.hypot(x - cx, y - cy)
         fan = (0.5 + 0.5 * np.cos(ang * 10)) ** 3 * smoothstep(0.003, 0.006, r) * smoothstep(0.016, 0.009, r)
         cf += fan * (sign * (x - cx) > -0.001) * (np.abs(ang) < 1.1) * (sign * x > 0)
-    F["AU6"] = (vec(dx=-0.0018 * sgn * orbit_lat, dy=0.0050 * cheek - 0.0012 * lat_brow,
-                    dz=0.0022 * cheek)
-                + along_n(-0.0012 * cf + 0.0004 * orbit_lat + 0.0012 * cheek))
+    F["AU6"] = (vec(dx=-0.0018 * sgn * orbit_lat, dy=0.0072 * cheek - 0.0012 * lat_brow,
+                    dz=0.0030 * cheek)
+                + along_n(-0.0014 * cf + 0.0004 * orbit_lat + 0.0016 * cheek + 0.0010 * roll
+                          - 0.0008 * furrow))
 
     # AU7 lid tightener: mostly the lid rotation; the lower lid skin bulges with tension.
     below = np.zeros_like(x)
@@ -113,9 +117,10 @@ def _fields(p: np.ndarray, n: np.ndarray, regions: dict) -> dict[str, np.ndarray
     wrinkles = np.clip(np.sin((y - E[1]) / 0.0032 * np.pi), 0, 1) ** 2 * bridge_win
     upper_lip = gauss(p, (0, H.MOUTH_Y + 0.007, 0.092), (0.018, 0.008, 0.02)) * above_mouth
     inner_brow = gauss_mirrored(p, (0.012, E[1] + 0.016, 0.08), (0.008, 0.008, 0.03)) * free
-    F["AU9"] = (vec(dx=0.0012 * sgn * wings, dy=0.0045 * np.maximum(nose_side * 0.7, wings)
-                    + 0.0022 * infra + 0.0018 * upper_lip - 0.0025 * inner_brow,
-                    dz=-0.0008 * wings)
+    tip = gauss(p, (0.0, -0.030, 0.100), (0.010, 0.008, 0.03))  # columella and nostrils
+    F["AU9"] = (vec(dx=0.0014 * sgn * wings, dy=0.0062 * np.maximum(nose_side * 0.7, wings)
+                    + 0.0030 * tip + 0.0022 * infra + 0.0008 * upper_lip - 0.0025 * inner_brow,
+                    dz=-0.0010 * wings)
                 + along_n(-0.0011 * wrinkles))
 
     # AU10 upper lip raiser: upper lip up (centre most) and slightly everted, nasolabial
@@ -133,7 +138,7 @@ def _fields(p: np.ndarray, n: np.ndarray, regions: dict) -> dict[str, np.ndarray
         nl += (np.exp(-((sign * x - line_x) / 0.0022) ** 2) * smoothstep(-0.026, -0.032, y)
                * smoothstep(-0.068, -0.058, y) * (sign * x > 0) * (z > 0.06))
     bulge = gauss_mirrored(p, (0.032, -0.04, 0.08), (0.008, 0.012, 0.03))
-    F["AU10"] = (vec(dy=0.0052 * ul + 0.0014 * wings, dz=0.0012 * ul)
+    F["AU10"] = (vec(dy=0.0074 * ul + 0.0012 * wings, dz=0.0014 * ul)
                  + along_n(-0.0013 * nl + 0.0012 * bulge))
     F["AU9"] += along_n(-0.0008 * nl + 0.0006 * bulge)
 
