@@ -56,7 +56,7 @@ def make_backend(stage: str, cfg: StageConfig, context: dict, device: str):
 
 def _import_stages():
     # the stage modules register their backends on import
-    from actors import diffusion, inpainting, neutral_face, rigging, texturing  # noqa: F401
+    from actors import diffusion, inpainting, neutral_face, qa, rigging, texturing  # noqa: F401
 
 
 def import_adapter(module: str, stage: str, backend: str, what: str, how: str):

@@ -28,13 +28,13 @@ from pipelines.tasks import identity_rows, render_rows, write_rows  # noqa: E402
 
 
 def stage_times(cfg, ids: list[int], out: str) -> tuple[dict[str, float], int]:
-    ctx = {"face": cfg.face, "render": cfg.render}
+    ctx = {"face": cfg.face, "render": cfg.render, "qa": cfg.generate.qa}
     st = cfg.generate.stages
     backends = {n: make_backend(n, getattr(st, n), ctx, "cpu") for n in st.MODEL_STAGES}
     steps = [("identity", lambda b: identity_rows(b, cfg)),
              ("rigging", backends["rigging"]), ("neutral_face", backends["neutral_face"]),
              ("texturing", backends["texturing"]), ("render", lambda b: render_rows(b, cfg)),
-             ("inpainting", backends["inpainting"]),
+             ("inpainting", backends["inpainting"]), ("qa", backends["qa"]),
              ("write", lambda b: write_rows(b, cfg, out))]
     # warm up every stage once (templates, GL programs, caches), as long-lived actors are
     b = {"identity": np.array([ids[0]])}

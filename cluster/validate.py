@@ -51,6 +51,8 @@ RANGES: dict[str, tuple[float, float]] = {
     "generate.stages.*.batch_size": (1, 1024),
     "generate.stages.*.concurrency[]": (1, 10_000),
     "generate.stages.*.max_concurrency": (1, 10_000),
+    "generate.qa.check_from": (0, 5),
+    "generate.qa.min_measure{}": (0, 1),
     "generate.ray.num_cpus": (1, 4096),
     "generate.ray.num_gpus": (0, 1024),
     "generate.ray.object_store_memory": (80_000_000, 10 ** 13),

@@ -17,6 +17,7 @@ from faces.au import PSPI_MAX
 from pipelines import guard, storage
 from pipelines.layout3dpain import load_frames
 from pipelines.manifest import GROUP_COLS
+from pipelines.qa_report import card_lines, qa_png, qa_summary
 
 STAT_COLS = ["sample_id", "identity", "expression", "view", "pspi"] + list(GROUP_COLS)
 
@@ -147,6 +148,10 @@ def write_card(dataset: str, out: str | None = None, preview_identities: int = 6
             lines += [f"| {col} | identities |", "|---|---|"]
             lines += [f"| {k} | {v} |" for k, v in sorted(groups[col].items())] + [""]
         lines += ["## Preview", "", "![preview](preview.png)", ""]
+        qa = qa_summary(table)
+        if qa is not None:
+            qa_png(table, tmp / "qa.png")
+            lines += card_lines(qa)
         (tmp / "card.md").write_text("\n".join(lines))
         if dest.exists():
             guard.guarded_delete(storage.resolve(out), "", [dataset])

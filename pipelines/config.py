@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from actors.base import StageConfig
+from actors.qa import QAConfig
 
 
 @dataclass
@@ -25,10 +26,11 @@ class StagesConfig:
     neutral_face: StageConfig = field(default_factory=lambda: _stage(num_cpus=0.25))
     texturing: StageConfig = field(default_factory=lambda: _stage(num_cpus=0.25))
     inpainting: StageConfig = field(default_factory=lambda: _stage(num_cpus=0.25))
+    qa: StageConfig = field(default_factory=lambda: _stage("mediapipe", num_cpus=0.25))
     render: TaskConfig = field(default_factory=TaskConfig)
     write: TaskConfig = field(default_factory=lambda: TaskConfig(num_cpus=0.25))
 
-    MODEL_STAGES = ("rigging", "neutral_face", "texturing", "inpainting")
+    MODEL_STAGES = ("rigging", "neutral_face", "texturing", "inpainting", "qa")
 
 
 @dataclass
@@ -49,4 +51,5 @@ class GenerateConfig:
     overwrite: bool = False
     write_meshes: bool = True
     stages: StagesConfig = field(default_factory=StagesConfig)
+    qa: QAConfig = field(default_factory=QAConfig)
     ray: RayInitConfig = field(default_factory=RayInitConfig)

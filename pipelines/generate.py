@@ -1,7 +1,7 @@
 """The generation graph on Ray Data, streaming identity rows through the stages:
 
     identity rows -> rigging* -> neutral face* -> texturing* -> render + heatmaps
-                  -> inpainting* -> encode + write            (* = actor pool)
+                  -> inpainting* -> AU read-back QA* -> encode + write  (* = actor pool)
 
 The identity is the unit of work and of output: its shard is written once, atomically, so a
 re-run skips finished identities and a lost worker leaves neither a duplicate nor a hole.
@@ -111,6 +111,10 @@ def preflight(cfg: "Pain3DConfig") -> None:
                 raise FileNotFoundError(f"face.{key} {path} does not exist; point it at your "
                                         "file (see configs/paper.yaml for what each one is)")
     st = cfg.generate.stages
+    if st.qa.backend == "mediapipe":
+        from actors.qa import model_path
+
+        model_path(st.qa.model)  # the landmarker bundle is installed (never downloaded)
     defaults = {"neutral_face": DEFAULT_CONTROLNET, "inpainting": DEFAULT_INPAINT}
     for name in ("neutral_face", "inpainting"):
         sc = getattr(st, name)
@@ -170,7 +174,7 @@ def build_dataset(cfg: "Pain3DConfig", todo: list[int]):
     from ray.data import ActorPoolStrategy
 
     g, st = cfg.generate, cfg.generate.stages
-    context = {"face": cfg.face, "render": cfg.render}
+    context = {"face": cfg.face, "render": cfg.render, "qa": g.qa}
     ds = ray.data.from_items([{"identity": int(i)} for i in todo],
                              override_num_blocks=max(1, len(todo)))
     ds = ds.map_batches(identity_rows, fn_kwargs={"cfg": cfg}, batch_size=1, num_cpus=0.25,
@@ -190,6 +194,8 @@ def build_dataset(cfg: "Pain3DConfig", todo: list[int]):
                         num_cpus=st.render.num_cpus, batch_format="numpy",
                         **_task_concurrency(st.render))
     ds = actor_stage(ds, "inpainting")
+    if st.qa.backend != "none":
+        ds = actor_stage(ds, "qa")
     ds = ds.map_batches(write_rows, fn_kwargs={"cfg": cfg, "out_uri": g.out},
                         batch_size=st.write.batch_size, num_cpus=st.write.num_cpus,
                         batch_format="numpy", **_task_concurrency(st.write))

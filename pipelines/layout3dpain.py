@@ -26,7 +26,7 @@ from PIL import Image
 from faces.au import pspi as pspi_of
 from pipelines import guard, storage
 from pipelines.manifest import frames_dataset, read_frames
-from pipelines.tasks import EXTRA_COLS, FRAME_SCHEMA, PSPI_COLS, sample_id
+from pipelines.tasks import EXTRA_COLS, FRAME_SCHEMA, PSPI_COLS, sample_id, table_from_rows
 
 ANNOTATION_KEYS = PSPI_COLS + EXTRA_COLS + ("pspi", "age_group", "gender", "ethnicity",
                                             "prompt", "seed", "yaw_deg")
@@ -163,7 +163,7 @@ def read_3dpain(folder: str | Path) -> pa.Table:
         rows["expression_params"].append([aus[k] for k in PSPI_COLS + EXTRA_COLS])
         rows["neutral_sample_id"].append(sample_id(ident, 0, view))
         rows["face_model"].append("3dpain-release")
-    return pa.Table.from_pydict(rows, schema=FRAME_SCHEMA)
+    return table_from_rows(rows)
 
 
 def _full_mask(w: int, h: int) -> bytes:

@@ -79,8 +79,12 @@ def read_frames(loc: storage.Location, columns: list[str] | None = None,
 
 
 def build_manifest(loc: storage.Location, cfg_dict: dict, content_hash: str) -> dict:
-    cols = ["sample_id", "identity", "expression", "view", "pspi"] + list(GROUP_COLS)
-    t = read_frames(loc, cols)
+    from pipelines.qa_report import QA_READ_COLUMNS, qa_summary
+
+    ds = frames_dataset(loc)
+    cols = ["sample_id", "identity", "pspi"] + list(GROUP_COLS)
+    cols += [c for c in QA_READ_COLUMNS if c in ds.schema.names]  # older datasets lack QA
+    t = read_frames(loc, cols, ds)
     ident = np.asarray(t.column("identity"))
     expr = np.asarray(t.column("expression"))
     pspi = np.asarray(t.column("pspi"), int)
@@ -109,4 +113,5 @@ def build_manifest(loc: storage.Location, cfg_dict: dict, content_hash: str) -> 
                            "heatmaps": np.bincount(pspi[expr > 0],
                                                    minlength=PSPI_MAX + 1).tolist()},
         "identity_range": [int(ident.min()), int(ident.max())] if len(ident) else [],
+        "qa": qa_summary(t),
     }

@@ -11,6 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
+from actors.qa import QA_COLUMNS
 from faces.au import PSPI_MAX, pspi
 from faces.heatmap import displacement, heat_colors
 from faces.identity import make_identity
@@ -121,7 +122,20 @@ FRAME_SCHEMA = pa.schema(
        ("image", pa.binary()), ("heatmap", pa.binary()), ("mask", pa.binary()),
        ("shape_params", pa.list_(pa.float32())), ("expression_params", pa.list_(pa.float32()))]
     + [(k, pa.float32()) for k in EXTRA_COLS]
-    + [("neutral_sample_id", pa.string()), ("face_model", pa.string())])
+    + [("neutral_sample_id", pa.string()), ("face_model", pa.string())]
+    # the AU read-back (actors/qa.py); null where the qa stage did not run
+    + [("qa_face_found", pa.bool_())] + [(k, pa.float32()) for k in QA_COLUMNS]
+    + [("qa_blendshapes", pa.list_(pa.float32())), ("qa_pass", pa.bool_())])
+QA_FIELDS = ("qa_face_found",) + QA_COLUMNS + ("qa_blendshapes", "qa_pass")
+
+
+def table_from_rows(rows: dict[str, list]) -> pa.Table:
+    """The frames table from column lists; columns left empty (optional ones) are null."""
+    n = len(rows["sample_id"])
+    for k, v in rows.items():
+        if not v:
+            v.extend([None] * n)
+    return pa.Table.from_pydict(rows, schema=FRAME_SCHEMA)
 
 
 def sample_id(identity: int, expression: int, view: int) -> str:
@@ -160,7 +174,18 @@ def frames_table(batch: dict, i: int, face_model_name: str) -> pa.Table:
                                                         np.float32))
             rows["neutral_sample_id"].append(sample_id(ident, 0, v))
             rows["face_model"].append(face_model_name)
-    return pa.Table.from_pydict(rows, schema=FRAME_SCHEMA)
+            if "qa_face_found" in batch:
+                _qa_row(rows, batch, i, e, v)
+    return table_from_rows(rows)
+
+
+def _qa_row(rows: dict, batch: dict, i: int, e: int, v: int) -> None:
+    found = bool(batch["qa_face_found"][i, e, v])
+    rows["qa_face_found"].append(found)
+    for k, x in zip(QA_COLUMNS, batch["qa_values"][i, e, v]):
+        rows[k].append(float(x) if np.isfinite(x) else None)
+    rows["qa_blendshapes"].append(batch["qa_blendshapes"][i, e, v] if found else None)
+    rows["qa_pass"].append(bool(batch["qa_pass"][i, e, v]))
 
 
 def _obj_files(model, vertices: np.ndarray, texture, vertex_colors, name: str) -> dict[str, bytes]:

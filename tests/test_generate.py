@@ -55,6 +55,9 @@ def test_counts_schema_and_pairs(dataset8):
         assert len(r["shape_params"]) == 26 and len(r["expression_params"]) == 9
     assert sorted({r["identity"] for r in rows}) == list(range(8))
     assert {r["yaw_deg"] for r in rows} == {-30.0, 0.0, 30.0}
+    # the qa stage read every frame back (its figures: tests/test_qa.py)
+    assert np.mean([r["qa_face_found"] for r in rows]) >= 0.98
+    assert all(r["qa_pass"] is not None and len(r["qa_blendshapes"]) == 52 for r in rows)
     # 80 pain expressions over 16 levels: exactly 5 each
     pain = [r["pspi"] for r in rows if r["expression"] > 0 and r["view"] == 0]
     assert np.bincount(pain, minlength=17)[1:].tolist() == [5] * 16
@@ -143,6 +146,11 @@ def test_export_3dpain_and_read_back(dataset8, tmp_path):
     assert a["pspi"] == int(pspi(a)) and a["identity"] == 2
     assert (out / "textured_meshes" / "000002" / "neutral.obj").exists()
     back = read_3dpain(out)
+    assert back.column("qa_pass").null_count == back.num_rows  # no read-back in a release
+    from train.data import qa_failures
+
+    with pytest.raises(ValueError, match="no QA results"):
+        qa_failures(str(out), [2])
     orig = _frames(dataset8)
     assert back.num_rows == orig.num_rows
     key = ["sample_id", "identity", "expression", "view", "pspi", "AU4", "AU43", "ethnicity"]

@@ -36,3 +36,5 @@ class TrainConfig:
     # rows in each worker's local shuffle buffer (0: none); with the block order reshuffled
     # every epoch, a batch of 32 then mixes ~20 identities
     shuffle_buffer: int = 1024
+    # leave frames that failed the AU read-back (qa_pass false) out of the train split
+    exclude_qa_failures: bool = False

@@ -164,15 +164,37 @@ def _keep(batch: pa.Table, keep: set[str]) -> pa.Table:
     return batch.filter(pc.is_in(batch.column("sample_id"), pa.array(sorted(keep))))
 
 
+def qa_failures(data: str, ids: list[int]) -> set[str]:
+    """Sample ids of the given identities whose frame failed the AU read-back (qa_pass)."""
+    import pyarrow.compute as pc
+
+    t = load_frames_columns(data, ["sample_id", "identity", "qa_pass"])
+    if t.column("qa_pass").null_count == t.num_rows:
+        raise ValueError(f"train.exclude_qa_failures is on but {data} has no QA results; "
+                         "generate it with the qa stage (generate.stages.qa.backend: mediapipe)"
+                         " or turn the option off")
+    t = t.filter(pc.is_in(t.column("identity"), pa.array(ids, pa.int64())))
+    failed = pc.invert(pc.fill_null(t.column("qa_pass"), False))
+    return set(t.filter(failed).column("sample_id").to_pylist())
+
+
+def _drop(batch: pa.Table, drop: set[str]) -> pa.Table:
+    import pyarrow.compute as pc
+
+    return batch.filter(pc.invert(pc.is_in(batch.column("sample_id"), pa.array(sorted(drop),
+                                                                             pa.string()))))
+
+
 def split_datasets(data: str, split: dict[str, list[int]], size: int,
                    max_frames: int | None = None, decode_cpus: float = 1.0,
-                   seed: int = 0, crop: bool = True, cache: bool = False) -> dict:
+                   seed: int = 0, crop: bool = True, cache: bool = False,
+                   exclude: set[str] | None = None) -> dict:
     """Ray Datasets per split, decoding on Ray Data workers (streamed to the trainers). The
     train split's block order is reshuffled at every pass, seeded, and its order preserved,
     so one seed gives one sequence of epochs. ``cache``: decode once (float16) and keep the
     decoded frames in the object store for every epoch (small datasets: decoding costs about
-    as much CPU as training the laptop model)."""
-    import ray
+    as much CPU as training the laptop model). ``exclude``: sample ids left out of the train
+    split (frames that failed QA); val and test stay whole, so runs stay comparable."""
 
     index = load_frames_columns(data, ["sample_id", "identity"]) if max_frames else None
     out = {}
@@ -180,8 +202,12 @@ def split_datasets(data: str, split: dict[str, list[int]], size: int,
         if not ids:
             continue
         ds = _read(data, ids)
-        if max_frames:
-            ds = ds.map_batches(_keep, fn_kwargs={"keep": sample_frames(index, ids, max_frames,
+        if exclude and name == "train":
+            ds = ds.map_batches(_drop, fn_kwargs={"drop": exclude}, batch_format="pyarrow",
+                                batch_size=None)
+        if max_frames:  # sampled among the frames that are left
+            pool = _drop(index, exclude) if exclude and name == "train" else index
+            ds = ds.map_batches(_keep, fn_kwargs={"keep": sample_frames(pool, ids, max_frames,
                                                                         seed)},
                                 batch_format="pyarrow", batch_size=None)
         shuffle = name == "train"

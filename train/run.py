@@ -18,7 +18,8 @@ import pyarrow.fs as pafs
 
 from pipelines import guard, storage
 from pipelines.layout3dpain import require_columns
-from train.data import READ_COLUMNS, identity_table, make_split, split_datasets, split_hash
+from train.data import (READ_COLUMNS, identity_table, make_split, qa_failures, split_datasets,
+                        split_hash)
 from train.loop import train_func
 from train.progress import Watcher
 
@@ -203,12 +204,14 @@ def _trainer(cfg: "Pain3DConfig", mode: str, data: str, name: str, split: dict, 
     tc = cfg.train
     per_id = _frames_per_identity(data)
     n_train = sum(per_id.get(i, 0) for i in split["train"])
+    exclude = qa_failures(data, split["train"]) if tc.exclude_qa_failures else None
+    n_train -= len(exclude or ())
     if tc.max_frames:
         n_train = min(n_train, tc.max_frames)
     datasets = split_datasets(data, {k: split[k] for k in ("train", "val")},
                               tc.model.img_size, tc.max_frames, tc.decode_cpus,
                               seed=loop["seed"], crop=tc.model.face_crop,
-                              cache=tc.cache_decoded)
+                              cache=tc.cache_decoded, exclude=exclude)
     use_gpu = tc.use_gpu
     if use_gpu is None:
         use_gpu = ray.cluster_resources().get("GPU", 0) >= 1
