@@ -1,17 +1,22 @@
 """Inpainting stage: background and hair around the rendered head, for every frame.
 
-Backends: ``builtin`` (procedural backdrop and a hair region grown from the scalp), and
+Backends: ``builtin`` (the scene's procedural backdrop; a hair region grown from the scalp
+for heads without hair geometry), and
 ``kandinsky`` (in actors/diffusion.py: Kandinsky 2.2 inpainting guided by the same
 background/hair mask). The face pixels themselves are never changed.
 """
 from __future__ import annotations
+
+import dataclasses
 
 import cv2
 import numpy as np
 
 from actors.base import StageConfig, register
 from actors.neutral_face import demographics_of
+from faces.backdrop import backdrop, view_window
 from faces.demographics import identity_rng
+from faces.scene import Scene
 from faces.texture import _hair_color
 
 
@@ -36,51 +41,57 @@ def inpaint_mask(scalp: np.ndarray, head: np.ndarray, volume: float) -> np.ndarr
     return ~head | hair_region(scalp, head, volume)
 
 
-def _backdrop(rng: np.random.Generator, size: int) -> np.ndarray:
-    base = rng.uniform(0.25, 0.85, 3)
-    top, bottom = base * rng.uniform(0.9, 1.15), base * rng.uniform(0.6, 0.9)
-    t = np.linspace(0, 1, size)[:, None, None]
-    img = top * (1 - t) + bottom * t
-    noise = cv2.resize(rng.standard_normal((6, 6)).astype(np.float32), (size, size),
-                       interpolation=cv2.INTER_CUBIC)
-    img = img * (1 + 0.06 * noise[..., None])
-    return np.broadcast_to(img, (size, size, 3))
+def _scene(batch: dict, i: int) -> Scene:
+    return Scene(**{f.name: batch[f"scene_{f.name}"][i] for f in dataclasses.fields(Scene)})
 
 
 @register("inpainting", "builtin")
 class BuiltinInpaint:
-    """Procedural backdrop (gradient + soft noise) and hair (demographic colour, strands)."""
+    """The scene's procedural indoor backdrop behind the foreground. Heads without hair of
+    their own (FLAME) also get hair painted in 2-D (demographic colour, strands) around the
+    scalp; the built-in head wears its hair as geometry (faces/hair.py)."""
 
     def __init__(self, cfg: StageConfig, context: dict, device: str):
         # baldness: men only, elderly men three times as often
         self.bald_probability = float(cfg.options.get("bald_probability", 0.1))
+        self.paint_hair = context["face"].model != "builtin"
 
     def __call__(self, batch: dict) -> dict:
         rgb = batch["rgb"].copy()  # (B, E, V, H, W, 3)
+        size = rgb.shape[3]
         for i in range(len(batch["identity"])):
-            seed, ident = int(batch["seed"][i]), int(batch["identity"][i])
-            rng = identity_rng(seed, ident, "inpaint")
-            demo = demographics_of(batch, i)
-            hair = _hair_color(demo, rng)
-            p_bald = 0.0 if demo.gender == "woman" else self.bald_probability * (
-                3 if demo.age_group == "elderly" else 1)
-            bald = rng.random() < p_bald
-            volume = 0.0 if bald else rng.uniform(0.015, 0.06)
-            size = rgb.shape[3]
-            back = _backdrop(rng, size)
-            strands = cv2.resize(rng.standard_normal((size // 16, size)).astype(np.float32),
-                                 (size, size), interpolation=cv2.INTER_CUBIC)
-            hair_img = np.clip(hair[None, None] * (1 + 0.25 * strands[..., None]), 0, 1)
+            wide = backdrop(_scene(batch, i), size)
+            hair = self._hair(batch, i, size) if self.paint_hair else None
             for v in range(rgb.shape[2]):
-                scalp = batch["scalp"][i, v]
-                region = hair_region(scalp, batch["mask"][i, 0, v], volume) if not bald else \
-                    np.zeros_like(scalp)
+                back = view_window(wide, float(batch["yaws"][i][v]))
                 for e in range(rgb.shape[1]):
-                    head = batch["mask"][i, e, v]
                     img = rgb[i, e, v].astype(np.float32) / 255.0
-                    img = np.where(head[..., None], img, back)
-                    a = cv2.GaussianBlur(region.astype(np.float32), (0, 0), 1.2)[..., None]
-                    img = img * (1 - a) + hair_img * a
+                    img = np.where(batch["mask"][i, e, v][..., None], img, back)
+                    if hair is not None:
+                        a, hair_img = hair[v]
+                        img = img * (1 - a) + hair_img * a
                     rgb[i, e, v] = (np.clip(img, 0, 1) * 255).astype(np.uint8)
         batch["rgb"] = rgb
         return batch
+
+    def _hair(self, batch: dict, i: int, size: int) -> list:
+        """Per view: (alpha, hair image) of hair grown from the scalp (FLAME heads)."""
+        seed, ident = int(batch["seed"][i]), int(batch["identity"][i])
+        rng = identity_rng(seed, ident, "inpaint")
+        demo = demographics_of(batch, i)
+        hair = _hair_color(demo, rng)
+        p_bald = 0.0 if demo.gender == "woman" else self.bald_probability * (
+            3 if demo.age_group == "elderly" else 1)
+        bald = rng.random() < p_bald
+        volume = 0.0 if bald else rng.uniform(0.015, 0.06)
+        strands = cv2.resize(rng.standard_normal((size // 16, size)).astype(np.float32),
+                             (size, size), interpolation=cv2.INTER_CUBIC)
+        hair_img = np.clip(hair[None, None] * (1 + 0.25 * strands[..., None]), 0, 1)
+        out = []
+        for v in range(batch["scalp"].shape[1]):
+            scalp = batch["scalp"][i, v]
+            region = np.zeros_like(scalp) if bald else hair_region(scalp, batch["mask"][i, 0, v],
+                                                                   volume)
+            a = cv2.GaussianBlur(region.astype(np.float32), (0, 0), 1.2)[..., None]
+            out.append((a, hair_img))
+        return out

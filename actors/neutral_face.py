@@ -9,7 +9,8 @@ from __future__ import annotations
 import numpy as np
 
 from actors.base import StageConfig, egl_device_index, register
-from faces.demographics import Demographics, identity_rng
+from faces.demographics import Demographics
+from faces.identity import identity_appearance
 from faces.models import make_face_model
 from faces.render import Camera, get_renderer
 
@@ -55,8 +56,8 @@ class BuiltinNeutralFace:
         images, depths, albedos, vcols = [], [], [], []
         model = self.frontal.model
         for i in range(len(batch["identity"])):
-            rng = identity_rng(int(batch["seed"][i]), int(batch["identity"][i]), "texture")
-            app = model.appearance(demographics_of(batch, i), rng)
+            app = identity_appearance(model, int(batch["seed"][i]), int(batch["identity"][i]),
+                                      demographics_of(batch, i))
             r = self.frontal(batch["vertices"][i, 0], app.texture, app.vertex_colors)
             images.append(r["rgb"])
             depths.append(r["depth"])

@@ -12,7 +12,7 @@ from scipy.spatial import cKDTree
 
 from actors.base import StageConfig, import_adapter, register
 from actors.neutral_face import demographics_of, frontal_camera
-from faces.demographics import identity_rng
+from faces.identity import identity_appearance
 from faces.geometry import smoothstep, vertex_normals
 from faces.models import make_face_model
 from faces.render import get_renderer
@@ -34,8 +34,8 @@ class BuiltinTexture:
             return batch
         tex, vcol = [], []
         for i in range(len(batch["identity"])):
-            rng = identity_rng(int(batch["seed"][i]), int(batch["identity"][i]), "texture")
-            app = self.model.appearance(demographics_of(batch, i), rng)
+            app = identity_appearance(self.model, int(batch["seed"][i]), int(batch["identity"][i]),
+                                      demographics_of(batch, i))
             (tex if app.texture is not None else vcol).append(
                 app.texture if app.texture is not None else app.vertex_colors)
         if tex:

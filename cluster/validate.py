@@ -33,12 +33,21 @@ RANGES: dict[str, tuple[float, float]] = {
     "render.camera.target[]": (-0.5, 0.5),
     "render.camera.near": (0.001, 1),
     "render.camera.far": (0.5, 100),
+    "render.camera.roll_deg": (-45, 45),
     "render.lighting.key_dir[]": (-1, 1),
+    "render.lighting.key_color[]": (0, 1),
     "render.lighting.fill_dir[]": (-1, 1),
     "render.lighting.key": (0, 2),
     "render.lighting.fill": (0, 2),
     "render.lighting.ambient": (0, 2),
     "render.background[]": (0, 255),
+    "render.vary.light_azimuth_deg[]": (-90, 90),
+    "render.vary.light_elevation_deg[]": (-30, 80),
+    "render.vary.light_intensity[]": (0.1, 3),
+    "render.vary.light_temperature_k[]": (1500, 15000),
+    "render.vary.camera_distance[]": (0.5, 2),
+    "render.vary.camera_pitch_deg[]": (-30, 30),
+    "render.vary.camera_roll_deg[]": (-30, 30),
     "heatmap.scale_m": (1e-4, 0.1),
     "pspi.levels[]": (1, 16),
     "pspi.weights{}": (0, 1e6),
@@ -182,6 +191,11 @@ def _validate_render(r) -> None:
     if not c.near < c.distance < c.far:
         raise ConfigError(f"render.camera needs near < distance < far, got near {c.near}, "
                           f"distance {c.distance}, far {c.far}")
+    for f in dataclasses.fields(r.vary):
+        v = getattr(r.vary, f.name)
+        if isinstance(v, tuple) and (len(v) != 2 or v[0] > v[1]):
+            raise ConfigError(f"render.vary.{f.name} must be [low, high] with low <= high, "
+                              f"got {list(v)}")
     for key in ("key_dir", "fill_dir"):
         if math.hypot(*getattr(r.lighting, key)) < 1e-3:
             raise ConfigError(f"render.lighting.{key} must be a non-zero direction, "

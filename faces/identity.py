@@ -14,7 +14,7 @@ from faces.demographics import Demographics, DemographicsConfig, identity_rng, m
     sample_demographics
 from faces.heatmap import DEFAULT_SCALE_M, displacement, heat_colors
 from faces.models import Appearance, FaceModel
-from faces.render import Camera, RenderConfig, Renderer
+from faces.render import RenderConfig, Renderer
 
 
 @dataclass
@@ -51,15 +51,24 @@ def make_identity(identity: int, seed: int, model: FaceModel,
 
 
 def make_appearance(spec: IdentitySpec, model: FaceModel) -> Appearance:
-    return model.appearance(spec.demographics, identity_rng(spec.seed, spec.identity, "texture"))
+    return identity_appearance(model, spec.seed, spec.identity, spec.demographics)
+
+
+def identity_appearance(model: FaceModel, seed: int, identity: int,
+                        demo: Demographics) -> Appearance:
+    """The identity's albedo (the built-in head's with its dressing's brows and scalp hair)."""
+    from faces.dressing import sample_dressing
+
+    dressing = sample_dressing(seed, identity, demo) if model.name == "builtin" else None
+    return model.appearance(demo, identity_rng(seed, identity, "texture"), dressing)
 
 
 @dataclass
 class ViewRender:
     yaw: float
-    rgb: np.ndarray
-    depth: np.ndarray
+    rgb: np.ndarray  # with the scene's backdrop (as the built-in inpainting stage composes it)
     mask: np.ndarray
+    head_box: tuple[int, int, int, int]
     heatmap: np.ndarray | None = None
 
 
@@ -77,32 +86,27 @@ def render_expression(model: FaceModel, spec: IdentitySpec, expression: int,
                       appearance: Appearance, renderer: Renderer, rcfg: RenderConfig,
                       hcfg: HeatmapConfig | None = None, aus: dict[str, float] | None = None,
                       neutral: np.ndarray | None = None) -> ExpressionRender:
-    """Rig, render every view, and for pain expressions render the displacement heatmap."""
+    """Rig, render every view in the identity's scene (faces/photo.py, as the pipeline does),
+    and for pain expressions render the displacement heatmap."""
+    from faces.backdrop import backdrop, view_window
+    from faces.photo import identity_setup, render_views
+
     hcfg = hcfg or HeatmapConfig()
     aus = spec.configs[expression] if aus is None else aus
     neutral = model.neutral(spec.shape) if neutral is None else neutral
     verts = model.posed(spec.shape, aus)
-    mesh = model.mesh(verts)
     heat_cols = None
     if expression != 0:
-        disp = displacement(neutral, verts, mesh.faces)
+        disp = displacement(neutral, verts, model.template.faces)
         heat_cols = heat_colors(disp, hcfg.mode, hcfg.scale_m, hcfg.cmap)
     out = ExpressionRender(expression, dict(aus), int(round(pspi(aus))), verts,
                            model.expression_params(aus))
-    for yaw in rcfg.yaws:
-        cam = _camera(rcfg, model, yaw)
-        r = renderer.render(mesh, cam, rcfg.size, texture=appearance.texture,
-                            vertex_colors=appearance.vertex_colors, lighting=rcfg.lighting,
-                            outputs=("rgb", "depth", "mask"), background=rcfg.background)
-        heat = None
-        if heat_cols is not None:
-            heat = renderer.render(mesh, cam, rcfg.size, vertex_colors=heat_cols,
-                                   outputs=("vcolor",))["vcolor"]
-        out.views.append(ViewRender(float(yaw), r["rgb"], r["depth"], r["mask"], heat))
+    setup = identity_setup(model, spec.seed, spec.identity, spec.demographics, neutral,
+                           appearance.texture, rcfg)
+    wide = backdrop(setup.scene, rcfg.size)
+    for o in render_views(renderer, model, setup, verts, appearance.texture,
+                          appearance.vertex_colors, rcfg, heat_cols):
+        back = view_window(wide, o["yaw"])
+        rgb = np.where(o["mask"][..., None], o["rgb"], (back * 255).astype(np.uint8))
+        out.views.append(ViewRender(o["yaw"], rgb, o["mask"], o["head_box"], o.get("heatmap")))
     return out
-
-
-def _camera(rcfg: RenderConfig, model: FaceModel, yaw: float) -> Camera:
-    c = rcfg.camera
-    return Camera(yaw_deg=float(yaw), pitch_deg=c.pitch_deg, distance=c.distance, fov_deg=c.fov_deg,
-                  target=tuple(model.camera_target), near=c.near, far=c.far)

@@ -57,17 +57,27 @@ class FaceModel(ABC):
     def posed(self, shape: np.ndarray, aus: dict[str, float]) -> np.ndarray: ...
 
     @abstractmethod
-    def appearance(self, demo: Demographics, rng: np.random.Generator) -> Appearance: ...
+    def appearance(self, demo: Demographics, rng: np.random.Generator,
+                   dressing=None) -> Appearance:
+        """The identity's albedo; a faces.dressing.Dressing colours brows and scalp."""
 
     def mesh(self, vertices: np.ndarray) -> Mesh:
         return self.template.with_vertices(vertices)
+
+    def materials(self) -> np.ndarray | None:
+        """Per-vertex render materials (faces.render.MATERIALS); None: all skin."""
+        return None
+
+    def head_vertices(self) -> np.ndarray:
+        """Indices of the vertices that outline the head (for the face box)."""
+        return np.arange(self.template.n_vertices)
 
 
 class BuiltinFaceModel(FaceModel):
     """The procedural head (faces.builtin_head) with its shape space and AU rig."""
 
     name = "builtin"
-    camera_target = (0.0, -0.01, 0.03)
+    camera_target = (0.0, -0.03, 0.03)
 
     def __init__(self, cfg: FaceConfig | None = None):
         from faces import builtin_head, shape_space
@@ -83,6 +93,18 @@ class BuiltinFaceModel(FaceModel):
     @property
     def n_shape(self) -> int:
         return self._basis.shape[0]
+
+    def materials(self):
+        from faces.render import MATERIALS
+
+        m = np.zeros(self.template.n_vertices, np.float32)
+        for part in ("eyeball_r", "eyeball_l"):
+            m[self._t.part_slices[part]] = MATERIALS["eye"]
+        return m
+
+    def head_vertices(self):
+        sl = self._t.part_slices
+        return np.r_[np.arange(self._t.skin_count), np.arange(sl["ear_r"].start, sl["ear_l"].stop)]
 
     def sample_shape(self, demo, rng):
         from faces.shape_space import sample_shape
@@ -107,10 +129,10 @@ class BuiltinFaceModel(FaceModel):
 
         return apply_aus(self.neutral(shape), aus)
 
-    def appearance(self, demo, rng):
+    def appearance(self, demo, rng, dressing=None):
         from faces.texture import make_texture
 
-        return Appearance(texture=make_texture(demo, rng, self.cfg.texture_size))
+        return Appearance(texture=make_texture(demo, rng, self.cfg.texture_size, dressing))
 
 
 class FlameFaceModel(FaceModel):
@@ -188,7 +210,7 @@ class FlameFaceModel(FaceModel):
         psi, jaw = self.basis.params(aus, self.flame.n_expression)
         return self.flame.forward(shape=shape, expression=psi, pose=self._pose(jaw))
 
-    def appearance(self, demo, rng):
+    def appearance(self, demo, rng, dressing=None):
         from faces.texture import _skin_tone
 
         tone = _skin_tone(demo, rng)

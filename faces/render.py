@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from faces.geometry import Mesh, vertex_normals
+from faces.scene import VaryConfig
 
 log = logging.getLogger(__name__)
 
@@ -29,16 +30,19 @@ in vec3 in_pos;
 in vec3 in_normal;
 in vec2 in_uv;
 in vec3 in_color;
+in float in_material;
 out vec3 v_normal;   // camera space
 out vec3 v_pos;      // camera space
 out vec2 v_uv;
 out vec3 v_color;
+flat out int v_material;
 void main() {
     vec4 cam = view * vec4(in_pos, 1.0);
     v_pos = cam.xyz;
     v_normal = mat3(view) * in_normal;
     v_uv = in_uv;
     v_color = in_color;
+    v_material = int(in_material + 0.5);
     gl_Position = mvp * vec4(in_pos, 1.0);
 }
 """
@@ -49,6 +53,8 @@ uniform sampler2D albedo;
 uniform bool has_texture;
 uniform vec3 key_dir;    // towards the light, camera space
 uniform vec3 fill_dir;
+uniform vec3 key_color;  // linear RGB of the key (colour temperature)
+uniform vec3 up_dir;     // world up in camera space (hair strands run against it)
 uniform float key_strength;
 uniform float fill_strength;
 uniform float ambient;
@@ -56,20 +62,51 @@ in vec3 v_normal;
 in vec3 v_pos;
 in vec2 v_uv;
 in vec3 v_color;
+flat in int v_material;
 """
 
+# Materials (MATERIALS below): skin gets wrapped diffuse, a red-shifted scatter band at the
+# light's terminator (the soft look of subsurface scattering), a broad specular sheen and a
+# Fresnel rim; eyes a sharp corneal highlight; hair Kajiya-Kay highlights along the strands
+# and strand-wise albedo variation; cloth a wrapped, matte diffuse.
 _FRAG_BODY = """
+float hash(float x) { return fract(sin(x * 12.9898) * 43758.5453); }
 void main() {
     vec3 n = normalize(v_normal);
     vec3 view_dir = normalize(-v_pos);
     if (dot(n, view_dir) < 0.0) n = -n;  // two-sided (ears, lids seen from behind)
     vec3 base = has_texture ? texture(albedo, v_uv).rgb : v_color;
     vec3 lin = pow(base, vec3(2.2));
-    float key = max(dot(n, key_dir), 0.0);
-    float fill = max(dot(n, fill_dir), 0.0);
     vec3 h = normalize(key_dir + view_dir);
-    float spec = pow(max(dot(n, h), 0.0), 24.0) * 0.06 * key_strength;
-    vec3 shaded = lin * (ambient + key_strength * key + fill_strength * fill) + vec3(spec);
+    float ndl = dot(n, key_dir);
+    float ndh = max(dot(n, h), 0.0);
+    float fres = pow(1.0 - max(dot(n, view_dir), 0.0), 5.0);
+    float wrap = 0.0;
+    vec3 scatter = vec3(0.0);
+    vec3 spec = vec3(0.0);
+    if (v_material == 0) {          // skin
+        wrap = max((ndl + 0.35) / 1.35, 0.0);
+        scatter = vec3(0.20, 0.05, 0.02) * smoothstep(-0.35, 0.1, ndl) * (1.0 - smoothstep(0.1, 0.6, ndl));
+        spec = vec3(pow(ndh, 36.0) * 0.07 + fres * 0.05 * max(ndl, 0.0));
+    } else if (v_material == 1) {   // eye
+        wrap = max(ndl, 0.0);
+        spec = vec3(pow(ndh, 220.0) * 0.9);
+    } else if (v_material == 2) {   // hair
+        vec3 t = normalize(up_dir - n * dot(up_dir, n) + vec3(1e-5));
+        float s = floor(v_uv.x * 900.0);
+        lin *= 0.72 + 0.28 * hash(s) + 0.12 * sin(v_uv.y * 90.0 + 6.0 * hash(s + 3.0));
+        wrap = 0.3 + 0.7 * max(ndl, 0.0);
+        float th = dot(t, h);
+        spec = vec3(pow(sqrt(max(1.0 - th * th, 0.0)), 80.0) * 0.10) * max(ndl + 0.2, 0.0)
+             + lin * pow(sqrt(max(1.0 - (th + 0.2) * (th + 0.2), 0.0)), 20.0) * 0.25;
+    } else {                        // cloth
+        wrap = max((ndl + 0.2) / 1.2, 0.0);
+        spec = vec3(fres * 0.04);
+    }
+    float fill = max((dot(n, fill_dir) + 0.2) / 1.2, 0.0);
+    vec3 amb = vec3(ambient * (0.85 + 0.15 * dot(n, up_dir)));
+    vec3 shaded = lin * (amb + key_color * key_strength * (wrap + scatter) + fill_strength * fill)
+                  + key_color * key_strength * spec;
     out_rgb = vec4(pow(clamp(shaded, 0.0, 1.0), vec3(1.0 / 2.2)), 1.0);
     out_vcolor = vec4(v_color, 1.0);
     out_depth = -v_pos.z;
@@ -122,11 +159,12 @@ class Camera:
 
     yaw_deg: float = 0.0
     pitch_deg: float = 0.0
-    distance: float = 0.60
+    distance: float = 0.88  # head and shoulders in a portrait frame
     fov_deg: float = 25.0
-    target: tuple[float, float, float] = (0.0, -0.01, 0.03)
+    target: tuple[float, float, float] = (0.0, -0.03, 0.03)
     near: float = 0.05
     far: float = 5.0
+    roll_deg: float = 0.0  # about the viewing axis, + = counter-clockwise in the image
 
     def position(self) -> np.ndarray:
         y, p = np.deg2rad(self.yaw_deg), np.deg2rad(self.pitch_deg)
@@ -140,6 +178,9 @@ class Camera:
         s = np.cross(f, [0.0, 1.0, 0.0])
         s /= np.linalg.norm(s)
         u = np.cross(s, f)
+        if self.roll_deg:
+            r = np.deg2rad(self.roll_deg)
+            s, u = np.cos(r) * s - np.sin(r) * u, np.sin(r) * s + np.cos(r) * u
         m = np.eye(4)
         m[0, :3], m[1, :3], m[2, :3] = s, u, -f
         m[:3, 3] = -m[:3, :3] @ eye
@@ -168,6 +209,19 @@ class Lighting:
     key: float = 0.85
     fill: float = 0.30
     ambient: float = 0.22
+    key_color: tuple[float, float, float] = (1.0, 1.0, 1.0)  # linear RGB
+
+
+MATERIALS = {"skin": 0, "eye": 1, "hair": 2, "cloth": 3}
+
+
+@dataclass
+class Extra:
+    """A vertex-coloured part drawn with the mesh in the same pass (hair, lashes, clothes)."""
+
+    mesh: Mesh
+    colors: np.ndarray  # (V, 3) uint8 or 0-1 floats
+    material: str | np.ndarray = "cloth"  # a MATERIALS name, or ids per vertex
 
 
 @dataclass
@@ -177,6 +231,8 @@ class RenderConfig:
     camera: Camera = field(default_factory=Camera)
     lighting: Lighting = field(default_factory=Lighting)
     background: tuple[int, int, int] = (0, 0, 0)
+    vary: VaryConfig = field(default_factory=VaryConfig)
+    dress: bool = True  # hair, lashes, neck and clothes on the built-in head
 
 
 class Renderer:
@@ -270,10 +326,13 @@ class Renderer:
 
     def render(self, mesh: Mesh, camera: Camera, size: int = 256, texture: np.ndarray | None = None,
                vertex_colors: np.ndarray | None = None, lighting: Lighting | None = None,
-               outputs: tuple[str, ...] = OUTPUTS, background=(0, 0, 0)) -> dict[str, np.ndarray]:
+               outputs: tuple[str, ...] = OUTPUTS, background=(0, 0, 0),
+               materials: np.ndarray | None = None,
+               extras: list[Extra] | tuple = ()) -> dict[str, np.ndarray]:
         """Render one view. Returns the requested outputs as arrays (row 0 = top of image):
         rgb/vcolor uint8 (H, W, 3), depth float32 metres along the view axis (0 = empty),
-        mask bool."""
+        mask bool (everything drawn). ``materials``: per-vertex MATERIALS ids of ``mesh``
+        (default skin); ``extras`` are drawn in the same pass, occluding and occluded."""
         unknown = set(outputs) - set(OUTPUTS)
         if unknown:
             raise ValueError(f"unknown render outputs {sorted(unknown)}; choose from {OUTPUTS}")
@@ -282,34 +341,32 @@ class Renderer:
         self._check_thread()
         with self._lock:
             return self._render(mesh, camera, size, texture, vertex_colors, lighting, outputs,
-                                background)
+                                background, materials, extras)
 
-    def _render(self, mesh, camera, size, texture, vertex_colors, lighting, outputs, background):
-        ctx, prog = self.ctx, self._program(outputs)
+    @staticmethod
+    def _vertex_data(mesh: Mesh, colors, materials) -> np.ndarray:
+        """Per-corner (position, normal, uv, colour, material) rows of one mesh."""
         v = np.asarray(mesh.vertices, np.float32)
         f = np.asarray(mesh.faces, np.int64)
         normals = vertex_normals(v, f)
-        pos = v[f].reshape(-1, 3)
-        nrm = normals[f].reshape(-1, 3)
-        if mesh.corner_uv is not None:
-            uv = np.asarray(mesh.corner_uv, np.float32).reshape(-1, 2)
-        else:
-            uv = np.zeros((len(pos), 2), np.float32)
-        if vertex_colors is not None:
-            col = np.asarray(vertex_colors, np.float32)
+        n = len(f) * 3
+        uv = (np.asarray(mesh.corner_uv, np.float32).reshape(-1, 2) if mesh.corner_uv is not None
+              else np.zeros((n, 2), np.float32))
+        if colors is not None:
+            col = np.asarray(colors, np.float32)
             col = (col / 255.0 if col.max() > 1.0 else col)[f].reshape(-1, 3)
         else:
-            col = np.ones((len(pos), 3), np.float32)
-        data = np.concatenate([pos, nrm, uv, col], axis=1).astype(np.float32)
-        vbo = ctx.buffer(data.tobytes())
-        # skip_errors: attributes an output subset doesn't use are compiled away
-        vao = ctx.vertex_array(prog, [(vbo, "3f 3f 2f 3f", "in_pos", "in_normal", "in_uv",
-                                       "in_color")], skip_errors=True)
-        tex = self._texture(texture) if texture is not None else None
-        (tex or self._white).use(location=0)
+            col = np.ones((n, 3), np.float32)
+        mat = np.zeros(len(v), np.float32) if materials is None else np.broadcast_to(
+            np.asarray(materials, np.float32), (len(v),))
+        return np.concatenate([v[f].reshape(-1, 3), normals[f].reshape(-1, 3), uv, col,
+                               mat[f].reshape(-1, 1)], axis=1).astype(np.float32)
+
+    def _set_uniforms(self, prog, camera, lighting):
         view = camera.view()
-        uniforms = {"albedo": 0, "has_texture": tex is not None, "key_strength": lighting.key,
-                    "fill_strength": lighting.fill, "ambient": lighting.ambient}
+        uniforms = {"albedo": 0, "key_strength": lighting.key, "fill_strength": lighting.fill,
+                    "ambient": lighting.ambient, "key_color": tuple(map(float, lighting.key_color)),
+                    "up_dir": tuple((view[:3, :3] @ [0.0, 1.0, 0.0]).tolist())}
         for name, vec in (("key_dir", lighting.key_dir), ("fill_dir", lighting.fill_dir)):
             d = np.asarray(vec, np.float64)
             uniforms[name] = tuple((d / np.linalg.norm(d)).tolist())
@@ -320,14 +377,36 @@ class Renderer:
             prog["view"].write(view.T.astype("f4").tobytes())
         prog["mvp"].write((camera.projection() @ view).T.astype("f4").tobytes())
 
+    def _render(self, mesh, camera, size, texture, vertex_colors, lighting, outputs, background,
+                materials=None, extras=()):
+        ctx, prog = self.ctx, self._program(outputs)
+        self._set_uniforms(prog, camera, lighting)
         fbo, names = self._fbo(size, outputs)
         fbo.use()
         ctx.viewport = (0, 0, size, size)
-        bg = np.asarray(background, np.float32) / 255.0
         fbo.clear(0.0, 0.0, 0.0, 0.0, depth=1.0)
         ctx.enable(ctx.DEPTH_TEST)
         ctx.disable(ctx.CULL_FACE)
-        vao.render()
+        tex = self._texture(texture) if texture is not None else None
+        draws = [(mesh, vertex_colors, materials, tex)]
+        draws += [(x.mesh, x.colors, MATERIALS[x.material] if isinstance(x.material, str)
+                   else x.material, None) for x in extras]
+        for m, colors, mats, t in draws:
+            vbo = ctx.buffer(self._vertex_data(m, colors, mats).tobytes())
+            # skip_errors: attributes an output subset doesn't use are compiled away
+            vao = ctx.vertex_array(prog, [(vbo, "3f 3f 2f 3f 1f", "in_pos", "in_normal", "in_uv",
+                                           "in_color", "in_material")], skip_errors=True)
+            (t or self._white).use(location=0)
+            if "has_texture" in prog:
+                prog["has_texture"].value = t is not None
+            vao.render()
+            vao.release()
+            vbo.release()
+        return self._read(fbo, names, size, background)
+
+    @staticmethod
+    def _read(fbo, names, size, background) -> dict[str, np.ndarray]:
+        bg = np.asarray(background, np.float32) / 255.0
         out: dict[str, np.ndarray] = {}
         for i, name in enumerate(names):
             if name in ("rgb", "vcolor"):
@@ -343,8 +422,6 @@ class Renderer:
             else:
                 a = np.frombuffer(fbo.read(components=1, attachment=i), np.uint8)
                 out[name] = a.reshape(size, size)[::-1] > 127
-        vao.release()
-        vbo.release()
         return out
 
     def _texture(self, texture: np.ndarray):

@@ -73,8 +73,11 @@ def _hair_color(demo: Demographics, rng: np.random.Generator) -> np.ndarray:
     return np.array([0.12, 0.08, 0.06]) * rng.uniform(0.6, 1.4)
 
 
-def make_texture(demo: Demographics, rng: np.random.Generator, size: int = 1024) -> np.ndarray:
-    """(size, size, 3) uint8 albedo atlas for the built-in head."""
+def make_texture(demo: Demographics, rng: np.random.Generator, size: int = 1024,
+                 dressing=None) -> np.ndarray:
+    """(size, size, 3) uint8 albedo atlas for the built-in head. A faces.dressing.Dressing
+    gives the brows its colour and paints its hair on the scalp with a soft hairline (the
+    hair shell sits inside it); without one the brow colour is drawn from ``rng``."""
     P, _ = position_map(size)
     x, y, z = P[..., 0], P[..., 1], P[..., 2]
     skin = _skin_tone(demo, rng)
@@ -125,7 +128,9 @@ def make_texture(demo: Demographics, rng: np.random.Generator, size: int = 1024)
     nostril = g2((0.0065, -0.0335, 0.099), (0.0032, 0.0018, 0.004))
     mul(smoothstep(0.3, 0.7, nostril), (0.25, 0.2, 0.2))
     # Brows, lash lines and lid creases
-    hair = _hair_color(demo, rng)
+    hair = _hair_color(demo, rng)  # drawn either way: the stream stays the same
+    if dressing is not None:
+        hair = np.asarray(dressing.brow_color, np.float64)
     for sign in (1.0, -1.0):
         u = (sign * x - H.EYE_CENTER[0] - 0.002) / 0.021
         yc = H.EYE_CENTER[1] + 0.0175 + 0.004 * (1 - u * u) - 0.002 * u
@@ -168,8 +173,25 @@ def make_texture(demo: Demographics, rng: np.random.Generator, size: int = 1024)
         mul(spots, (0.85, 0.8, 0.75))
         gray = img.mean(-1, keepdims=True)
         img[:] = 0.85 * img + 0.15 * gray
+    if dressing is not None:
+        _paint_scalp(img, P, size, dressing)
     _paint_patches(img, size, demo, skin, rng)
     return (np.clip(img, 0, 1) * 255).astype(np.uint8)
+
+
+def _paint_scalp(img: np.ndarray, P: np.ndarray, size: int, dressing) -> None:
+    """Hair colour over the style's coverage: fine strands at a soft, irregular hairline."""
+    from faces.hair import coverage
+
+    w = coverage(P.reshape(-1, 3), dressing.hair_style,
+                 np.random.default_rng([dressing.seed, 41])).reshape(size, size)
+    rng = np.random.default_rng([dressing.seed, 43])
+    strands = cv2.resize(rng.standard_normal((size // 4, size // 2)).astype(np.float32),
+                         (size, size), interpolation=cv2.INTER_CUBIC)
+    fine = np.clip(w + 0.35 * strands * (w > 0.02) * (w < 0.9), 0, 1)
+    col = np.asarray(dressing.hair_color, np.float32) * (0.9 + 0.1 * strands[..., None])
+    m = fine[..., None] * (P[..., 2:3] < 0.2)
+    img[:] = img * (1 - m) + col * m
 
 
 def _patch_grid(size: int, name: str):

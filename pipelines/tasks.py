@@ -2,6 +2,7 @@
 identity sampling, rendering with heatmaps, and encoding + writing one shard per identity."""
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
 import time
@@ -16,7 +17,9 @@ from faces.au import PSPI_MAX, pspi
 from faces.heatmap import displacement, heat_colors
 from faces.identity import make_identity
 from faces.models import make_face_model
-from faces.render import Camera, get_renderer
+from faces.photo import identity_setup, render_views
+from faces.render import get_renderer
+from faces.scene import Scene, camera_for, sample_scene
 from faces.rig import RIG_AUS
 from pipelines import storage
 
@@ -63,46 +66,73 @@ def identity_rows(batch: dict, cfg) -> dict:
 # ---- 2. render + heatmaps --------------------------------------------------------------------
 
 def render_rows(batch: dict, cfg) -> dict:
-    """Every expression x view: RGB, mask, heatmap (pain only) and the scalp mask per view."""
+    """Every expression x view: RGB, mask, head box, heatmap (pain only); the identity's
+    scene and dressing (scene columns); and the scalp mask per view for inpainting backends
+    that paint hair in 2-D (not needed under the built-in head's own hair)."""
     threads = max(1, int(round(cfg.generate.stages.render.num_cpus)))
     os.environ.setdefault("LP_NUM_THREADS", str(threads))
     model = face_model(cfg.face)
     r = get_renderer(num_threads=threads)
     rc = cfg.render
-    cams = [Camera(yaw_deg=float(y), pitch_deg=rc.camera.pitch_deg, distance=rc.camera.distance,
-                   fov_deg=rc.camera.fov_deg, target=tuple(model.camera_target))
-            for y in rc.yaws]
-    scalp_cols = np.zeros((model.template.n_vertices, 3), np.uint8)
-    scalp_cols[model.template.regions.get("scalp", [])] = 255
     B, E = batch["vertices"].shape[:2]
-    V, S = len(cams), rc.size
+    V, S = len(rc.yaws), rc.size
     rgb = np.zeros((B, E, V, S, S, 3), np.uint8)
     mask = np.zeros((B, E, V, S, S), bool)
     heat = np.zeros((B, E, V, S, S, 3), np.uint8)
-    scalp = np.zeros((B, V, S, S), bool)
+    boxes = np.zeros((B, E, V, 4), np.int32)
+    scene: dict[str, list] = {}
     for i in range(B):
         tex = batch["texture"][i] if "texture" in batch else None
         vcol = batch["vertex_colors"][i] if "vertex_colors" in batch else None
         neutral = batch["vertices"][i, 0]
+        setup = identity_setup(model, int(batch["seed"][i]), int(batch["identity"][i]),
+                               _demographics(batch, i), neutral, tex, rc)
+        for k, val in setup.columns().items():
+            scene.setdefault(k, []).append(val)
         for e in range(E):
-            mesh = model.mesh(batch["vertices"][i, e])
-            hc = None
-            if e > 0:
-                hc = heat_colors(displacement(neutral, mesh.vertices, mesh.faces),
-                                 cfg.heatmap.mode, cfg.heatmap.scale_m, cfg.heatmap.cmap)
-            for v, cam in enumerate(cams):
-                o = r.render(mesh, cam, S, texture=tex, vertex_colors=vcol, lighting=rc.lighting,
-                             outputs=("rgb", "mask"))
-                rgb[i, e, v], mask[i, e, v] = o["rgb"], o["mask"]
+            verts = batch["vertices"][i, e]
+            hc = None if e == 0 else heat_colors(displacement(neutral, verts, model.template.faces),
+                                                 cfg.heatmap.mode, cfg.heatmap.scale_m,
+                                                 cfg.heatmap.cmap)
+            for v, o in enumerate(render_views(r, model, setup, verts, tex, vcol, rc, hc)):
+                rgb[i, e, v], mask[i, e, v], boxes[i, e, v] = o["rgb"], o["mask"], o["head_box"]
                 if hc is not None:
-                    heat[i, e, v] = r.render(mesh, cam, S, vertex_colors=hc,
-                                             outputs=("vcolor",))["vcolor"]
-                if e == 0:
-                    scalp[i, v] = r.render(mesh, cam, S, vertex_colors=scalp_cols,
-                                           outputs=("vcolor",))["vcolor"][..., 0] > 127
-    batch["rgb"], batch["mask"], batch["heatmap"], batch["scalp"] = rgb, mask, heat, scalp
+                    heat[i, e, v] = o["heatmap"]
+    batch.update({"rgb": rgb, "mask": mask, "heatmap": heat, "head_box": boxes})
+    batch.update({f"scene_{k}": np.array(v, dtype=object if isinstance(v[0], str) else None)
+                  for k, v in scene.items()})
+    if needs_scalp(cfg):
+        batch["scalp"] = _scalp(batch, cfg, model, r)
     batch["yaws"] = np.tile(np.asarray(rc.yaws, np.float32), (B, 1))
     return batch
+
+
+def needs_scalp(cfg) -> bool:
+    return cfg.face.model != "builtin" or cfg.generate.stages.inpainting.backend != "builtin"
+
+
+def _scalp(batch: dict, cfg, model, r) -> np.ndarray:
+    """Where the bare head's scalp shows, per view of the neutral (in the scene's cameras)."""
+    rc = cfg.render
+    cols = np.zeros((model.template.n_vertices, 3), np.uint8)
+    cols[model.template.regions.get("scalp", [])] = 255
+    B, V = len(batch["identity"]), len(rc.yaws)
+    out = np.zeros((B, V, rc.size, rc.size), bool)
+    for i in range(B):
+        sc = sample_scene(int(batch["seed"][i]), int(batch["identity"][i]), rc)
+        mesh = model.mesh(batch["vertices"][i, 0])
+        for v, yaw in enumerate(rc.yaws):
+            cam = camera_for(rc, model.camera_target, yaw, sc)
+            out[i, v] = r.render(mesh, cam, rc.size, vertex_colors=cols,
+                                 outputs=("vcolor",))["vcolor"][..., 0] > 127
+    return out
+
+
+def _demographics(batch: dict, i: int):
+    from faces.demographics import Demographics
+
+    return Demographics(str(batch["age_group"][i]), str(batch["gender"][i]),
+                        str(batch["ethnicity"][i]))
 
 
 # ---- 3. encode + write ------------------------------------------------------------------------
@@ -112,6 +142,10 @@ def _png(a: np.ndarray) -> bytes:
     Image.fromarray(a).save(buf, format="PNG", compress_level=1)  # speed over size
     return buf.getvalue()
 
+
+SCENE_COLUMNS = tuple(f.name for f in dataclasses.fields(Scene)) + ("hair_style", "garment")
+SCENE_TYPES = {"background": pa.string(), "background_seed": pa.int64(),
+               "hair_style": pa.string(), "garment": pa.string()}
 
 FRAME_SCHEMA = pa.schema(
     [("sample_id", pa.string()), ("identity", pa.int64()), ("expression", pa.int16()),
@@ -123,6 +157,9 @@ FRAME_SCHEMA = pa.schema(
        ("shape_params", pa.list_(pa.float32())), ("expression_params", pa.list_(pa.float32()))]
     + [(k, pa.float32()) for k in EXTRA_COLS]
     + [("neutral_sample_id", pa.string()), ("face_model", pa.string())]
+    # the identity's scene and dressing (faces/photo.py) and each frame's head box
+    + [(k, SCENE_TYPES.get(k, pa.float32())) for k in SCENE_COLUMNS]
+    + [("head_box", pa.list_(pa.int32()))]
     # the AU read-back (actors/qa.py); null where the qa stage did not run
     + [("qa_face_found", pa.bool_())] + [(k, pa.float32()) for k in QA_COLUMNS]
     + [("qa_blendshapes", pa.list_(pa.float32())), ("qa_pass", pa.bool_())])
@@ -174,6 +211,9 @@ def frames_table(batch: dict, i: int, face_model_name: str) -> pa.Table:
                                                         np.float32))
             rows["neutral_sample_id"].append(sample_id(ident, 0, v))
             rows["face_model"].append(face_model_name)
+            for k in SCENE_COLUMNS:
+                rows[k].append(batch[f"scene_{k}"][i] if f"scene_{k}" in batch else None)
+            rows["head_box"].append(batch["head_box"][i, e, v] if "head_box" in batch else None)
             if "qa_face_found" in batch:
                 _qa_row(rows, batch, i, e, v)
     return table_from_rows(rows)

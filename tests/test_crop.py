@@ -23,17 +23,21 @@ def _gray(blob) -> np.ndarray:
 
 
 def test_face_box_keeps_the_pain_regions_and_drops_the_rest(data10):
-    """On every pain frame of a generated dataset (3 views): the square holds >= 98% of the
-    heatmap (every vertex an AU moves) and is at most 80% of the frame's side."""
+    """On every pain frame of a generated dataset (3 views): the square from the stored head
+    box holds >= 98% of the heatmap (every vertex an AU moves) and is at most 80% of the
+    frame's side."""
     from pathlib import Path
+
+    from train.crop import box_from_head
 
     kept, sides = [], []
     for shard in sorted((Path(data10) / "frames").glob("*.parquet")):
-        for r in pq.read_table(shard, columns=["mask", "heatmap"]).to_pylist():
+        for r in pq.read_table(shard, columns=["head_box", "heatmap"]).to_pylist():
             if r["heatmap"] is None:
                 continue
-            mask, heat = _gray(r["mask"]) > 0, _gray(r["heatmap"])
-            left, top, right, bottom = face_box(mask)
+            heat = _gray(r["heatmap"])
+            mask = heat  # the frame's shape
+            left, top, right, bottom = box_from_head(r["head_box"], heat.shape)
             assert right - left == bottom - top  # a square
             assert 0 <= left and 0 <= top and right <= mask.shape[1] and bottom <= mask.shape[0]
             kept.append(heat[top:bottom, left:right].sum() / heat.sum())
@@ -79,3 +83,24 @@ def test_image_and_heatmap_are_cut_by_the_same_box():
     half = decode_batch(batch, 16, half=True)
     assert half["image"].dtype == np.float16 and np.allclose(half["image"], out["image"],
                                                              atol=1e-2)
+
+
+def test_a_stored_head_box_wins_over_the_mask():
+    """Generated frames' masks cover hair, shoulders and clothes: the crop uses head_box."""
+    from train.crop import box_from_head
+
+    rng = np.random.default_rng(1)
+    img = rng.integers(0, 255, (64, 64, 3), np.uint8)
+    everything = np.full((64, 64), 255, np.uint8)
+    everything[:2] = 0  # foreground nearly everywhere (not the 'no outline' case)
+    batch = {"image": [_png(img)], "heatmap": [None], "mask": [_png(everything)], "pspi": [0],
+             "identity": [0], "head_box": [np.array([20, 4, 44, 60], np.int32)],
+             **{a: [0.0] for a in ("AU4", "AU6", "AU7", "AU9", "AU10", "AU43")}}
+    out = decode_batch(batch, 16)
+    box = box_from_head((20, 4, 44, 60), (64, 64))
+    assert box == face_box(np.pad(np.ones((56, 24), bool), ((4, 4), (20, 20))))
+    want = np.asarray(Image.fromarray(img).crop(box).resize((16, 16), Image.BILINEAR),
+                      np.float32)[..., 0] / 255
+    assert np.allclose(out["image"][0, 0] * 0.229 + 0.485, want, atol=1e-5)
+    batch["head_box"] = [None]  # older rows: the mask decides (here: nearly all of it)
+    assert not np.allclose(decode_batch(batch, 16)["image"], out["image"])

@@ -2,9 +2,9 @@ import cv2
 import numpy as np
 import pytest
 
-from faces.demographics import identity_rng, sample_demographics
+from faces.demographics import sample_demographics
 from faces.heatmap import displacement, heat_colors
-from faces.identity import make_appearance, make_identity, render_expression
+from faces.identity import identity_appearance, make_appearance, make_identity, render_expression
 from faces.render import Camera, RenderConfig
 
 
@@ -128,5 +128,28 @@ def test_one_identity_regenerates_identically(renderer, builtin_model):
     assert a.configs == b.configs and a.prompt == b.prompt and np.array_equal(a.shape, b.shape)
     assert a.demographics == sample_demographics(9, 42)
     ta = make_appearance(a, builtin_model).texture
-    tb = builtin_model.appearance(b.demographics, identity_rng(42, 9, "texture")).texture
+    tb = identity_appearance(builtin_model, 42, 9, b.demographics).texture
     assert np.array_equal(ta, tb)
+
+
+def test_scene_and_dressing_are_seeded_per_identity_and_switchable():
+    from faces.dressing import sample_dressing
+    from faces.scene import sample_scene
+
+    rc = RenderConfig()
+    assert sample_scene(42, 9, rc) == sample_scene(42, 9, rc)
+    demo = sample_demographics(9, 42)
+    assert sample_dressing(42, 9, demo) == sample_dressing(42, 9, demo)
+    scenes = [sample_scene(42, i, rc) for i in range(40)]
+    for field in ("light_azimuth_deg", "light_temperature_k", "camera_distance_m",
+                  "camera_roll_deg", "background"):
+        assert len({getattr(s, field) for s in scenes}) > 5, field  # identities differ
+    lo, hi = rc.vary.light_azimuth_deg
+    assert all(lo <= s.light_azimuth_deg <= hi for s in scenes)
+    off = RenderConfig()
+    off.vary.lighting = off.vary.background = off.vary.camera = False
+    fixed = [sample_scene(42, i, off) for i in range(10)]
+    f = fixed[0]
+    assert all(s == f for s in fixed)  # every identity in the preset's one set-up
+    assert (f.camera_distance_m, f.camera_roll_deg, f.light_temperature_k, f.background) == (
+        off.camera.distance, 0.0, 6500.0, "plain wall")

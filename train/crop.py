@@ -18,15 +18,26 @@ FULL = 0.9  # a mask covering more of the frame than this is no head outline (e.
 
 
 def face_box(mask: np.ndarray) -> tuple[int, int, int, int]:
-    """(left, top, right, bottom) of the face square in ``mask``'s pixels; the whole frame
-    when the mask outlines no head (empty or nearly full)."""
+    """(left, top, right, bottom) of the face square in ``mask``'s pixels (a mask of the
+    bare head); the whole frame when the mask outlines no head (empty or nearly full)."""
     h, w = mask.shape[:2]
     ys, xs = np.nonzero(mask)
     if len(ys) == 0 or len(ys) > FULL * h * w:
         return 0, 0, w, h
-    width = xs.max() - xs.min() + 1
+    return box_from_head((xs.min(), ys.min(), xs.max() + 1), (h, w))
+
+
+def box_from_head(head: tuple, shape: tuple[int, int]) -> tuple[int, int, int, int]:
+    """The face square from the head's extent (left, top, right[, bottom]) in a frame of
+    ``shape`` (h, w): generated frames store it (``head_box``), since their mask also
+    covers hair, shoulders and clothes."""
+    h, w = shape
+    left, top, right = (float(v) for v in head[:3])
+    width = right - left
+    if width <= 0:
+        return 0, 0, w, h
     side = int(min(h, w, round(SIDE * width)))
-    cx, cy = (xs.min() + xs.max()) / 2, ys.min() + CENTRE * width
+    cx, cy = (left + right) / 2, top + CENTRE * width
     left = int(np.clip(round(cx - side / 2), 0, w - side))  # shifted inside, never shrunk
     top = int(np.clip(round(cy - side / 2), 0, h - side))
     return left, top, left + side, top + side

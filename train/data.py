@@ -10,7 +10,7 @@ import pyarrow as pa
 from PIL import Image
 
 from pipelines.layout3dpain import load_frames_columns
-from train.crop import crop_resize, face_box
+from train.crop import box_from_head, crop_resize, face_box
 from train.metrics import AU_NAMES, GROUPS
 
 MEAN = np.array([0.485, 0.456, 0.406], np.float32)[:, None, None]
@@ -95,15 +95,24 @@ def _corrupt(col: str, ident, e: Exception) -> CorruptImage:
 
 
 def _boxes(batch: dict, crop: bool) -> list:
-    """Per row, the face box from its mask (None: the whole frame)."""
-    if not crop or "mask" not in batch:
-        return [None] * len(batch["identity"])
+    """Per row, the face box: from the stored head box (generated frames), else from the
+    mask of the bare head (older datasets); None: the whole frame."""
+    n = len(batch["identity"])
+    if not crop:
+        return [None] * n
+    heads = batch.get("head_box", [None] * n)
+    masks = batch.get("mask", [None] * n)
     out = []
-    for blob, ident in zip(batch["mask"], batch["identity"]):
+    for head, blob, img, ident in zip(heads, masks, batch["image"], batch["identity"]):
+        col = "image" if head is not None else "mask"
         try:
-            out.append(None if blob is None else face_box(np.asarray(_open(blob).convert("L"))))
+            if head is not None and len(head) == 4:
+                w, h = Image.open(io.BytesIO(img)).size  # reads the header only
+                out.append(box_from_head(head, (h, w)))
+            else:
+                out.append(None if blob is None else face_box(np.asarray(_open(blob).convert("L"))))
         except (OSError, ValueError, SyntaxError) as e:  # PIL's errors for bad image bytes
-            raise _corrupt("mask", ident, e) from None
+            raise _corrupt(col, ident, e) from None
     return out
 
 
@@ -138,6 +147,9 @@ def decode_batch(batch: dict, size: int, keep_groups: bool = False, crop: bool =
 
 READ_COLUMNS = ["sample_id", "identity", "image", "heatmap", "mask", "pspi"] + list(AU_NAMES) + \
     list(GROUPS)
+
+
+OPTIONAL_COLUMNS = ["head_box"]
 
 
 def sample_frames(frames: pa.Table, ids: list[int], max_frames: int, seed: int) -> set[str]:
@@ -235,10 +247,14 @@ def _read(data: str, ids: list[int]):
     if is_3dpain_layout(data):
         t = read_3dpain(data)
         t = t.filter(pc.is_in(t.column("identity"), pa.array(ids, pa.int64())))
-        return ray.data.from_arrow(t.select(READ_COLUMNS))
+        return ray.data.from_arrow(t.select(READ_COLUMNS + OPTIONAL_COLUMNS))
     loc = resolve(data)  # shards are per identity: read exactly this split's files
     paths = [loc.join("frames", shard_name(i)) for i in ids]
-    return ray.data.read_parquet(paths, filesystem=loc.fs).select_columns(READ_COLUMNS)
+    import pyarrow.parquet as pq
+
+    cols = READ_COLUMNS + [c for c in OPTIONAL_COLUMNS  # older datasets lack them
+                           if c in pq.read_schema(paths[0], filesystem=loc.fs).names]
+    return ray.data.read_parquet(paths, filesystem=loc.fs).select_columns(cols)
 
 
 def _reshuffled(ds, seed: int):
