@@ -225,8 +225,10 @@ def split_datasets(data: str, split: dict[str, list[int]], size: int,
         shuffle = name == "train"
         if shuffle and not cache:  # reorder the (small) encoded blocks, then decode
             ds = _reshuffled(ds, seed)
+        # float16 saves the train cache half its memory; val stays float32, so the AUROC a
+        # run records is the one `pain3d evaluate` (float32) reproduces from the checkpoint
         ds = ds.map_batches(decode_batch, fn_kwargs={"size": size, "crop": crop,
-                                                     "half": cache},
+                                                     "half": cache and shuffle},
                             batch_size=64, batch_format="numpy", num_cpus=decode_cpus)
         if cache:  # in block order, so that one seed gives one sequence of epochs
             ds.context.execution_options.preserve_order = True
