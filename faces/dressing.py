@@ -52,7 +52,7 @@ def sample_dressing(seed: int, identity: int, demo: Demographics) -> Dressing:
     base = base * rng.uniform(0.85, 1.15)
     grey = float(rng.uniform(0.35, 1.0)) if demo.age_group == "elderly" else 0.0
     hair = base + (GREY * rng.uniform(0.85, 1.05) - base) * grey
-    brow = base + (GREY - base) * 0.5 * grey  # brows grey later than the hair
+    brow = base + (GREY - base) * 0.25 * grey  # brows grey later than the hair
     garment = GARMENTS[rng.integers(len(GARMENTS))]
     palette = GARMENT_COLORS[garment]
     return Dressing(style, tuple(np.clip(hair, 0, 1).tolist()), round(grey, 3),

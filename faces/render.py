@@ -79,10 +79,10 @@ class Camera:
 @dataclass
 class Lighting:
     key_dir: tuple[float, float, float] = (-0.45, 0.55, 0.70)  # camera space, towards light
-    fill_dir: tuple[float, float, float] = (0.6, 0.1, 0.8)
+    fill_dir: tuple[float, float, float] = (0.0, 0.15, 1.0)  # soft, from the camera
     key: float = 0.85
-    fill: float = 0.30
-    ambient: float = 0.22
+    fill: float = 0.36
+    ambient: float = 0.26
     key_color: tuple[float, float, float] = (1.0, 1.0, 1.0)  # linear RGB
 
 

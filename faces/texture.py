@@ -102,7 +102,7 @@ def make_texture(demo: Demographics, rng: np.random.Generator, size: int = 1024,
     mul(g2((0.04, -0.02, 0.07), (0.018, 0.016, 0.03)) * 0.6, (1.03, 0.93, 0.93))
     mul(g((0, -0.02, 0.11), (0.008, 0.012, 0.02)) * 0.5, (1.02, 0.92, 0.92))
     mul(g2(H.EYE_CENTER + (0, -0.012, 0.012), (0.013, 0.006, 0.02)) * 0.5, (0.88, 0.85, 0.88))
-    mul(g2(H.EYE_CENTER + (0, 0.0, 0.01), (0.022, 0.016, 0.03)) * 0.35, (0.90, 0.88, 0.90))
+    mul(g2(H.EYE_CENTER + (0, 0.0, 0.01), (0.022, 0.016, 0.03)) * 0.7, (0.86, 0.83, 0.86))  # socket
     if demo.gender == "man":
         beard = rng.uniform(0.0, 0.6)
         mask = (smoothstep(-0.035, -0.055, y) * front * smoothstep(0.07, 0.05, np.abs(x))
@@ -142,12 +142,12 @@ def make_texture(demo: Demographics, rng: np.random.Generator, size: int = 1024,
         streak = cv2.resize(rng.standard_normal((size // 2, size // 32)).astype(np.float32),
                             (size, size), interpolation=cv2.INTER_CUBIC)
         strokes = np.clip(0.82 + 0.25 * streak, 0.45, 1.0)
-        blend(band * strokes, hair, 0.9 if not elderly else 0.75)
+        blend(band * strokes, hair, 0.9 if not elderly else 0.85)
         s, ang, rad = eye_local(P.reshape(-1, 3), sign)
         s, ang, rad = (a.reshape(size, size) for a in (s, ang, rad))
         a_up, a_lo = (a.reshape(size, size) for a in margin_angles(s.ravel()))
         near = (np.abs(s) < 1.12) * (rad < H.LID_R + 0.004) * (z > H.EYE_CENTER[2]) * (sign * x > 0)
-        lash = near * smoothstep(0.09, 0.0, ang - a_up) * (ang > a_up - 0.05)
+        lash = near * smoothstep(0.16, 0.0, ang - a_up) * (ang > a_up - 0.05)  # lash line
         blend(lash * smoothstep(1.12, 0.9, np.abs(s)), (0.06, 0.05, 0.05), 0.9)
         low = near * smoothstep(-0.05, 0.0, ang - a_lo) * (ang < a_lo + 0.02)
         mul(low * smoothstep(1.1, 0.8, np.abs(s)), (0.75, 0.7, 0.7))
@@ -215,7 +215,7 @@ def _paint_patches(img, size, demo, skin, rng):
     iris = np.asarray(_IRIS[name]) * rng.uniform(0.85, 1.15)
     ang = np.arctan2(pv - 0.5, pu - 0.5)
     streak = 1 + 0.18 * np.sin(ang * 23 + 3 * rho) * np.sin(ang * 7)
-    sclera = np.array([0.93, 0.90, 0.88]) - 0.12 * smoothstep(0.3, 0.6, rho)[..., None] * [0.0, 0.4, 0.4]
+    sclera = np.array([0.84, 0.80, 0.77]) - 0.12 * smoothstep(0.3, 0.6, rho)[..., None] * [0.0, 0.4, 0.4]
     eye = np.where((rho < 0.165)[..., None], iris * streak[..., None], sclera)
     eye = np.where((rho < 0.068)[..., None], np.array([0.02, 0.02, 0.02]), eye)
     limbus = np.exp(-((rho - 0.162) / 0.01) ** 2)[..., None]
