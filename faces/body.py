@@ -24,7 +24,7 @@ GARMENT_COLORS = {  # sRGB 0-1
     "sweater": [(0.30, 0.20, 0.15), (0.55, 0.12, 0.15), (0.20, 0.28, 0.40), (0.62, 0.58, 0.50)],
     "hospital gown": [(0.62, 0.74, 0.80), (0.70, 0.80, 0.72)],
 }
-AZ_STEPS = 160
+AZ_STEPS = 112
 NECK_AXIS_Z = -0.02
 
 
@@ -73,7 +73,7 @@ def body_mesh(neutral: np.ndarray, garment: str) -> tuple[Mesh, np.ndarray, np.n
         depth.append(base - y)
     below = [line * t for t in np.linspace(0, 1, 7)[1:]]  # skin down to the neckline
     n_skin = len(rows) + len(below)
-    below += [line + (0.35 - line) * t for t in np.linspace(0, 1, 40) ** 1.6]  # the garment
+    below += [line + (0.35 - line) * t for t in np.linspace(0, 1, 26) ** 1.8]  # the garment
     for u in below:
         rows.append(_section(theta, base - u, u))
         depth.append(u)

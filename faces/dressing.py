@@ -83,6 +83,7 @@ class Static:
     hair_colors: np.ndarray | None
     body_colors: np.ndarray
     body_materials: np.ndarray  # skin above the neckline, cloth below
+    dark: dict  # black colours per part, for heatmap renders (kept: the renderer reuses data)
 
 
 def build_static(neutral: np.ndarray, dressing: Dressing, skin) -> Static:
@@ -95,7 +96,9 @@ def build_static(neutral: np.ndarray, dressing: Dressing, skin) -> Static:
         hc = (np.clip(np.asarray(dressing.hair_color) * tint, 0, 1) * 255).astype(np.uint8)
     bc = body_colors(body, depth, is_skin, dressing.garment, dressing.garment_color, skin, rng)
     mats = np.where(is_skin, MATERIALS["skin"], MATERIALS["cloth"]).astype(np.float32)
-    return Static(hair, body, hc, bc, mats)
+    dark = {"body": np.zeros((body.n_vertices, 3), np.uint8),
+            "hair": None if hair is None else np.zeros((hair.n_vertices, 3), np.uint8)}
+    return Static(hair, body, hc, bc, mats, dark)
 
 
 def extras(static: Static, posed: np.ndarray, dressing: Dressing, heat: bool = False) -> list:
@@ -104,8 +107,10 @@ def extras(static: Static, posed: np.ndarray, dressing: Dressing, heat: bool = F
 
     lashes = lash_mesh(posed)
     lash_col = np.asarray(dressing.brow_color) * 0.45
-    parts = [(static.body, static.body_colors, static.body_materials),
+    lash_col = np.zeros(3) if heat else lash_col
+    parts = [(static.body, static.dark["body"] if heat else static.body_colors,
+              static.body_materials),
              (lashes, np.broadcast_to(lash_col, (lashes.n_vertices, 3)), "hair")]
     if static.hair is not None:
-        parts.append((static.hair, static.hair_colors, "hair"))
-    return [Extra(m, np.zeros((m.n_vertices, 3)) if heat else c, mat) for m, c, mat in parts]
+        parts.append((static.hair, static.dark["hair"] if heat else static.hair_colors, "hair"))
+    return [Extra(m, c, mat) for m, c, mat in parts]

@@ -97,10 +97,12 @@ class BuiltinFaceModel(FaceModel):
     def materials(self):
         from faces.render import MATERIALS
 
-        m = np.zeros(self.template.n_vertices, np.float32)
-        for part in ("eyeball_r", "eyeball_l"):
-            m[self._t.part_slices[part]] = MATERIALS["eye"]
-        return m
+        if getattr(self, "_materials", None) is None:  # one array: the renderer reuses its data
+            m = np.zeros(self.template.n_vertices, np.float32)
+            for part in ("eyeball_r", "eyeball_l"):
+                m[self._t.part_slices[part]] = MATERIALS["eye"]
+            self._materials = m
+        return self._materials
 
     def head_vertices(self):
         sl = self._t.part_slices

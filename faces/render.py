@@ -138,6 +138,7 @@ class Renderer:
         self._fbos: dict[tuple, object] = {}
         self._white = self.ctx.texture((1, 1), 3, bytes([255, 255, 255]))
         self._tex, self._tex_key = None, None
+        self._data: dict[tuple, tuple] = {}  # recent vertex data (see _prepared)
         self._lock = threading.Lock()
         self._thread = threading.get_ident()
 
@@ -236,6 +237,20 @@ class Renderer:
         return np.concatenate([v[f].reshape(-1, 3), normals[f].reshape(-1, 3), uv, col,
                                mat[f].reshape(-1, 1)], axis=1).astype(np.float32)
 
+    def _prepared(self, mesh: Mesh, colors, materials) -> np.ndarray:
+        """Vertex data of a draw, reused while the same arrays are drawn again (the views of
+        one expression; the static hair and body of one identity). Entries hold their arrays,
+        so an id is never reused while its entry lives."""
+        key = (id(mesh.vertices), id(mesh.faces), id(colors), id(materials))
+        hit = self._data.get(key)
+        if hit is not None and hit[0] is mesh.vertices and hit[1] is colors and hit[2] is materials:
+            return hit[3]
+        data = self._vertex_data(mesh, colors, materials)
+        self._data[key] = (mesh.vertices, colors, materials, data)
+        if len(self._data) > 16:
+            self._data.pop(next(iter(self._data)))
+        return data
+
     def _set_uniforms(self, prog, camera, lighting):
         view = camera.view()
         uniforms = {"albedo": 0, "key_strength": lighting.key, "fill_strength": lighting.fill,
@@ -266,7 +281,7 @@ class Renderer:
         draws += [(x.mesh, x.colors, MATERIALS[x.material] if isinstance(x.material, str)
                    else x.material, None) for x in extras]
         for m, colors, mats, t in draws:
-            vbo = ctx.buffer(self._vertex_data(m, colors, mats).tobytes())
+            vbo = ctx.buffer(self._prepared(m, colors, mats).tobytes())
             # skip_errors: attributes an output subset doesn't use are compiled away
             vao = ctx.vertex_array(prog, [(vbo, "3f 3f 2f 3f 1f", "in_pos", "in_normal", "in_uv",
                                            "in_color", "in_material")], skip_errors=True)
