@@ -106,6 +106,18 @@ class FaceReader:
             pass
 
 
+def blendshape_names() -> list[str]:
+    """MediaPipe's 52 blendshape names in the order ``qa_blendshapes`` stores them."""
+    from mediapipe.tasks.python.vision.face_landmarker import Blendshapes
+
+    def camel(name: str) -> str:
+        head, *rest = name.lower().split("_")
+        return head + "".join(w.title() for w in rest)
+
+    return ["_neutral" if b.name == "NEUTRAL" else camel(b.name)
+            for b in sorted(Blendshapes, key=lambda b: b.value)]
+
+
 def groups(landmarks: np.ndarray) -> dict[str, np.ndarray]:
     return {g: landmarks[idx] for g, idx in MP_GROUPS.items()}
 

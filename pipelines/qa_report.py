@@ -57,9 +57,12 @@ def qa_summary(t: pa.Table) -> dict | None:
         rho[au]["per_view"] = {k: _rho(a[au][pain & (a["view"] == int(k))],
                                        a[f"qa_{au}"][pain & (a["view"] == int(k))])["rho"]
                                for k in views}
+    from actors.qa import blendshape_names
+
     return {"frames": int(len(a["found"])), "face_found": round(float(a["found"].mean()), 4),
             "qa_pass": round(float(a["pass"].mean()), 4),
-            "failed_frames": int((~a["pass"]).sum()), "per_view": views, "spearman": rho}
+            "failed_frames": int((~a["pass"]).sum()), "per_view": views, "spearman": rho,
+            "blendshape_names": blendshape_names()}
 
 
 def qa_png(t: pa.Table, path: Path) -> None:

@@ -12,15 +12,20 @@ TINY_CONV = ["train.model.img_size=32", "train.model.backbone_kwargs={channels: 
              "train.use_gpu=false"]
 
 
+def tiny_args(identities: int, size: int, texture: int) -> list[str]:
+    """`pain3d generate` arguments of a small dataset: no meshes, no AU read-back (faces
+    this small are not found)."""
+    return ["--identities", str(identities), f"render.size={size}",
+            f"face.texture_size={texture}", "generate.write_meshes=false",
+            "generate.stages.qa.backend=none"]
+
+
 def tiny_dataset(tmp_path_factory, identities: int, size: int, texture: int) -> str:
-    """A small generated dataset (no meshes, no AU read-back: faces this small are not
-    found) in a fresh temporary folder."""
+    """A small generated dataset in a fresh temporary folder."""
     from cluster.cli import main
 
     out = tmp_path_factory.mktemp(f"d{identities}") / "ds"
-    assert main(["generate", "--identities", str(identities), "--out", str(out),
-                 f"render.size={size}", f"face.texture_size={texture}",
-                 "generate.write_meshes=false", "generate.stages.qa.backend=none"]) == 0
+    assert main(["generate", "--out", str(out), *tiny_args(identities, size, texture)]) == 0
     return str(out)
 
 

@@ -8,11 +8,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from cluster.cli import main
-from tests.conftest import TINY_TRAIN
+from tests.conftest import TINY_TRAIN, tiny_args
 from tests.sandbox import assert_kept, make_user_files, snapshot
 
-DATA10_ARGS = ["--identities", "10", "render.size=48", "face.texture_size=128",
-               "generate.write_meshes=false"]  # as conftest's data10 was made
+DATA10_ARGS = tiny_args(10, 48, 128)  # as conftest's data10 was made
 
 
 def _run(argv, capsys):

@@ -46,7 +46,10 @@ def test_eye_closure_is_read(reader, face):
     assert closed["eye_aperture"] < 0.5 * same["eye_aperture"]  # the aperture falls
     assert closed["AU43"] > 0.04
     assert abs(same["AU43"]) < 1e-9 and abs(same["AU6"]) < 1e-3  # a frame against itself
-    # MediaPipe's own blink blendshapes agree
+    # MediaPipe's own blink blendshapes agree; the manifest names them in the stored order
+    from actors.qa import blendshape_names
+
+    assert blendshape_names() == reader.blendshape_names
     i = reader.blendshape_names.index("eyeBlinkLeft")
     assert nb.blendshapes[i] > na.blendshapes[i] + 0.2
 
@@ -110,7 +113,7 @@ def test_qa_stage_in_a_12_identity_run(tmp_path_factory, ray_local):
     assert main(["generate", "--identities", "12", "--out", out, "render.size=128",
                  "face.texture_size=256", "generate.write_meshes=false"]) == 0
     qa = json.load(open(f"{out}/manifest.json"))["qa"]
-    assert qa["frames"] == 12 * 11 * 3
+    assert qa["frames"] == 12 * 11 * 3 and len(qa["blendshape_names"]) == 52
     for view in qa["per_view"].values():
         assert view["face_found"] >= 0.98, qa["per_view"]
     for au in PSPI_AUS:  # mixed-AU frames: every AU is read in order of its intensity
