@@ -12,7 +12,7 @@ import numpy as np
 
 from faces.body import GARMENT_COLORS, GARMENTS, body_colors, body_mesh
 from faces.demographics import Demographics, identity_rng
-from faces.hair import HAIR_STYLES, hair_mesh, lash_mesh
+from faces.hair import HAIR_STYLES, hair_mesh
 from faces.render import MATERIALS
 
 _STYLE_P = {  # (gender, age) -> probability of each of HAIR_STYLES
@@ -101,11 +101,11 @@ def build_static(neutral: np.ndarray, dressing: Dressing, skin) -> Static:
     return Static(hair, body, hc, bc, mats, dark)
 
 
-def extras(static: Static, posed: np.ndarray, dressing: Dressing, heat: bool = False) -> list:
-    """The Extra parts of one frame; ``heat``: all black (occluders of a heatmap render)."""
+def extras(static: Static, lashes, dressing: Dressing, heat: bool = False) -> list:
+    """The Extra parts of one frame (``lashes``: its :func:`faces.hair.lash_mesh`);
+    ``heat``: all black (occluders of a heatmap render)."""
     from faces.render import Extra
 
-    lashes = lash_mesh(posed)
     lash_col = np.asarray(dressing.brow_color) * 0.45
     lash_col = np.zeros(3) if heat else lash_col
     parts = [(static.body, static.dark["body"] if heat else static.body_colors,

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from faces.dressing import Dressing, Static, build_static, extras, sample_dressing, skin_color
+from faces.hair import lash_mesh
 from faces.scene import Scene, camera_for, lighting_for, sample_scene
 
 
@@ -53,8 +54,12 @@ def render_views(renderer, model, setup: Setup, vertices: np.ndarray, texture, v
     (occluded by hair and body like the face) when ``heat_colors`` are given."""
     mesh = model.mesh(vertices)
     mats = model.materials()
-    parts = extras(setup.static, vertices, setup.dressing) if setup.static else []
-    dark = extras(setup.static, vertices, setup.dressing, heat=True) if setup.static else []
+    parts, dark = [], []
+    if setup.static:
+        lashes = lash_mesh(vertices)
+        parts = extras(setup.static, lashes, setup.dressing)
+        if heat_colors is not None:
+            dark = extras(setup.static, lashes, setup.dressing, heat=True)
     out = []
     for yaw in rcfg.yaws:
         cam = camera_for(rcfg, model.camera_target, yaw, setup.scene)

@@ -12,6 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
+from actors.neutral_face import demographics_of
 from actors.qa import QA_COLUMNS
 from faces.au import PSPI_MAX, pspi
 from faces.heatmap import displacement, heat_colors
@@ -19,7 +20,7 @@ from faces.identity import make_identity
 from faces.models import make_face_model
 from faces.photo import identity_setup, render_views
 from faces.render import get_renderer
-from faces.scene import Scene, camera_for, sample_scene
+from faces.scene import Scene, camera_for
 from faces.rig import RIG_AUS
 from pipelines import storage
 
@@ -81,12 +82,14 @@ def render_rows(batch: dict, cfg) -> dict:
     heat = np.zeros((B, E, V, S, S, 3), np.uint8)
     boxes = np.zeros((B, E, V, 4), np.int32)
     scene: dict[str, list] = {}
+    scenes = []
     for i in range(B):
         tex = batch["texture"][i] if "texture" in batch else None
         vcol = batch["vertex_colors"][i] if "vertex_colors" in batch else None
         neutral = batch["vertices"][i, 0]
         setup = identity_setup(model, int(batch["seed"][i]), int(batch["identity"][i]),
-                               _demographics(batch, i), neutral, tex, rc)
+                               demographics_of(batch, i), neutral, tex, rc)
+        scenes.append(setup.scene)
         for k, val in setup.columns().items():
             scene.setdefault(k, []).append(val)
         for e in range(E):
@@ -102,7 +105,7 @@ def render_rows(batch: dict, cfg) -> dict:
     batch.update({f"scene_{k}": np.array(v, dtype=object if isinstance(v[0], str) else None)
                   for k, v in scene.items()})
     if needs_scalp(cfg):
-        batch["scalp"] = _scalp(batch, cfg, model, r)
+        batch["scalp"] = _scalp(batch, scenes, cfg, model, r)
     batch["yaws"] = np.tile(np.asarray(rc.yaws, np.float32), (B, 1))
     return batch
 
@@ -111,28 +114,21 @@ def needs_scalp(cfg) -> bool:
     return cfg.face.model != "builtin" or cfg.generate.stages.inpainting.backend != "builtin"
 
 
-def _scalp(batch: dict, cfg, model, r) -> np.ndarray:
-    """Where the bare head's scalp shows, per view of the neutral (in the scene's cameras)."""
+def _scalp(batch: dict, scenes: list[Scene], cfg, model, r) -> np.ndarray:
+    """Where the bare head's scalp shows, per view of the neutral (in each identity's
+    scene's cameras)."""
     rc = cfg.render
     cols = np.zeros((model.template.n_vertices, 3), np.uint8)
     cols[model.template.regions.get("scalp", [])] = 255
     B, V = len(batch["identity"]), len(rc.yaws)
     out = np.zeros((B, V, rc.size, rc.size), bool)
-    for i in range(B):
-        sc = sample_scene(int(batch["seed"][i]), int(batch["identity"][i]), rc)
+    for i, sc in enumerate(scenes):
         mesh = model.mesh(batch["vertices"][i, 0])
         for v, yaw in enumerate(rc.yaws):
             cam = camera_for(rc, model.camera_target, yaw, sc)
             out[i, v] = r.render(mesh, cam, rc.size, vertex_colors=cols,
                                  outputs=("vcolor",))["vcolor"][..., 0] > 127
     return out
-
-
-def _demographics(batch: dict, i: int):
-    from faces.demographics import Demographics
-
-    return Demographics(str(batch["age_group"][i]), str(batch["gender"][i]),
-                        str(batch["ethnicity"][i]))
 
 
 # ---- 3. encode + write ------------------------------------------------------------------------
@@ -163,7 +159,6 @@ FRAME_SCHEMA = pa.schema(
     # the AU read-back (actors/qa.py); null where the qa stage did not run
     + [("qa_face_found", pa.bool_())] + [(k, pa.float32()) for k in QA_COLUMNS]
     + [("qa_blendshapes", pa.list_(pa.float32())), ("qa_pass", pa.bool_())])
-QA_FIELDS = ("qa_face_found",) + QA_COLUMNS + ("qa_blendshapes", "qa_pass")
 
 
 def table_from_rows(rows: dict[str, list]) -> pa.Table:
