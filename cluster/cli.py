@@ -5,12 +5,14 @@ import argparse
 import os
 import sys
 import time
+from pathlib import Path
 
 from cluster import console
 from cluster.config import ConfigError
 from cluster.options import add_config_args, config_of
-from cluster.train_commands import (ablate_config, cmd_ablate, cmd_evaluate, cmd_train,
-                                    cmd_tune, train_config, tune_config)
+from cluster.train_commands import (ablate_config, cmd_ablate, cmd_crossval, cmd_evaluate,
+                                    cmd_train, cmd_tune, crossval_config, train_config,
+                                    tune_config)
 from cluster.validate import MAX_INDEX
 
 MAX_PREVIEW = 64  # identities on one contact sheet
@@ -83,6 +85,37 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_import(args) -> int:
+    from tqdm import tqdm
+
+    from pipelines import importers
+
+    bar = dict(unit="subject" if args.source == "unbc" else "identity", file=sys.stderr,
+               dynamic_ncols=True, desc=f"import {args.source}")
+    if args.source == "unbc":
+        from cluster.runtime import init_ray
+        from pipelines import unbc
+
+        cfg = config_of(args)
+        subjects = unbc.subjects_of(args.root)  # not the archive: one line, before Ray starts
+        init_ray(cfg.generate.ray, args.verbose)
+        with tqdm(total=len(subjects), **bar) as b:
+            m = unbc.run(args.root, args.out, args.size, args.overwrite, progress=b.update)
+        lines = unbc.summary_lines(m)
+    else:
+        from pipelines.layout3dpain import _index, import_3dpain
+
+        with tqdm(total=len(_index(Path(args.root))[1]), **bar) as b:
+            m = import_3dpain(args.root, args.out, args.missing_heatmaps, args.overwrite,
+                              progress=b.update)
+        c = m["counts"]
+        lines = [f"imported {c['frames']} frames ({c['heatmaps']} heatmaps) of "
+                 f"{c['identities']} identities"]
+    importers.warn_skips(m["skipped"])
+    print("\n".join(lines + [f"wrote {args.out} (manifest.json)"]))
+    return 0
+
+
 def cmd_report(args) -> int:
     from pipelines.card import write_card
 
@@ -93,7 +126,7 @@ def cmd_report(args) -> int:
 
 # what each command checks locally before anything runs (submit runs these too)
 LOCAL_CHECKS = {"generate": generate_config, "train": train_config, "ablate": ablate_config,
-                "tune": tune_config}
+                "tune": tune_config, "crossval": crossval_config}
 
 
 def cmd_submit(args) -> int:
@@ -169,6 +202,22 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("out", help="folder to write")
     e.set_defaults(func=cmd_export)
 
+    im = sub.add_parser("import", help="a real or released dataset into the frames table: "
+                        "UNBC-McMaster (aligned faces, labels checked) or the authors' 3DPain")
+    im.add_argument("source", choices=["unbc", "3dpain"], help="the layout of ROOT")
+    im.add_argument("root", help="the archive's folder (UNBC: the one holding Images/, "
+                    "Frame_Labels/, AAM_landmarks/; 3DPain: images/, annotations/, heatmaps/)")
+    im.add_argument("--out", required=True, help="dataset folder or s3://bucket/prefix to write")
+    im.add_argument("--size", type=int, default=224,
+                    help="UNBC: side of the aligned face square in pixels (default 224)")
+    im.add_argument("--missing-heatmaps", default="error", choices=["error", "skip"],
+                    help="3DPain: a pain frame without a heatmap stops the import (error, "
+                    "default) or is left out and counted (skip)")
+    im.add_argument("--overwrite", action="store_true",
+                    help="replace an import made with other settings")
+    add_config_args(im)
+    im.set_defaults(func=cmd_import)
+
     r = sub.add_parser("report", help="dataset card: PSPI histogram, demographics, preview")
     r.add_argument("dataset", help="pain3d dataset (folder or s3://) or a 3DPain-layout folder")
     r.add_argument("--out", default=None, help="card folder (default DATASET/card)")
@@ -215,6 +264,21 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_args(tu)
     tu.set_defaults(func=cmd_tune)
 
+    cv = sub.add_parser("crossval", help="subject-grouped K-fold cross-validation on real "
+                        "data (the paper's Table 3), folds as Ray Tune trials")
+    cv.add_argument("--data", default=None, help="dataset (e.g. from pain3d import unbc)")
+    cv.add_argument("--folds", type=int, default=None, help="K (default crossval.folds: 5)")
+    cv.add_argument("--init", default=None, help="checkpoint to fine-tune every fold from (a "
+                    "teacher or a student pretrained on pain3d data); default: the backbone's "
+                    "own weights")
+    cv.add_argument("--name", default="crossval", help="folder under train.storage")
+    cv.add_argument("--protocol", default="crossval", help="YAML layered over the preset with "
+                    "the fine-tuning settings (default configs/crossval.yaml)")
+    cv.add_argument("--resume", action="store_true",
+                    help="finish an interrupted cross-validation (finished folds are kept)")
+    add_config_args(cv)
+    cv.set_defaults(func=cmd_crossval)
+
     sm = sub.add_parser("submit", help="run generate/train/tune/... as a Ray job on a cluster",
                         description="Submits `pain3d COMMAND ARGS` as a Ray job: the project "
                         "as working_dir (no data, outputs or weights), S3/model-cache variables "
@@ -229,7 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
     sm.add_argument("--wait", action="store_true", help="follow the logs until the job ends")
     sm.add_argument("command_name", metavar="COMMAND",
                     choices=["generate", "train", "tune", "evaluate", "ablate", "export",
-                             "report"])
+                             "report", "import", "crossval"])
     sm.add_argument("args", nargs=argparse.REMAINDER, help="the command's own arguments")
     sm.set_defaults(func=cmd_submit)
 

@@ -24,7 +24,7 @@ from faces.identity import HeatmapConfig
 from faces.models import FaceConfig
 from faces.render import RenderConfig
 from pipelines.config import GenerateConfig
-from train.config import TrainConfig
+from train.config import CrossvalConfig, TrainConfig
 from tune.config import TuneConfig
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -42,6 +42,7 @@ class Pain3DConfig:
     generate: GenerateConfig = field(default_factory=GenerateConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     tune: TuneConfig = field(default_factory=TuneConfig)
+    crossval: CrossvalConfig = field(default_factory=CrossvalConfig)
 
     def to_dict(self) -> dict:
         return _plain(dataclasses.asdict(self))

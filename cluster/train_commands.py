@@ -161,3 +161,43 @@ def cmd_tune(args) -> int:
           f"{res['best']['val_macro_auroc']:.3f} -> {res['folder']}/best.yaml, leaderboard.md, "
           "results.csv, history.png, importance.png" + (", final.md" if res["final"] else ""))
     return 0
+
+
+def crossval_config(args):
+    """crossval: the protocol layer over the preset, --folds as an override, a plain name."""
+    flags = [f"crossval.folds={args.folds}"] if args.folds is not None else []
+    guard.check_name("cross-validation", args.name)
+    cfg = config_of(args, flags, layers=[args.protocol])
+    if not args.resume and not args.data:
+        raise ConfigError("pain3d crossval needs --data D (a dataset from pain3d import unbc, "
+                          "or any pain3d dataset)")
+    return cfg
+
+
+def cmd_crossval(args) -> int:
+    import dataclasses
+
+    from cluster.runtime import init_ray
+    from train.crossval import crossval
+
+    cfg = crossval_config(args)
+    if not getattr(args, "remote", False) and args.data and not args.resume:
+        from pipelines.layout3dpain import require_columns
+        from train.data import READ_COLUMNS
+
+        require_columns(args.data, READ_COLUMNS)
+    if args.init:  # a missing or broken checkpoint: one sentence before Ray starts
+        from train.loop import load_model
+        from train.run import fetch_checkpoint
+
+        load_model(fetch_checkpoint(args.init))
+    # Tune needs the dashboard (Ray Train's placement-group cleaner uses the state API)
+    init_ray(dataclasses.replace(cfg.generate.ray, include_dashboard=True), args.verbose)
+    s = crossval(cfg, args.data, args.name, init=args.init, resume=args.resume)
+    m = s["mean_std"]
+    folder = f"{cfg.train.storage.rstrip('/')}/{args.name}"
+    print(f"cross-validation {args.name} ({len(s['folds'])} folds, {len(s['trained'])} trained "
+          f"now): AUROC PSPI>=3 {m['auroc_pspi_ge3']['mean']:.3f} +- "
+          f"{m['auroc_pspi_ge3']['std']:.3f}, F1 {m['f1_pspi_ge3']['mean']:.3f}; AUROC PSPI>=2 "
+          f"{m['auroc_pspi_ge2']['mean']:.3f} -> {folder}/crossval.md, crossval.json")
+    return 0

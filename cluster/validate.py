@@ -98,6 +98,10 @@ RANGES: dict[str, tuple[float, float]] = {
     "tune.reduction_factor": (2, 100),
     "tune.cpus_per_trial": (0.01, 64),
     "tune.final_seeds": (0, 100),
+    "crossval.folds": (2, 1000),
+    "crossval.val_fraction": (0, 0.9),
+    "crossval.concurrent": (1, 1000),
+    "crossval.cpus_per_trial": (0.01, 64),
 }
 # task stages (render, write) need some CPU; a model stage may run with none (GPU only)
 RANGES["generate.stages.render.num_cpus"] = RANGES["generate.stages.write.num_cpus"] = (0.01, 256)
@@ -263,6 +267,11 @@ def _validate_train(cfg) -> None:
     if t.freeze_backbone_epochs > t.epochs:
         raise ConfigError(f"train.freeze_backbone_epochs ({t.freeze_backbone_epochs}) must be "
                           f"<= train.epochs ({t.epochs})")
+    from train.losses import CLASS_WEIGHTS
+
+    if t.class_weights not in CLASS_WEIGHTS:
+        raise ConfigError(f"unknown train.class_weights {t.class_weights!r}; use one of "
+                          f"{', '.join(CLASS_WEIGHTS)}")
 
 
 def _validate_tune(cfg) -> None:

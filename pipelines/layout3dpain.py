@@ -102,9 +102,15 @@ def _normalise_annotation(a: dict) -> dict:
     return out
 
 
-def read_3dpain(folder: str | Path) -> pa.Table:
-    """A 3DPain-layout folder -> the frames table (FRAME_SCHEMA)."""
-    root = Path(folder)
+MISSING_HEATMAPS = ("error", "skip")
+
+
+class MissingHeatmap(ValueError):
+    pass
+
+
+def _index(root: Path) -> tuple[dict, dict[str, list[Path]], dict[str, int]]:
+    """(annotations by (name, expression), image paths by identity name, name -> identity)."""
     for sub in ("images", "annotations"):
         if not (root / sub).is_dir():
             raise FileNotFoundError(f"{root} is not a 3DPain-layout folder: {sub}/ is missing")
@@ -117,53 +123,132 @@ def read_3dpain(folder: str | Path) -> pa.Table:
             ann[(m["id"], int(m["expr"]))] = _normalise_annotation(json.loads(p.read_text()))
         except (ValueError, json.JSONDecodeError) as e:
             raise ValueError(f"annotation {p} is not valid JSON ({e})") from e
-    names = sorted({m["id"] for p in (root / "images").glob("*.png")
-                    if (m := _STEM.match(p.stem))})
+    images: dict[str, list[Path]] = {}
+    for p in sorted((root / "images").glob("*.png")):
+        if (m := _STEM.match(p.stem)):
+            images.setdefault(m["id"], []).append(p)
+    names = sorted(images)
     numeric = all(re.search(r"\d+", n) for n in names)
     ids = {n: (int(re.findall(r"\d+", n)[-1]) if numeric else k) for k, n in enumerate(names)}
     if len(set(ids.values())) != len(ids):
         ids = {n: k for k, n in enumerate(names)}
+    return ann, images, ids
+
+
+def _heatmap(root: Path, name: str, expr: str, stem: str, missing: str) -> Path | None:
+    """The frame's heatmap: one per view (heatmaps/<stem>.png, as pain3d exports) or one per
+    pain expression (heatmaps/<id>_<expr>.png, as the authors release). None: skip the frame."""
+    for cand in (root / "heatmaps" / f"{stem}.png", root / "heatmaps" / f"{name}_{expr}.png"):
+        if cand.is_file():
+            return cand
+    if missing == "skip":
+        return None
+    raise MissingHeatmap(
+        f"pain frame images/{stem}.png has no heatmap (neither heatmaps/{stem}.png nor "
+        f"heatmaps/{name}_{expr}.png); restore it, or run pain3d import 3dpain ROOT --out DIR "
+        "--missing-heatmaps skip to leave such frames out (counted)")
+
+
+def identity_table(root: Path, name: str, ident: int, ann: dict, paths: list[Path],
+                   missing: str = "error") -> tuple[pa.Table, list[str]]:
+    """One identity's frames (FRAME_SCHEMA) and the pain frames skipped for lack of a
+    heatmap (``missing='skip'``)."""
     rows: dict[str, list] = {f.name: [] for f in FRAME_SCHEMA}
-    for p in sorted((root / "images").glob("*.png")):
+    any_ann = next((v for (n, _), v in ann.items() if n == name), {})
+    skipped = []
+    for p in paths:
         m = _STEM.match(p.stem)
-        if not m:
-            continue
-        name, view = m["id"], int(m["view"] or 0)
+        view = int(m["view"] or 0)
         e = 0 if m["expr"] == "neutral" else int(m["expr"])
         a = ann.get((name, e), {}) if e else {}
         if e and not a:
             raise ValueError(f"{p.name} has no annotation {name}_{m['expr']}.json")
-        any_ann = next((v for (n, _), v in ann.items() if n == name), {})
-        ident = ids[name]
-        aus = {k: float(a.get(k, 0.0)) for k in PSPI_COLS + EXTRA_COLS}
-        heat = root / "heatmaps" / p.name if e else None
-        if heat is not None and not heat.exists():
-            heat = None
-        image = p.read_bytes()
-        try:
-            with Image.open(io.BytesIO(image)) as im:
-                w, h = im.size
-        except Exception as err:  # noqa: BLE001
-            raise ValueError(f"{p} is not a readable PNG ({err})") from err
-        rows["sample_id"].append(sample_id(ident, e, view))
-        rows["identity"].append(ident)
-        rows["expression"].append(e)
-        rows["view"].append(view)
-        rows["yaw_deg"].append(float(a.get("yaw_deg", any_ann.get("yaw_deg", np.nan))))
-        for k in PSPI_COLS + EXTRA_COLS:
-            rows[k].append(aus[k])
-        rows["pspi"].append(int(a.get("pspi", round(pspi_of(aus)))) if e else 0)
-        for k in ("age_group", "gender", "ethnicity", "prompt"):
-            rows[k].append(str(a.get(k, any_ann.get(k, "unknown"))))
-        rows["seed"].append(int(a.get("seed", any_ann.get("seed", -1))))
-        rows["image"].append(image)
-        rows["heatmap"].append(heat.read_bytes() if heat else None)
-        rows["mask"].append(_full_mask(w, h))
-        rows["shape_params"].append([])
-        rows["expression_params"].append([aus[k] for k in PSPI_COLS + EXTRA_COLS])
-        rows["neutral_sample_id"].append(sample_id(ident, 0, view))
-        rows["face_model"].append("3dpain-release")
-    return table_from_rows(rows)
+        heat = _heatmap(root, name, m["expr"], p.stem, missing) if e else None
+        if e and heat is None:
+            skipped.append(f"images/{p.name}")
+            continue
+        _append(rows, p, ident, e, view, a, any_ann, heat)
+    return table_from_rows(rows), skipped
+
+
+def _append(rows: dict, p: Path, ident: int, e: int, view: int, a: dict, any_ann: dict,
+            heat: Path | None) -> None:
+    aus = {k: float(a.get(k, 0.0)) for k in PSPI_COLS + EXTRA_COLS}
+    image = p.read_bytes()
+    try:
+        with Image.open(io.BytesIO(image)) as im:
+            w, h = im.size
+    except Exception as err:  # noqa: BLE001
+        raise ValueError(f"{p} is not a readable PNG ({err})") from err
+    rows["sample_id"].append(sample_id(ident, e, view))
+    rows["identity"].append(ident)
+    rows["expression"].append(e)
+    rows["view"].append(view)
+    rows["yaw_deg"].append(float(a.get("yaw_deg", any_ann.get("yaw_deg", np.nan))))
+    for k in PSPI_COLS + EXTRA_COLS:
+        rows[k].append(aus[k])
+    rows["pspi"].append(int(a.get("pspi", round(pspi_of(aus)))) if e else 0)
+    for k in ("age_group", "gender", "ethnicity", "prompt"):
+        rows[k].append(str(a.get(k, any_ann.get(k, "unknown"))))
+    rows["seed"].append(int(a.get("seed", any_ann.get("seed", -1))))
+    rows["image"].append(image)
+    rows["heatmap"].append(heat.read_bytes() if heat else None)
+    rows["mask"].append(_full_mask(w, h))
+    rows["shape_params"].append([])
+    rows["expression_params"].append([aus[k] for k in PSPI_COLS + EXTRA_COLS])
+    rows["neutral_sample_id"].append(sample_id(ident, 0, view))
+    rows["face_model"].append("3dpain-release")
+
+
+def read_3dpain(folder: str | Path, missing: str = "error") -> pa.Table:
+    """A 3DPain-layout folder -> the frames table (FRAME_SCHEMA). A pain frame without a
+    heatmap is an error (``missing='error'``) or left out (``'skip'``)."""
+    root = Path(folder)
+    ann, images, ids = _index(root)
+    parts = [identity_table(root, n, ids[n], ann, images[n], missing)[0] for n in sorted(images)]
+    return pa.concat_tables(parts) if parts else table_from_rows(
+        {f.name: [] for f in FRAME_SCHEMA})
+
+
+def import_3dpain(folder: str, out: str, missing: str = "error", overwrite: bool = False,
+                  progress=None) -> dict:
+    """``pain3d import 3dpain``: one shard per identity, atomically; a re-run skips finished
+    identities. Returns the manifest (with the skipped frames counted)."""
+    from pipelines import importers
+    from pipelines.manifest import build_manifest
+
+    if missing not in MISSING_HEATMAPS:
+        raise ValueError(f"--missing-heatmaps must be one of {MISSING_HEATMAPS}, got {missing!r}")
+    root = Path(folder)
+    ann, images, ids = _index(root)
+    if missing == "error":  # every heatmap is looked for before anything is written
+        for name, paths in images.items():
+            for p in paths:
+                m = _STEM.match(p.stem)
+                if m["expr"] != "neutral":
+                    _heatmap(root, name, m["expr"], p.stem, missing)
+    settings = {"source": "3dpain-release", "root": str(root.resolve()),
+                "missing_heatmaps": missing}
+    loc, fresh, made_root = importers.prepare(out, settings, [folder], overwrite)
+    done = importers.finished(loc)
+    try:
+        for name in sorted(images):
+            if ids[name] not in done:
+                table, skipped = identity_table(root, name, ids[name], ann, images[name], missing)
+                importers.write_identity(loc, ids[name], table, {
+                    "identity": ids[name], "name": name, "frames": table.num_rows,
+                    "skipped": {"no heatmap": skipped} if skipped else {}})
+            if progress:
+                progress(1)
+    except BaseException:
+        if fresh:
+            importers.abandon(loc, made_root, [folder])
+        raise
+    m = build_manifest(loc, {"import": settings}, "")
+    m.update({"source": "3dpain-release", "import": settings,
+              "skipped": importers.fold_skips(importers.summaries(loc))})
+    storage.write_json(loc, "manifest.json", m)
+    return m
 
 
 def _full_mask(w: int, h: int) -> bytes:
@@ -212,6 +297,27 @@ def _frames_loc(path: str) -> storage.Location:
 
 def _frames(path: str):
     return frames_dataset(_frames_loc(path))
+
+
+def iter_frames(path: str, ids: list[int], batch: int = 64):
+    """Record batches of the frames of ``ids`` only: a pain3d dataset's shards of those
+    identities are streamed (a real dataset's images need not fit in memory)."""
+    import pyarrow.compute as pc
+    import pyarrow.dataset as pads
+
+    from pipelines.tasks import shard_name
+
+    if is_3dpain_layout(path):
+        t = read_3dpain(path)
+        yield from t.filter(pc.is_in(t.column("identity"), pa.array(ids, pa.int64()))
+                            ).to_batches(max_chunksize=batch)
+        return
+    loc = _frames_loc(path)
+    paths = [loc.join("frames", shard_name(i)) for i in sorted(set(ids))]
+    paths = [p for p in paths if loc.fs.get_file_info(p).type == pafs.FileType.File]
+    if paths:
+        yield from pads.dataset(paths, filesystem=loc.fs, format="parquet").to_batches(
+            batch_size=batch)
 
 
 def load_frames(path: str) -> pa.Table:

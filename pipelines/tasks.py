@@ -161,13 +161,14 @@ FRAME_SCHEMA = pa.schema(
     + [("qa_blendshapes", pa.list_(pa.float32())), ("qa_pass", pa.bool_())])
 
 
-def table_from_rows(rows: dict[str, list]) -> pa.Table:
-    """The frames table from column lists; columns left empty (optional ones) are null."""
+def table_from_rows(rows: dict[str, list], schema: pa.Schema = FRAME_SCHEMA) -> pa.Table:
+    """The frames table (or an importer's, ``schema``: FRAME_SCHEMA plus its own columns)
+    from column lists; columns left empty (optional ones) are null."""
     n = len(rows["sample_id"])
     for k, v in rows.items():
         if not v:
             v.extend([None] * n)
-    return pa.Table.from_pydict(rows, schema=FRAME_SCHEMA)
+    return pa.Table.from_pydict(rows, schema=schema)
 
 
 def sample_id(identity: int, expression: int, view: int) -> str:

@@ -180,13 +180,18 @@ def test_reader_tolerates_the_release_variations(tmp_path):
         {"AU04": 3, "au6": 2, "AU_7": 1, "AU9": 0, "AU10": 4, "AU43": 1, "PSPI": 10,
          "ethnicity": "Latino"}))
     (root / "annotations" / "subjB_1.json").write_text(json.dumps({"AU4": 1}))
+    # subjB_1 has no heatmap: an error naming it, or (skip) left out
+    with pytest.raises(ValueError, match="subjB_1.png has no heatmap"):
+        read_3dpain(root)
+    assert len(read_3dpain(root, missing="skip")) == 3
+    (root / "heatmaps" / "subjB_1.png").write_bytes(png.getvalue())
     t = read_3dpain(root).to_pylist()
     assert len(t) == 4
     a1 = next(r for r in t if r["identity"] == 0 and r["expression"] == 1)
     assert (a1["AU4"], a1["AU6"], a1["AU7"], a1["AU10"], a1["pspi"]) == (3, 2, 1, 4, 10)
     assert a1["heatmap"] is not None and a1["ethnicity"] == "Latino"
     b1 = next(r for r in t if r["identity"] == 1 and r["expression"] == 1)
-    assert b1["pspi"] == 1 and b1["heatmap"] is None  # PSPI from the AUs when not given
+    assert b1["pspi"] == 1  # PSPI from the AUs when not given
     assert b1["neutral_sample_id"] == sample_id(1, 0, 0)
     (root / "images" / "subjC_2.png").write_bytes(png.getvalue())
     with pytest.raises(ValueError, match="no annotation"):

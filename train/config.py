@@ -38,3 +38,17 @@ class TrainConfig:
     shuffle_buffer: int = 1024
     # leave frames that failed the AU read-back (qa_pass false) out of the train split
     exclude_qa_failures: bool = False
+    # class imbalance: PSPI cross-entropy weights from the training split's PSPI histogram,
+    # none | inverse (1/n_k) | sqrt_inverse (1/sqrt(n_k)), scaled to average 1 per frame
+    class_weights: str = "none"
+
+
+@dataclass
+class CrossvalConfig:
+    """``pain3d crossval``: subject-grouped K-fold cross-validation (configs/crossval.yaml)."""
+
+    folds: int = 5
+    # training subjects held out of each fold's training run to pick its best epoch
+    val_fraction: float = 0.2
+    concurrent: int = 1  # folds trained at once (Ray Tune trials), as the cluster has room
+    cpus_per_trial: float = 0.1  # the trial's own process; its training workers reserve theirs

@@ -22,13 +22,11 @@ PAPER_TABLE2 = {
 }
 
 
-def _batches(table, ids: list[int], cfg, batch: int = 64):
+def _batches(data: str, ids: list[int], cfg, batch: int = 64):
     """Decoded batches of ``ids``' frames as the model ``cfg`` (size, crop) was trained on."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
+    from pipelines.layout3dpain import iter_frames
 
-    table = table.filter(pc.is_in(table.column("identity"), pa.array(ids, pa.int64())))
-    for rb in table.to_batches(max_chunksize=batch):
+    for rb in iter_frames(data, ids, batch):
         b = decode_batch(rb.to_pydict(), cfg.img_size, keep_groups=True, crop=cfg.face_crop)
         yield {k: (torch.from_numpy(v) if v.dtype != object else v) for k, v in b.items()}
 
@@ -42,15 +40,12 @@ def evaluate(checkpoint: str, data: str, mode: str, split: dict, which: str = "t
     ids = split[which]
     if not ids:
         raise ValueError(f"the {which} split is empty")
-    from pipelines.layout3dpain import load_frames
-
     model = load_model(checkpoint)
     cpu = torch.device("cpu")
-    frames = load_frames(data)  # read once: the split scored and the training split
-    p = predict(model, _batches(frames, ids, model.cfg), mode, cpu)
+    p = predict(model, _batches(data, ids, model.cfg), mode, cpu)
     thresholds, source = {}, "none: F1 at 0.5 only (no training split recorded)"
     if split.get("train") and which != "all":
-        t = predict(model, _batches(frames, split["train"], model.cfg), mode, cpu)
+        t = predict(model, _batches(data, split["train"], model.cfg), mode, cpu)
         thresholds, source = calibrate_thresholds(t["logits"], t["y"]), "the training split"
     metrics = compute_metrics(p["logits"], p["y"], p["au"], p["au_true"], thresholds)
     groups = group_metrics(p["logits"], p["y"], {g: p[g] for g in GROUPS if g in p},

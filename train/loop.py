@@ -121,8 +121,10 @@ def _setup(config: dict, rank: int, world: int) -> steps.Worker:
     device = ray.train.torch.get_device()
     teacher = load_model(config["teacher_dir"]) if config.get("teacher_dir") else None
     steps_per_epoch = max(1, math.ceil(config["n_train"] / (cfg.batch_size * world)))
+    init = load_model(config["init_dir"]).state_dict() if config.get("init_dir") else None
     w = steps.build(cfg, config["mode"], teacher, device, config["seed"] * 1000 + rank,
-                    steps_per_epoch, wrap=_ddp if world > 1 else (lambda m: m))
+                    steps_per_epoch, wrap=_ddp if world > 1 else (lambda m: m), init=init,
+                    ce_weight=config.get("class_weights"))
     w.meta = config.get("meta")
     return w
 

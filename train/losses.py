@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -22,6 +23,26 @@ class LossWeights:
     au_distill: float = 0.3
     feature_distill: float = 0.5
     temperature: float = 4.0
+
+
+CLASS_WEIGHTS = ("none", "inverse", "sqrt_inverse")
+
+
+def class_weights(pspi, how: str, n_classes: int = 17) -> list[float] | None:
+    """Cross-entropy weights per PSPI level from the training labels ``pspi``: 1/n_k
+    (``inverse``) or 1/sqrt(n_k) (``sqrt_inverse``), scaled so that the training frames'
+    mean weight is 1 (the loss keeps its scale); absent levels get 0. None for ``none``."""
+    if how == "none":
+        return None
+    if how not in CLASS_WEIGHTS:
+        raise ValueError(f"unknown train.class_weights {how!r}; use one of {CLASS_WEIGHTS}")
+    n = np.bincount(np.asarray(pspi, int), minlength=n_classes).astype(float)
+    if not n.sum():
+        return None
+    w = np.zeros(n_classes)
+    seen = n > 0
+    w[seen] = 1 / (n[seen] if how == "inverse" else np.sqrt(n[seen]))
+    return (w * n.sum() / (w * n).sum()).tolist()
 
 
 def kl_distill(student_logits: torch.Tensor, teacher_logits: torch.Tensor, t: float) -> torch.Tensor:
@@ -44,9 +65,10 @@ class FeatureProjection(nn.Module):
 
 
 def vitpain_loss(out: dict, pspi: torch.Tensor, aus: torch.Tensor, w: LossWeights,
-                 teacher: dict | None = None, projection: nn.Module | None = None
-                 ) -> tuple[torch.Tensor, dict[str, float]]:
-    parts = {"ce": F.cross_entropy(out["pspi_logits"], pspi),
+                 teacher: dict | None = None, projection: nn.Module | None = None,
+                 ce_weight: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+    """``ce_weight``: per-class weights of the PSPI cross-entropy (class imbalance)."""
+    parts = {"ce": F.cross_entropy(out["pspi_logits"], pspi, weight=ce_weight),
              "au_mse": F.mse_loss(out["au"], aus)}
     total = w.pspi * parts["ce"] + w.au * parts["au_mse"]
     if teacher is not None:

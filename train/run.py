@@ -20,6 +20,7 @@ from pipelines import guard, storage
 from pipelines.layout3dpain import require_columns
 from train.data import (READ_COLUMNS, identity_table, make_split, qa_failures, split_datasets,
                         split_hash)
+from train.losses import class_weights
 from train.loop import train_func
 from train.progress import Watcher
 
@@ -116,11 +117,14 @@ def check_resumable(storage_uri: str, name: str) -> None:
 def train(cfg: "Pain3DConfig", mode: str, data: str, name: str, teacher: str | None = None,
           resume: bool = False, epoch_hook=None, distill: bool = True,
           seed: int | None = None, callbacks: list | None = None,
-          show_progress: bool = True) -> TrainResult:
+          show_progress: bool = True, split: dict | None = None,
+          init: str | None = None) -> TrainResult:
     """``distill=False`` trains the RGB model without a teacher (the ablation's first rows);
     ``seed`` seeds training (the split always uses the config's seed); ``callbacks`` go to
     Ray Train's RunConfig (a sweep passes Tune's report callback); ``show_progress``: an
-    epoch bar on stderr (off inside sweep trials)."""
+    epoch bar on stderr (off inside sweep trials); ``split``: the identities of each part
+    (a cross-validation fold's) instead of ``train.split``'s; ``init``: a checkpoint whose
+    weights the model starts from (its model config must be ``train.model``)."""
     tc = cfg.train
     if mode not in ("teacher", "student"):
         raise ValueError(f"unknown training mode {mode!r}; use teacher or student")
@@ -147,18 +151,21 @@ def train(cfg: "Pain3DConfig", mode: str, data: str, name: str, teacher: str | N
     # one sentence now, not a worker traceback later (columns, an empty part of the split)
     if existing is not None:
         require_columns(data, READ_COLUMNS)
-    split = existing if existing is not None else plan_split(cfg, data)
+    split = existing if existing is not None else split or plan_split(cfg, data)
     meta = {"mode": mode, "split": split, "split_hash": split_hash(split), "data": data}
+    init_dir = _init_dir(init, cfg) if init else None
+    weights = class_weights(_pspi_of(data, split["train"]), tc.class_weights)
     if teacher_dir is not None:
         check_teacher_split(teacher, teacher_dir, meta["split_hash"])
     try:  # from the run folder's first file on: a failure or Ctrl-C before any checkpoint
         storage.write_json(loc, f"{name}/split.json", split)  # removes the folder again
-        storage.write_json(loc, f"{name}/config.json", {"mode": mode, "data": data,
-                                                        "teacher": teacher,
-                                                        "config": cfg.to_dict()})
+        storage.write_json(loc, f"{name}/config.json", {
+            "mode": mode, "data": data, "teacher": teacher, "init": init,
+            "class_weights": weights, "config": cfg.to_dict()})
         trainer = _trainer(cfg, mode, data, name, split, loc, {
             "seed": cfg.seed if seed is None else seed, "teacher_dir": teacher_dir,
-            "epoch_hook": epoch_hook, "meta": meta}, callbacks)
+            "epoch_hook": epoch_hook, "meta": meta, "init_dir": init_dir,
+            "class_weights": weights}, callbacks)
         with (Watcher(tc.storage, name, tc.epochs, f"{mode} {name}") if show_progress
               else contextlib.nullcontext()):
             result = _fit(trainer)
@@ -168,6 +175,34 @@ def train(cfg: "Pain3DConfig", mode: str, data: str, name: str, teacher: str | N
             guard.guarded_delete(loc, name, inputs=[data, teacher or ""])
         raise
     return _finish(result, loc, name, tc.storage, split)
+
+
+def _pspi_of(data: str, ids: list[int]):
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from pipelines.layout3dpain import load_frames_columns
+
+    t = load_frames_columns(data, ["identity", "pspi"])
+    return t.filter(pc.is_in(t.column("identity"), pa.array(ids, pa.int64()))).column(
+        "pspi").to_numpy()
+
+
+def _init_dir(init: str, cfg: "Pain3DConfig") -> str:
+    """The local folder of the ``init`` checkpoint, whose model must be ``train.model``."""
+    from dataclasses import asdict
+
+    from train.loop import load_model
+
+    folder = fetch_checkpoint(init)
+    have = asdict(load_model(folder).cfg)
+    want = dict(asdict(cfg.train.model), pretrained_file=None)
+    if have != want:
+        diff = sorted(k for k in want if have.get(k) != want[k])
+        raise ValueError(f"--init {init} is a {have['backbone']} model that differs from "
+                         f"train.model in {', '.join(diff)}; train with the checkpoint's model "
+                         "config (pain3d crossval takes it from the checkpoint)")
+    return folder
 
 
 def _fit(trainer):

@@ -54,6 +54,7 @@ class Worker:
     frozen: bool | None = None
     scaler: torch.amp.GradScaler = field(default=None)
     meta: dict | None = None  # saved with each checkpoint (mode, split, split hash)
+    ce_weight: torch.Tensor | None = None  # PSPI class weights (train.class_weights)
 
     @property
     def projection(self):
@@ -85,10 +86,13 @@ def distills(cfg) -> bool:
 
 
 def build(cfg, mode: str, teacher: ViTPain | None, device, seed: int, steps_per_epoch: int,
-          wrap=lambda m: m) -> Worker:
-    """The model (a new ViTPain of ``cfg.model``), the frozen teacher (student mode, used
-    only when a distillation weight is positive), AdamW with backbone and head rates."""
-    model = ViTPain(cfg.model)
+          wrap=lambda m: m, init: dict | None = None, ce_weight=None) -> Worker:
+    """The model (a new ViTPain of ``cfg.model``, or starting from the ``init`` state dict of
+    a pretrained checkpoint), the frozen teacher (student mode, used only when a
+    distillation weight is positive), AdamW with backbone and head rates."""
+    model = ViTPain(cfg.model, weights_follow=init is not None)
+    if init is not None:
+        model.load_state_dict(init)
     if teacher is not None and not distills(cfg):
         teacher = None  # all distillation weights 0: the teacher plays no part
     inner: nn.Module = model
@@ -105,6 +109,8 @@ def build(cfg, mode: str, teacher: ViTPain | None, device, seed: int, steps_per_
     w = Worker(model, inner, teacher, opt, sched, cfg, mode, torch.device(device),
                torch.Generator().manual_seed(seed), wrap)
     w.scaler = torch.amp.GradScaler("cuda", enabled=w.use_amp)
+    if ce_weight is not None:
+        w.ce_weight = torch.as_tensor(ce_weight, dtype=torch.float32, device=device)
     return w
 
 
@@ -141,7 +147,8 @@ def train_step(w: Worker, b: dict) -> dict[str, float]:
         if w.teacher is not None:
             with torch.no_grad():
                 t_out = w.teacher(h)
-        loss, parts = vitpain_loss(out, b["pspi"], b["aus"], w.cfg.weights, t_out, w.projection)
+        loss, parts = vitpain_loss(out, b["pspi"], b["aus"], w.cfg.weights, t_out, w.projection,
+                                   w.ce_weight)
     w.opt.zero_grad(set_to_none=True)
     w.scaler.scale(loss).backward()
     w.scaler.unscale_(w.opt)

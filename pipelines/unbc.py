@@ -1,0 +1,296 @@
+"""``pain3d import unbc``: the UNBC-McMaster Shoulder Pain Expression Archive, as distributed,
+into the frames table (one shard per subject), in parallel on Ray Data.
+
+    Images/<subject>/<sequence>/<frame>.png                    e.g. 042-ll042/ll042t1aaaff/
+    Frame_Labels/PSPI/<subject>/<sequence>/<frame>_facs.txt     one float
+    Frame_Labels/FACS/<subject>/<sequence>/<frame>_facs.txt     rows "AU intensity x x"; empty: none
+    AAM_landmarks/<subject>/<sequence>/<frame>_aam.txt          66 rows "x y"
+    Sequence_Labels/{OPR,VAS}/<subject>/<sequence>.txt          one float (optional)
+
+Each frame is aligned from its landmarks (pipelines/align.py) to a ``size`` square framed like
+the synthetic training crop. The PSPI comes from the label file; the one computed from the FACS
+rows is kept beside it (``pspi_facs``) and every disagreement is counted and listed in the
+manifest, never corrected. Frames lacking a landmark or label file are skipped and counted.
+"""
+from __future__ import annotations
+
+import io
+import json
+import logging
+import re
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+from PIL import Image
+
+from faces.au import PSPI_MAX
+from pipelines import importers, storage
+from pipelines.align import align
+from pipelines.tasks import EXTRA_COLS, FRAME_SCHEMA, PSPI_COLS, table_from_rows
+
+log = logging.getLogger(__name__)
+REQUIRED = ("Images", "Frame_Labels/PSPI", "Frame_Labels/FACS", "AAM_landmarks")
+CODED_AUS = (4, 6, 7, 9, 10, 12, 20, 25, 26, 43)
+SEQUENCE_LABELS = ("OPR", "VAS")
+SKIP_KINDS = {"landmarks": "no AAM landmarks file", "pspi": "no PSPI label file",
+              "facs": "no FACS label file"}
+SCHEMA = pa.schema(list(FRAME_SCHEMA) + [
+    ("subject", pa.string()), ("sequence", pa.string()), ("frame", pa.int32()),
+    ("AU20", pa.float32()), ("pspi_facs", pa.float32()), ("opr", pa.float32()),
+    ("vas", pa.float32()), ("landmarks", pa.list_(pa.float32()))])
+
+
+class NotArchive(ValueError):
+    pass
+
+
+def subjects_of(root: str) -> list[str]:
+    """The subject folders of an archive root; one sentence when ROOT is not the archive."""
+    r = Path(root)
+    missing = [d for d in REQUIRED if not (r / d).is_dir()]
+    subjects = sorted(p.name for p in (r / "Images").iterdir() if p.is_dir()) \
+        if not missing else []
+    if missing or not subjects:
+        raise NotArchive(f"{root} is not the UNBC-McMaster archive: expected the folders "
+                         f"{', '.join(d + '/' for d in REQUIRED)} with one folder per subject "
+                         f"(e.g. Images/042-ll042/ll042t1aaaff/ll042t1aaaff001.png)"
+                         + (f"; missing {', '.join(missing)}" if missing else
+                            "; Images/ has no subject folders"))
+    return subjects
+
+
+def identities(subjects: list[str]) -> dict[str, int]:
+    """Subject folder -> identity: its leading number (042-ll042 -> 42), else its rank."""
+    nums = {s: int(m.group(1)) for s in subjects if (m := re.match(r"(\d+)", s))}
+    if len(nums) == len(subjects) and len(set(nums.values())) == len(nums):
+        return nums
+    return {s: k for k, s in enumerate(subjects)}
+
+
+def _floats(path: Path) -> list[list[float]]:
+    try:
+        return [[float(x) for x in line.split()] for line in path.read_text().splitlines()
+                if line.strip()]
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is not a UNBC label file of numbers ({e}); restore it from "
+                         "the archive") from None
+
+
+def read_pspi(path: Path) -> float:
+    rows = _floats(path)
+    if len(rows) != 1 or len(rows[0]) != 1:
+        raise ValueError(f"{path} should hold one PSPI value; restore it from the archive")
+    return rows[0][0]
+
+
+def read_facs(path: Path) -> dict[int, float]:
+    """{AU: intensity}; an empty file: no AU coded."""
+    out = {}
+    for row in _floats(path):
+        if len(row) < 2:
+            raise ValueError(f"{path}: each row should read 'AU intensity ...'; restore it "
+                             "from the archive")
+        out[int(round(row[0]))] = row[1]
+    return out
+
+
+def read_landmarks(path: Path) -> np.ndarray:
+    p = np.asarray(_floats(path), np.float64)
+    if p.shape != (66, 2):
+        raise ValueError(f"{path} should hold 66 rows 'x y', has shape {p.shape}; restore it "
+                         "from the archive")
+    return p
+
+
+def pspi_from_facs(aus: dict[int, float]) -> float:
+    a = lambda k: aus.get(k, 0.0)  # noqa: E731
+    return a(4) + max(a(6), a(7)) + max(a(9), a(10)) + a(43)
+
+
+def _sequence_labels(root: Path, subject: str, seq: str) -> dict[str, float | None]:
+    out = {}
+    for kind in SEQUENCE_LABELS:
+        f = root / "Sequence_Labels" / kind / subject / f"{seq}.txt"
+        out[kind.lower()] = read_pspi(f) if f.is_file() else None
+    return out
+
+
+def _png(a: np.ndarray, mode: str) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(a, mode).save(buf, format="PNG", compress_level=6)
+    return buf.getvalue()
+
+
+def _frame_index(stem: str) -> int:
+    m = re.search(r"(\d+)$", stem)
+    return int(m.group(1)) if m else -1
+
+
+def _image(path: Path) -> np.ndarray:
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB"))
+    except (OSError, SyntaxError) as e:
+        raise ValueError(f"{path} is not a readable image ({e}); restore it from the "
+                         "archive") from None
+
+
+def _frames(root: Path, subject: str):
+    """(sequence, frame stem, image path) of a subject, in order."""
+    for seq_dir in sorted(p for p in (root / "Images" / subject).iterdir() if p.is_dir()):
+        for img in sorted(seq_dir.glob("*.png")):
+            yield seq_dir.name, img.stem, img
+
+
+def import_subject(root: str, subject: str, ident: int, out: str, size: int) -> dict:
+    """Reads, aligns and writes one subject's shard; returns its summary (no Ray here)."""
+    r = Path(root)
+    rows: dict[str, list] = {f.name: [] for f in SCHEMA}
+    skipped: dict[str, list[str]] = {}
+    mismatches, seqs = [], {}
+    full = _png(np.full((size, size), 255, np.uint8), "L")
+    for seq, stem, img in _frames(r, subject):
+        files = {"landmarks": r / "AAM_landmarks" / subject / seq / f"{stem}_aam.txt",
+                 "pspi": r / "Frame_Labels" / "PSPI" / subject / seq / f"{stem}_facs.txt",
+                 "facs": r / "Frame_Labels" / "FACS" / subject / seq / f"{stem}_facs.txt"}
+        lacking = [k for k, f in files.items() if not f.is_file()]
+        for k in lacking:
+            skipped.setdefault(SKIP_KINDS[k], []).append(str(files[k].relative_to(r)))
+        if lacking:
+            continue
+        aus, label = read_facs(files["facs"]), read_pspi(files["pspi"])
+        if not 0 <= label <= PSPI_MAX:
+            raise ValueError(f"{files['pspi']} holds PSPI {label}, outside 0-{PSPI_MAX}; "
+                             "restore it from the archive")
+        computed = pspi_from_facs(aus)
+        if abs(label - computed) > 1e-6:
+            mismatches.append({"frame": stem, "pspi_label": label, "pspi_facs": computed})
+        face, pts = align(_image(img), read_landmarks(files["landmarks"]), size)
+        if seq not in seqs:
+            seqs[seq] = _sequence_labels(r, subject, seq)
+        _append(rows, subject, ident, seq, stem, aus, label, computed, seqs[seq],
+                _png(face, "RGB"), full, pts)
+    _link_neutrals(rows)
+    table = table_from_rows(rows, SCHEMA)
+    pspi = np.asarray(rows["pspi"], int)
+    summary = {"subject": subject, "identity": ident, "frames": len(pspi),
+               "sequences": len(seqs), "pspi_hist": np.bincount(
+                   pspi, minlength=PSPI_MAX + 1).tolist(),
+               "skipped": skipped, "mismatches": mismatches,
+               "sequence_labels": sorted({k for v in seqs.values() for k, x in v.items()
+                                          if x is not None})}
+    importers.write_identity(storage.resolve(out), ident, table, summary)
+    return summary
+
+
+def _append(rows, subject, ident, seq, stem, aus, label, computed, seq_labels, image, mask,
+            pts) -> None:
+    score = int(round(label))
+    rows["sample_id"].append(stem)
+    rows["identity"].append(ident)
+    rows["expression"].append(int(score > 0))  # 0: no pain, as a neutral frame
+    rows["view"].append(0)
+    rows["yaw_deg"].append(float("nan"))
+    for k in PSPI_COLS + EXTRA_COLS + ("AU20",):
+        rows[k].append(float(aus.get(int(k[2:]), 0.0)))
+    rows["pspi"].append(score)
+    for k in ("age_group", "gender", "ethnicity"):
+        rows[k].append("unknown")
+    rows["prompt"].append("")
+    rows["seed"].append(-1)
+    rows["image"].append(image)
+    rows["heatmap"].append(None)
+    rows["mask"].append(mask)  # the whole aligned square: the training crop keeps all of it
+    rows["shape_params"].append([])
+    rows["expression_params"].append([])
+    rows["face_model"].append("unbc-mcmaster")
+    rows["subject"].append(subject)
+    rows["sequence"].append(seq)
+    rows["frame"].append(_frame_index(stem))
+    rows["pspi_facs"].append(float(computed))
+    rows["opr"].append(seq_labels["opr"])
+    rows["vas"].append(seq_labels["vas"])
+    rows["landmarks"].append(pts.reshape(-1).tolist())
+
+
+def _link_neutrals(rows: dict) -> None:
+    """neutral_sample_id: the sequence's first PSPI-0 frame, else the subject's, else none."""
+    first_seq, first_any = {}, None
+    for sid, seq, p in zip(rows["sample_id"], rows["sequence"], rows["pspi"]):
+        if p == 0:
+            first_seq.setdefault(seq, sid)
+            first_any = first_any or sid
+    rows["neutral_sample_id"] = [first_seq.get(s, first_any) for s in rows["sequence"]]
+
+
+def manifest(loc: storage.Location, settings: dict) -> dict:
+    """Counts per subject, the PSPI histogram, the skips and the label mismatches."""
+    from pipelines.manifest import code_version
+
+    parts = sorted(importers.summaries(loc), key=lambda s: s["identity"])
+    hist = np.sum([s["pspi_hist"] for s in parts], axis=0).astype(int) if parts else \
+        np.zeros(PSPI_MAX + 1, int)
+    mism = [dict(m, subject=s["subject"]) for s in parts for m in s["mismatches"]]
+    frames = int(hist.sum())
+    return {
+        "format": "pain3d-frames/1", "source": "unbc-mcmaster", "import": settings,
+        "code_version": code_version(),
+        "counts": {"subjects": len(parts), "sequences": sum(s["sequences"] for s in parts),
+                   "frames": frames, "pspi_ge3": int(hist[3:].sum()),
+                   "pspi_le1_fraction": float(hist[:2].sum() / frames) if frames else None},
+        "per_subject": {s["subject"]: {
+            "identity": s["identity"], "frames": s["frames"], "sequences": s["sequences"],
+            "pspi_ge3": int(sum(s["pspi_hist"][3:])), "pspi_mismatches": len(s["mismatches"]),
+            "skipped": sum(len(v) for v in s["skipped"].values())} for s in parts},
+        "pspi_histogram": {"frames": hist.tolist()},
+        "pspi_mismatches": {"frames": len(mism), "list": mism},
+        "skipped": importers.fold_skips(parts),
+        "sequence_labels": sorted({k for s in parts for k in s["sequence_labels"]}),
+    }
+
+
+def run(root: str, out: str, size: int = 224, overwrite: bool = False, progress=None) -> dict:
+    """Imports every subject not yet finished in ``out``; returns the manifest."""
+    import ray
+
+    if not 16 <= size <= 1024:
+        raise ValueError(f"--size must be between 16 and 1024 pixels, got {size}")
+    subjects = subjects_of(root)
+    ids = identities(subjects)
+    settings = {"source": "unbc-mcmaster", "root": str(Path(root).resolve()), "size": size}
+    loc, fresh, made_root = importers.prepare(out, settings, [root], overwrite)
+    done = importers.finished(loc)
+    todo = [s for s in subjects if ids[s] not in done]
+    if progress:
+        progress(len(subjects) - len(todo))
+    try:
+        if todo:
+            ds = ray.data.from_items([{"subject": s, "identity": ids[s]} for s in todo],
+                                     override_num_blocks=len(todo))
+            ds = ds.map(_task, fn_kwargs={"root": root, "out": out, "size": size}, num_cpus=1)
+            for _ in ds.iter_rows():
+                if progress:
+                    progress(1)
+    except BaseException:
+        if fresh:
+            importers.abandon(loc, made_root, [root])
+        raise
+    m = manifest(loc, settings)
+    storage.write_json(loc, "manifest.json", m)
+    return m
+
+
+def _task(row: dict, root: str, out: str, size: int) -> dict:
+    s = import_subject(root, row["subject"], int(row["identity"]), out, size)
+    return {"subject": s["subject"], "summary": json.dumps({"frames": s["frames"]})}
+
+
+def summary_lines(m: dict) -> list[str]:
+    c = m["counts"]
+    hist = Counter({k: v for k, v in enumerate(m["pspi_histogram"]["frames"]) if v})
+    return [f"imported {c['frames']} frames of {c['subjects']} subjects ({c['sequences']} "
+            f"sequences); PSPI >= 3: {c['pspi_ge3']}; PSPI histogram {dict(sorted(hist.items()))}",
+            f"PSPI label vs FACS rows: {m['pspi_mismatches']['frames']} mismatch(es), kept as "
+            "labelled (listed in manifest.json)"]
