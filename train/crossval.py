@@ -41,7 +41,7 @@ COLUMNS = {"auroc_pspi_ge3": "AUROC ≥3", "f1_pspi_ge3": "F1 ≥3", "auroc_pspi
 PAPER_TABLE3 = [
     ("SVM [26]", "-", 0.84, None),
     ("Pairwise contrastive learning [30]", "-", 0.86, 0.56),
-    ("ViTPain baseline (paper)", "ImageNet-pretrained backbone", 0.83, None),
+    ("ViTPain baseline (paper)", "pretrained ViT backbone", 0.83, None),
     ("ViTPain w/ 3DPain (paper)", "3DPain pretraining", 0.90, None),
     ("ViTPain w/ 3DPain + heatmap supervision (paper)", "3DPain, heatmap-distilled", 0.91, 0.54),
 ]
@@ -142,7 +142,7 @@ def _train_folds(cfg, data, init, name, folds, todo, progress) -> None:
         tune.with_resources(fn, {"CPU": cfg.crossval.cpus_per_trial}),
         param_space={"fold": tune.grid_search(todo)},
         tune_config=tune.TuneConfig(max_concurrent_trials=cfg.crossval.concurrent),
-        run_config=tune.RunConfig(name=f"folds-{'-'.join(map(str, todo))}",
+        run_config=tune.RunConfig(name=f"folds-{'-'.join(map(str, todo))}", verbose=1,
                                   storage_path=f"{root.rstrip('/')}/{name}/tune",
                                   storage_filesystem=loc.fs if loc.is_s3 else None))
     grid = tuner.fit()
@@ -177,12 +177,33 @@ def crossval(cfg: "Pain3DConfig", data: str, name: str = "crossval", init: str |
     return {**summary, "trained": todo}
 
 
+UNBC_FRAMES = 48_398  # the whole archive, as the paper uses it
+
+
+def protocol_differences(data: str, folds: int, max_frames: int | None) -> list[str]:
+    """How this run's protocol differs from the paper's Table 3 (empty: it matches)."""
+    m = storage.read_json(storage.resolve(data), "manifest.json") or {}
+    out = []
+    if m.get("source") != "unbc-mcmaster":
+        out.append(f"the data is not the UNBC-McMaster archive (source: "
+                   f"{m.get('source', 'a generated pain3d dataset')})")
+    elif m.get("counts", {}).get("frames") != UNBC_FRAMES:
+        out.append(f"{m['counts']['frames']:,} frames, not the archive's {UNBC_FRAMES:,}")
+    if folds != 5:
+        out.append(f"{folds} folds, not 5")
+    if max_frames:
+        out.append(f"train.max_frames={max_frames} subsamples the frames")
+    return out
+
+
 def summarise(record: dict, results: list[dict], cfg) -> dict:
     table = {m: dict(zip(("mean", "std", "n"), mean_std([r["metrics"].get(m) for r in results])))
              for m in COLUMNS}
     return {"data": record["data"], "init": record["init"], "folds": record["folds"],
             "folds_hash": record["folds_hash"], "class_weights": cfg.train.class_weights,
             "backbone": cfg.train.model.backbone, "epochs": cfg.train.epochs,
+            "protocol_differences": protocol_differences(record["data"], len(record["folds"]),
+                                                         cfg.train.max_frames),
             "per_fold": results, "mean_std": table}
 
 
@@ -226,10 +247,13 @@ def markdown(s: dict, name: str, others: dict | None = None) -> str:
         lines.append(f"| {r['fold']} | {', '.join(map(str, r['test_subjects']))} | {r['frames']} | "
                      + " | ".join(f"{r['metrics'].get(c, float('nan')):.3f}" for c in cols) + " |")
     lines.append("| mean ± std | | | " + " | ".join(_cell(s["mean_std"][c]) for c in cols) + " |")
+    diff = s["protocol_differences"]
     lines += ["", "## Table 3: binary pain detection, PSPI ≥ 3", "",
-              "The paper's rows are its 5-fold subject-grouped CV on all 48,398 UNBC-McMaster "
-              "frames with a pretrained ViT; ours compare only when this run used the same "
-              "archive, 5 folds and no frame subsampling. Mean ± std over folds.", "",
+              "The paper's rows: 5-fold subject-grouped CV on all 48,398 UNBC-McMaster frames. "
+              + ("This run follows the same protocol (archive, folds, frames); models and "
+                 "training budgets differ." if not diff else
+                 "**This run is not comparable to them**: " + "; ".join(diff) + "."),
+              "Ours: mean ± std over folds.", "",
               "| method | initialised from | AUROC | F1 |", "|---|---|---|---|"]
     lines += [f"| {m} | {src} | {auc:.2f} | {'-' if f1 is None else f'{f1:.2f}'} |"
               for m, src, auc, f1 in PAPER_TABLE3]

@@ -1,0 +1,133 @@
+"""`pain3d crossval`: seeded subject-grouped folds, class weights for imbalance, fine-tuning from
+a checkpoint, and (slow) the whole protocol on a UNBC-layout import: folds disjoint and covering,
+one table row per fold, --init from a pain3d-trained checkpoint, --resume training nothing."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from cluster.cli import main
+from tests.conftest import TINY_TRAIN
+from tests.unbc_fixture import build_unbc_tree
+from train.crossval import fold_split, make_folds, markdown, protocol_differences
+from train.losses import class_weights
+
+
+def test_folds_are_seeded_disjoint_and_cover_every_subject():
+    subjects = list(range(40, 65))  # UNBC: 25 subjects
+    folds = make_folds(subjects, 5, seed=0)
+    assert [len(f) for f in folds] == [5] * 5
+    flat = [s for f in folds for s in f]
+    assert sorted(flat) == subjects and len(set(flat)) == 25
+    assert make_folds(subjects, 5, seed=0) == folds and make_folds(subjects, 5, seed=1) != folds
+    for k in range(5):
+        sp = fold_split(folds, k, 0.2, seed=0)
+        assert sp["test"] == folds[k] and len(sp["val"]) == 4 and len(sp["train"]) == 16
+        assert not set(sp["train"]) & set(sp["val"]) and not set(sp["test"]) & set(sp["train"])
+        assert sorted(sp["train"] + sp["val"] + sp["test"]) == subjects
+    with pytest.raises(ValueError, match="--folds 30 needs between 2 and 25"):
+        make_folds(subjects, 30, 0)
+
+
+def test_class_weights_balance_the_levels():
+    y = np.array([0] * 800 + [1] * 100 + [3] * 80 + [9] * 20)
+    w = np.asarray(class_weights(y, "inverse"))
+    per_level = np.bincount(y, minlength=17) * w  # each present level's total weight
+    present = per_level[per_level > 0]
+    np.testing.assert_allclose(present, present[0])  # inverse: equal total per level
+    assert w[2] == 0 and np.isclose(w[y].mean(), 1)  # absent level: 0; mean weight per frame 1
+    s = np.asarray(class_weights(y, "sqrt_inverse"))
+    np.testing.assert_allclose(s[9] / s[0], np.sqrt(800 / 20))
+    assert np.isclose(s[y].mean(), 1) and class_weights(y, "none") is None
+    with pytest.raises(ValueError, match="unknown train.class_weights"):
+        class_weights(y, "balanced")
+
+
+def test_weighted_cross_entropy_changes_the_loss():
+    from train.losses import LossWeights, vitpain_loss
+
+    torch.manual_seed(0)
+    out = {"pspi_logits": torch.randn(8, 17), "au": torch.zeros(8, 6), "cls": torch.zeros(8, 4)}
+    y = torch.tensor([0, 0, 0, 0, 0, 0, 3, 9])
+    plain, _ = vitpain_loss(out, y, torch.zeros(8, 6), LossWeights())
+    w = torch.tensor(class_weights(y.numpy(), "inverse"), dtype=torch.float32)
+    weighted, _ = vitpain_loss(out, y, torch.zeros(8, 6), LossWeights(), ce_weight=w)
+    ce = torch.nn.functional.cross_entropy(out["pspi_logits"], y, reduction="none")
+    expect = (ce * w[y]).sum() / w[y].sum()
+    assert torch.isclose(weighted, expect) and not torch.isclose(weighted, plain)
+
+
+def test_init_starts_every_fold_from_the_checkpoint(tmp_path):
+    from cluster.config import load_config
+    from train import steps
+    from train.loop import load_model, save_model
+    from train.model import ViTPain
+
+    cfg = load_config("local", TINY_TRAIN).train
+    torch.manual_seed(5)
+    pretrained = ViTPain(cfg.model)
+    save_model(pretrained, tmp_path / "ckpt")
+    init = load_model(tmp_path / "ckpt").state_dict()
+    w = steps.build(cfg, "student", None, "cpu", 0, 1, init=init)
+    fresh = steps.build(cfg, "student", None, "cpu", 0, 1)
+    x = torch.randn(2, 3, 32, 32)
+    pretrained.eval(), w.model.eval(), fresh.model.eval()
+    assert torch.equal(w.model(x)["pspi_logits"], pretrained(x)["pspi_logits"])
+    assert not torch.equal(fresh.model(x)["pspi_logits"], pretrained(x)["pspi_logits"])
+
+
+def test_table_names_the_protocol_differences(tmp_path):
+    (tmp_path / "manifest.json").write_text(json.dumps({"source": "unbc-mcmaster",
+                                                        "counts": {"frames": 48_398}}))
+    assert protocol_differences(str(tmp_path), 5, None) == []
+    diff = protocol_differences(str(tmp_path), 3, 1000)
+    assert diff == ["3 folds, not 5", "train.max_frames=1000 subsamples the frames"]
+    fold = {"fold": 0, "test_subjects": [1], "frames": 9,
+            "metrics": {"auroc_pspi_ge3": 0.7, "f1_pspi_ge3": 0.5}}
+    cell = {"mean": 0.7, "std": float("nan"), "n": 1}
+    s = {"folds": [[1]], "data": "d", "init": None, "backbone": "resnet18", "epochs": 1,
+         "class_weights": "sqrt_inverse", "protocol_differences": diff, "per_fold": [fold],
+         "mean_std": {k: cell for k in ("auroc_pspi_ge3", "f1_pspi_ge3", "auroc_pspi_ge2",
+                                        "f1_pspi_ge2", "acc", "pearson_r", "mae_expected")}}
+    md = markdown(s, "cv")
+    assert "**This run is not comparable to them**: 3 folds, not 5" in md
+    assert "| ours: cv | resnet18's own weights (no --init) | 0.700 |" in md
+
+
+@pytest.mark.slow  # ~4 min: a teacher, then two 3-fold cross-validations of tiny models
+def test_crossval_on_a_unbc_layout_import(data10, ray_local, tmp_path, capsys):
+    root, runs, data = tmp_path / "archive", tmp_path / "runs", tmp_path / "unbc"
+    build_unbc_tree(data10, root, subjects=6)
+    assert main(["import", "unbc", str(root), "--out", str(data), "--size", "48"]) == 0
+    tiny = TINY_TRAIN + [f"train.storage={runs}", "train.epochs=1", "train.num_workers=1"]
+    assert main(["crossval", "--data", str(data), "--folds", "3", "--name", "scratch"]
+                + tiny) == 0
+    cv = runs / "scratch"
+    s = json.loads((cv / "crossval.json").read_text())
+    subjects = [s for f in s["folds"] for s in f]
+    assert sorted(subjects) == list(range(101, 107)) and len(set(subjects)) == 6
+    assert [f["test_subjects"] for f in s["per_fold"]] == s["folds"]
+    for f in s["per_fold"]:  # each fold trained without its test subjects
+        split = json.loads((cv / f"fold-{f['fold']}" / "split.json").read_text())
+        assert not set(split["train"] + split["val"]) & set(f["test_subjects"])
+        assert np.isfinite(f["metrics"]["auroc_pspi_ge2"]) and "f1_pspi_ge3" in f["metrics"]
+    md = (cv / "crossval.md").read_text()
+    assert sum(line.startswith(f"| {k} |") for k in range(3) for line in md.splitlines()) == 3
+    assert "class imbalance: PSPI cross-entropy weights `sqrt_inverse`" in md
+    cfg = json.loads((cv / "fold-0" / "config.json").read_text())
+    assert len(cfg["class_weights"]) == 17
+    # --resume of a finished cross-validation trains nothing
+    stamps = {p: p.stat().st_mtime_ns for p in cv.rglob("*") if "checkpoint_" in str(p)}
+    capsys.readouterr()
+    assert main(["crossval", "--name", "scratch", "--resume", f"train.storage={runs}"]) == 0
+    assert "3 of 3 folds already finished: not retrained" in capsys.readouterr().out
+    assert {p: p.stat().st_mtime_ns for p in cv.rglob("*") if "checkpoint_" in str(p)} == stamps
+    # fine-tuning from a pain3d-trained checkpoint; its row joins the same Table 3
+    assert main(["train", "teacher", "--data", data10, "--name", "pre"] + tiny) == 0
+    ckpt = (runs / "pre" / "best_checkpoint.txt").read_text()
+    assert main(["crossval", "--data", str(data), "--folds", "3", "--name", "pretrained",
+                 "--init", ckpt] + tiny) == 0
+    md = (runs / "pretrained" / "crossval.md").read_text()
+    assert f"| ours: pretrained | checkpoint {ckpt} |" in md and "| ours: scratch |" in md
+    assert json.loads((runs / "pretrained" / "fold-1" / "config.json").read_text())["init"] == ckpt
