@@ -3,11 +3,19 @@ function does every local check of its command (``submit`` runs them too)."""
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 from cluster.config import ConfigError
 from cluster.options import config_of
 from pipelines import guard
+
+
+def absolute(path: str | None) -> str | None:
+    """A local path made absolute: Tune runs each trial in a working directory of its own."""
+    if path and "://" not in path and Path(path).expanduser().exists():
+        return str(Path(path).expanduser().resolve())
+    return path
 
 
 def train_config(args):
@@ -32,7 +40,12 @@ def cmd_train(args) -> int:
 
     cfg = train_config(args)
     init_ray(cfg.generate.ray, args.verbose)
-    res = train(cfg, args.mode, args.data, args.name, teacher=args.teacher, resume=args.resume)
+    distill = args.mode == "student" and args.teacher is not None
+    if args.mode == "student" and not distill:
+        print("no --teacher: the RGB student trains without heatmap distillation",
+              file=sys.stderr)
+    res = train(cfg, args.mode, args.data, args.name, teacher=args.teacher, resume=args.resume,
+                distill=distill)
     m = res.best_metrics
     print(f"{args.mode} run {res.run}: best val macro AUROC "
           f"{m.get('val_macro_auroc', float('nan')):.3f} (epoch {m.get('epoch', '?')}), "
@@ -142,7 +155,7 @@ def cmd_tune(args) -> int:
     from tune.sweep import read_sweep, sweep
 
     cfg = tune_config(args)
-    data, teacher = args.data, args.teacher
+    data, teacher = absolute(args.data), absolute(args.teacher)
     if args.resume:  # a restored sweep runs exactly what it started with
         prior = read_sweep(cfg.tune.storage, args.name)
         if prior is not None:
@@ -193,7 +206,8 @@ def cmd_crossval(args) -> int:
         load_model(fetch_checkpoint(args.init))
     # Tune needs the dashboard (Ray Train's placement-group cleaner uses the state API)
     init_ray(dataclasses.replace(cfg.generate.ray, include_dashboard=True), args.verbose)
-    s = crossval(cfg, args.data, args.name, init=args.init, resume=args.resume)
+    s = crossval(cfg, absolute(args.data), args.name, init=absolute(args.init),
+                 resume=args.resume)
     m = s["mean_std"]
     folder = f"{cfg.train.storage.rstrip('/')}/{args.name}"
     print(f"cross-validation {args.name} ({len(s['folds'])} folds, {len(s['trained'])} trained "

@@ -43,20 +43,27 @@ def _frame(row: dict, angle: float) -> tuple[np.ndarray, np.ndarray]:
     return canvas, pts
 
 
-def build_unbc_tree(dataset: str, root: Path, subjects: int | None = None) -> dict:
+def build_unbc_tree(dataset: str, root: Path, subjects: int | None = None,
+                    all_views: bool = False) -> dict:
     """Writes the tree; returns what an import must reproduce: per frame stem its subject,
-    sequence, AUs, PSPI label and PSPI from the FACS rows, plus the defects planted."""
+    sequence, AUs, PSPI label and PSPI from the FACS rows, plus the defects planted. Each
+    identity's frontal frames make two sequences (``all_views``: every view's, two each)."""
     t = load_frames(dataset)
-    front = min(set(t.column("yaw_deg").to_pylist()), key=abs)
-    rows = [r for r in t.to_pylist() if r["yaw_deg"] == front]
+    yaws = sorted(set(t.column("yaw_deg").to_pylist()), key=abs)
+    views = yaws if all_views else yaws[:1]
+    rows = [r for r in t.to_pylist() if r["yaw_deg"] in views]
     ids = sorted({r["identity"] for r in rows})[:subjects]
     truth, planted = {}, {}
     for n, ident in enumerate(ids):
         code = f"tv{101 + n:03d}"
         subject = f"{101 + n:03d}-{code}"
-        mine = sorted((r for r in rows if r["identity"] == ident), key=lambda r: r["expression"])
-        half = (len(mine) + 1) // 2
-        for s, part in enumerate((mine[:half], mine[half:]), 1):
+        parts = []
+        for yaw in views:
+            mine = sorted((r for r in rows if r["identity"] == ident and r["yaw_deg"] == yaw),
+                          key=lambda r: r["expression"])
+            half = (len(mine) + 1) // 2
+            parts += [mine[:half], mine[half:]]
+        for s, part in enumerate(parts, 1):
             seq = f"{code}t{s}aaaff"
             for kind, value in (("OPR", n % 5), ("VAS", (n + s) % 10)):
                 _write(root / "Sequence_Labels" / kind / subject / f"{seq}.txt", _sci(value))
