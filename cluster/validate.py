@@ -100,7 +100,7 @@ RANGES: dict[str, tuple[float, float]] = {
     "tune.final_seeds": (0, 100),
     "crossval.folds": (2, 1000),
     "crossval.val_fraction": (0, 0.9),
-    "crossval.concurrent": (1, 1000),
+    "crossval.concurrent": (0, 1000),
     "crossval.cpus_per_trial": (0.01, 64),
 }
 # task stages (render, write) need some CPU; a model stage may run with none (GPU only)

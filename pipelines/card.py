@@ -112,10 +112,10 @@ def write_card(dataset: str, out: str | None = None, preview_identities: int = 6
     try:
         guard.mark_root(storage.resolve(str(tmp)), "card", owns_root=True)
         stats = table.select(STAT_COLS).to_pylist()
-        expr = np.array([s["expression"] for s in stats])
         pspi = np.array([s["pspi"] for s in stats])
+        has_heat = np.asarray(table.column("heatmap").is_valid())  # none in real data
         frames = np.bincount(pspi, minlength=PSPI_MAX + 1)
-        heat = np.bincount(pspi[expr > 0], minlength=PSPI_MAX + 1)
+        heat = np.bincount(pspi[has_heat], minlength=PSPI_MAX + 1)
         first = {}
         for s in stats:
             first.setdefault(s["identity"], s)
@@ -131,7 +131,7 @@ def write_card(dataset: str, out: str | None = None, preview_identities: int = 6
             manifest = storage.read_json(storage.resolve(dataset), "manifest.json") or {}
         lines = [f"# Dataset card: {dataset}", "",
                  f"- identities: {len(first)}", f"- frames: {len(stats)}",
-                 f"- heatmaps: {int((expr > 0).sum())}",
+                 f"- heatmaps: {int(has_heat.sum())}",
                  f"- views per expression: {len(set(s['view'] for s in stats))}"]
         if manifest:
             lines += [f"- config hash: `{manifest.get('config_hash', '?')}`",

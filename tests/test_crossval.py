@@ -30,6 +30,18 @@ def test_folds_are_seeded_disjoint_and_cover_every_subject():
         make_folds(subjects, 30, 0)
 
 
+def test_folds_run_in_parallel_as_the_cluster_has_room():
+    from cluster.config import load_config
+    from train.crossval import concurrency
+
+    cfg = load_config("local", layers=["crossval"])  # 2 workers x 0.5 CPU, decoding 1 CPU
+    assert concurrency(cfg, {"CPU": 2}) == 1 and concurrency(cfg, {"CPU": 16}) == 7
+    gpu = load_config("local", ["train.use_gpu=true"], layers=["crossval"])
+    assert concurrency(gpu, {"CPU": 64, "GPU": 8}) == 4  # 2 GPUs per run
+    fixed = load_config("local", ["crossval.concurrent=3"], layers=["crossval"])
+    assert concurrency(fixed, {"CPU": 2}) == 3
+
+
 def test_class_weights_balance_the_levels():
     y = np.array([0] * 800 + [1] * 100 + [3] * 80 + [9] * 20)
     w = np.asarray(class_weights(y, "inverse"))

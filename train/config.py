@@ -50,5 +50,6 @@ class CrossvalConfig:
     folds: int = 5
     # training subjects held out of each fold's training run to pick its best epoch
     val_fraction: float = 0.2
-    concurrent: int = 1  # folds trained at once (Ray Tune trials), as the cluster has room
+    # folds trained at once (Ray Tune trials); 0: as many training runs as the cluster holds
+    concurrent: int = 0
     cpus_per_trial: float = 0.1  # the trial's own process; its training workers reserve theirs

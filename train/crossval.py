@@ -131,17 +131,32 @@ def run_fold(params: dict, cfg, data: str, init: str | None, name: str, folds) -
     tune.report({"fold": k, **{m: r["metrics"].get(m, float("nan")) for m in COLUMNS}})
 
 
+def concurrency(cfg, resources: dict) -> int:
+    """Folds at once: ``crossval.concurrent``, or (0) as many training runs as the cluster's
+    GPUs (GPU training) or CPUs hold, each run's workers, decoding and trial process counted."""
+    if cfg.crossval.concurrent:
+        return cfg.crossval.concurrent
+    t = cfg.train
+    gpus = resources.get("GPU", 0)
+    if t.use_gpu or (t.use_gpu is None and gpus >= 1):
+        return max(1, int(gpus // t.num_workers))
+    per_run = t.num_workers * t.cpus_per_worker + t.decode_cpus + cfg.crossval.cpus_per_trial
+    return max(1, int(resources.get("CPU", 1) // per_run))
+
+
 def _train_folds(cfg, data, init, name, folds, todo, progress) -> None:
+    import ray
     from ray import tune
 
-    progress(f"training folds {todo} ({cfg.crossval.concurrent} at a time)")
+    at_once = concurrency(cfg, ray.cluster_resources())
+    progress(f"training folds {todo} ({at_once} at a time)")
     fn = tune.with_parameters(run_fold, cfg=cfg, data=data, init=init, name=name, folds=folds)
     loc = storage.resolve(cfg.train.storage)
     root = loc.root if loc.is_s3 else cfg.train.storage
     tuner = tune.Tuner(
         tune.with_resources(fn, {"CPU": cfg.crossval.cpus_per_trial}),
         param_space={"fold": tune.grid_search(todo)},
-        tune_config=tune.TuneConfig(max_concurrent_trials=cfg.crossval.concurrent),
+        tune_config=tune.TuneConfig(max_concurrent_trials=at_once),
         run_config=tune.RunConfig(name=f"folds-{'-'.join(map(str, todo))}", verbose=1,
                                   storage_path=f"{root.rstrip('/')}/{name}/tune",
                                   storage_filesystem=loc.fs if loc.is_s3 else None))
