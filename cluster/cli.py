@@ -226,9 +226,10 @@ def build_parser() -> argparse.ArgumentParser:
     tr = sub.add_parser("train", help="train the teacher (heatmaps) or the student (RGB) on Ray")
     tr.add_argument("mode", choices=["teacher", "student"])
     tr.add_argument("--data", required=True, help="dataset (pain3d folder/s3, or 3DPain layout)")
-    tr.add_argument("--teacher", default=None,
-                    help="teacher checkpoint to distil from (student mode; without it the "
-                    "student trains on its labels alone)")
+    tr.add_argument("--teacher", default=None, help="teacher checkpoint (student mode)")
+    tr.add_argument("--no-distill", action="store_true",
+                    help="student mode without a teacher: labels alone (e.g. the synthetic "
+                    "pretraining of pain3d crossval --init without heatmaps)")
     tr.add_argument("--name", default=None, help="run name (default <mode>-s<seed>)")
     tr.add_argument("--resume", action="store_true", help="continue the run of that name")
     add_config_args(tr)

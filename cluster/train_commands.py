@@ -3,7 +3,6 @@ function does every local check of its command (``submit`` runs them too)."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 from cluster.config import ConfigError
@@ -39,13 +38,11 @@ def cmd_train(args) -> int:
     from train.run import train
 
     cfg = train_config(args)
+    if args.no_distill and args.teacher:
+        raise ConfigError("--no-distill and --teacher contradict each other; give one")
     init_ray(cfg.generate.ray, args.verbose)
-    distill = args.mode == "student" and args.teacher is not None
-    if args.mode == "student" and not distill:
-        print("no --teacher: the RGB student trains without heatmap distillation",
-              file=sys.stderr)
     res = train(cfg, args.mode, args.data, args.name, teacher=args.teacher, resume=args.resume,
-                distill=distill)
+                distill=not args.no_distill)
     m = res.best_metrics
     print(f"{args.mode} run {res.run}: best val macro AUROC "
           f"{m.get('val_macro_auroc', float('nan')):.3f} (epoch {m.get('epoch', '?')}), "

@@ -131,7 +131,8 @@ def train(cfg: "Pain3DConfig", mode: str, data: str, name: str, teacher: str | N
     teacher_dir = None
     if mode == "student" and distill:
         if not teacher:
-            raise ValueError("student training needs --teacher CKPT (a teacher checkpoint)")
+            raise ValueError("student training needs --teacher CKPT (a teacher checkpoint), or "
+                             "--no-distill to train on the labels alone")
         teacher_dir = fetch_checkpoint(teacher)
         from train.loop import load_model
 
