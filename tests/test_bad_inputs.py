@@ -123,7 +123,7 @@ def broken(data10, tmp_path_factory):
     other = root / "resnet-teacher"
     other.mkdir()
     torch.save(torchvision.models.resnet18().state_dict(), other / "model.pt")
-    (other / "model_config.json").write_text(json.dumps(ModelConfig().__dict__))
+    (other / "model_config.json").write_text(json.dumps(ModelConfig().to_dict()))
     return {"nocol": str(nocol), "other_teacher": str(other)}
 
 

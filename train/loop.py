@@ -23,8 +23,8 @@ def save_model(model: ViTPain, folder: Path, meta: dict | None = None) -> None:
     """model.pt + model_config.json, and ``meta`` (mode, split, split hash) as
     checkpoint.json: what evaluation and distillation check against."""
     folder.mkdir(parents=True, exist_ok=True)
-    torch.save(model.state_dict(), folder / "model.pt")
-    (folder / "model_config.json").write_text(json.dumps(model.cfg.__dict__))
+    torch.save(model.saved_state(), folder / "model.pt")
+    (folder / "model_config.json").write_text(json.dumps(model.cfg.to_dict()))
     if meta is not None:
         (folder / "checkpoint.json").write_text(json.dumps(meta))
 
@@ -47,16 +47,17 @@ def load_model(folder: str | Path, map_location="cpu") -> ViTPain:
                                 "model_config.json expected)")
     try:
         # checkpoints from before the face crop saw whole frames
-        cfg = ModelConfig(**{"face_crop": False,
-                             **json.loads((folder / "model_config.json").read_text())})
+        cfg = ModelConfig.from_dict({"face_crop": False,
+                                     **json.loads((folder / "model_config.json").read_text())})
     except (json.JSONDecodeError, TypeError) as e:  # not JSON, or keys of another version
         raise ValueError(f"{folder / 'model_config.json'} is not valid JSON for a pain3d "
                          f"model config ({e}); re-save the checkpoint") from e
-    cfg.pretrained_file = None  # the checkpoint holds the weights
+    if not cfg.lora.rank:
+        cfg.pretrained_file = None  # the checkpoint holds the weights (LoRA: not the base's)
     model = ViTPain(cfg, weights_follow=True)
     state = torch.load(folder / "model.pt", map_location=map_location, weights_only=True)
     try:
-        model.load_state_dict(state)
+        model.load_saved_state(state)
     except RuntimeError as e:
         raise ValueError(f"checkpoint {folder} does not match its model config ({e})") from e
     return model
@@ -121,7 +122,7 @@ def _setup(config: dict, rank: int, world: int) -> steps.Worker:
     device = ray.train.torch.get_device()
     teacher = load_model(config["teacher_dir"]) if config.get("teacher_dir") else None
     steps_per_epoch = max(1, math.ceil(config["n_train"] / (cfg.batch_size * world)))
-    init = load_model(config["init_dir"]).state_dict() if config.get("init_dir") else None
+    init = load_model(config["init_dir"]).saved_state() if config.get("init_dir") else None
     w = steps.build(cfg, config["mode"], teacher, device, config["seed"] * 1000 + rank,
                     steps_per_epoch, wrap=_ddp if world > 1 else (lambda m: m), init=init,
                     ce_weight=config.get("class_weights"))

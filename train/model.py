@@ -28,6 +28,20 @@ N_PSPI = 17  # PSPI 0..16
 
 
 @dataclass
+class LoRAConfig:
+    """LoRA adapters (peft) on the backbone: ``rank`` 0 is off. With adapters, the backbone's
+    own weights stay frozen, only adapters and heads train, and a checkpoint holds just those."""
+
+    rank: int = 0
+    alpha: float = 16.0
+    dropout: float = 0.1
+    targets: list[str] = field(default_factory=lambda: ["qkv", "proj"])
+    # the base weights when no pretrained_file is given: a random init under this seed, so a
+    # checkpoint of adapters and heads loads onto the same base again
+    base_seed: int = 0
+
+
+@dataclass
 class ModelConfig:
     backbone: str = "vit_tiny_patch16_224"
     backbone_kwargs: dict = field(default_factory=dict)  # e.g. {depth: 4} for a smaller ViT
@@ -37,6 +51,18 @@ class ModelConfig:
     head_hidden: int = 512
     dropout: float = 0.1
     face_crop: bool = True  # the input is the face square of the frame's mask (train/crop.py)
+    lora: LoRAConfig = field(default_factory=LoRAConfig)
+
+    def to_dict(self) -> dict:
+        from dataclasses import asdict
+
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        d = dict(d)
+        lora = LoRAConfig(**d.pop("lora", None) or {})
+        return cls(**d, lora=lora)
 
 
 class AUQueryHead(nn.Module):
@@ -104,12 +130,31 @@ def create_backbone(cfg: ModelConfig, warn: bool = True) -> nn.Module:
         return timm.create_model(cfg.backbone, **kwargs)
 
 
+def add_lora(backbone: nn.Module, lc: LoRAConfig) -> nn.Module:
+    """peft's LoRA layers injected into the ``lc.targets`` modules; every other backbone
+    weight frozen."""
+    from peft import LoraConfig, inject_adapter_in_model
+
+    backbone = inject_adapter_in_model(LoraConfig(
+        r=lc.rank, lora_alpha=lc.alpha, lora_dropout=lc.dropout,
+        target_modules=list(lc.targets)), backbone)
+    for name, p in backbone.named_parameters():
+        p.requires_grad_("lora_" in name)
+    return backbone
+
+
 class ViTPain(nn.Module):
     def __init__(self, cfg: ModelConfig, weights_follow: bool = False):
         """``weights_follow``: a checkpoint's weights are loaded next (no init warning)."""
         super().__init__()
         self.cfg = cfg
-        self.backbone = create_backbone(cfg, warn=not weights_follow)
+        if cfg.lora.rank:
+            # the base must come back identical for a checkpoint of adapters and heads
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(cfg.lora.base_seed)
+                self.backbone = add_lora(create_backbone(cfg, warn=False), cfg.lora)
+        else:
+            self.backbone = create_backbone(cfg, warn=not weights_follow)
         dim = self.backbone.num_features
         self.prefix = getattr(self.backbone, "num_prefix_tokens", 1)
         # a conv net's feature map has no norm of its own (a ViT's tokens end in one)
@@ -145,6 +190,28 @@ class ViTPain(nn.Module):
     def head_parameters(self):
         return [p for n, p in self.named_parameters() if not n.startswith("backbone.")]
 
+    def backbone_parameters(self):
+        """What trains in the backbone: all of it, or only the LoRA adapters."""
+        return [p for n, p in self.backbone.named_parameters()
+                if not self.cfg.lora.rank or "lora_" in n]
+
     def set_backbone_trainable(self, trainable: bool) -> None:
-        for p in self.backbone.parameters():
+        for p in self.backbone_parameters():
             p.requires_grad_(trainable)
+
+    def saved_state(self) -> dict:
+        """The weights a checkpoint keeps: all, or (LoRA) the adapters and the heads."""
+        state = self.state_dict()
+        if not self.cfg.lora.rank:
+            return state
+        return {k: v for k, v in state.items() if not k.startswith("backbone.") or "lora_" in k}
+
+    def load_saved_state(self, state: dict) -> None:
+        """Loads :meth:`saved_state` (a LoRA checkpoint fills in everything but the base)."""
+        if not self.cfg.lora.rank:
+            self.load_state_dict(state)
+            return
+        res = self.load_state_dict(state, strict=False)
+        missing = [k for k in res.missing_keys if not k.startswith("backbone.") or "lora_" in k]
+        if missing or res.unexpected_keys:
+            raise RuntimeError(f"missing {missing[:3]}, unexpected {res.unexpected_keys[:3]}")

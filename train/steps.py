@@ -92,7 +92,7 @@ def build(cfg, mode: str, teacher: ViTPain | None, device, seed: int, steps_per_
     distillation weight is positive), AdamW with backbone and head rates."""
     model = ViTPain(cfg.model, weights_follow=init is not None)
     if init is not None:
-        model.load_state_dict(init)
+        model.load_saved_state(init)
     if teacher is not None and not distills(cfg):
         teacher = None  # all distillation weights 0: the teacher plays no part
     inner: nn.Module = model
@@ -103,7 +103,9 @@ def build(cfg, mode: str, teacher: ViTPain | None, device, seed: int, steps_per_
         inner = StudentNet(model, FeatureProjection(model.feature_dim, teacher.feature_dim))
     inner = inner.to(device)
     heads = [p for n, p in inner.named_parameters() if "backbone." not in n]
-    opt = torch.optim.AdamW([{"params": list(model.backbone.parameters()), "lr": cfg.lr_backbone},
+    # LoRA: the adapters are the backbone group, at a tenth of the heads' rate
+    lr_backbone = cfg.lr_heads * 0.1 if cfg.model.lora.rank else cfg.lr_backbone
+    opt = torch.optim.AdamW([{"params": model.backbone_parameters(), "lr": lr_backbone},
                              {"params": heads, "lr": cfg.lr_heads}], weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambdas(cfg, steps_per_epoch))
     w = Worker(model, inner, teacher, opt, sched, cfg, mode, torch.device(device),
