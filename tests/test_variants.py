@@ -64,3 +64,24 @@ def test_frozen_epochs_freeze_the_adapters_too():
     steps.set_frozen(w, False)
     trainable = [n for n, p in w.model.backbone.named_parameters() if p.requires_grad]
     assert trainable and all("lora_" in n for n in trainable)
+
+
+@pytest.mark.slow  # ~40 s: one epoch of a tiny LoRA student on 2 gloo workers
+def test_lora_trains_under_two_ddp_workers(data10, ray_local, tmp_path):
+    from pathlib import Path
+
+    from cluster.cli import main
+    from train.model import ViTPain
+    from train.run import fetch_checkpoint
+
+    assert main(["train", "student", "--data", data10, "--name", "lora", "--no-distill",
+                 f"train.storage={tmp_path}", "train.epochs=1", "train.num_workers=2"]
+                + LORA) == 0
+    best = (tmp_path / "lora" / "best_checkpoint.txt").read_text()
+    model = load_model(fetch_checkpoint(best))
+    assert model.cfg.lora.rank == 8
+    trained = torch.load(Path(best) / "state.pt", weights_only=False)["net"]
+    fresh = ViTPain(model.cfg, weights_follow=True).state_dict()
+    base = [k for k in fresh if k.startswith("backbone.") and "lora_" not in k]
+    assert base and all(torch.equal(trained[k], fresh[k]) for k in base)
+    assert any(not torch.equal(trained[k], fresh[k]) for k in fresh if "lora_B" in k)
