@@ -5,7 +5,6 @@ import argparse
 import os
 import sys
 import time
-from pathlib import Path
 
 from cluster import console
 from cluster.config import ConfigError
@@ -103,11 +102,11 @@ def cmd_import(args) -> int:
             m = unbc.run(args.root, args.out, args.size, args.overwrite, progress=b.update)
         lines = unbc.summary_lines(m)
     else:
-        from pipelines.layout3dpain import _index, import_3dpain
+        from pipelines.layout3dpain import import_3dpain
 
-        with tqdm(total=len(_index(Path(args.root))[1]), **bar) as b:
+        with tqdm(total=None, **bar) as b:
             m = import_3dpain(args.root, args.out, args.missing_heatmaps, args.overwrite,
-                              progress=b.update)
+                              progress=b.update, start=lambda n: b.reset(total=n))
         c = m["counts"]
         lines = [f"imported {c['frames']} frames ({c['heatmaps']} heatmaps) of "
                  f"{c['identities']} identities"]

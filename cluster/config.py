@@ -239,11 +239,15 @@ def config_from_dict(data: dict) -> Pain3DConfig:
     return cfg
 
 
+def absolute_path(p: str | None) -> str | None:
+    """An existing local path made absolute (Ray workers and Tune trials run in other
+    working directories); anything else (None, s3://, not there) as it is."""
+    return str(Path(p).expanduser().resolve()) if p and Path(p).expanduser().exists() else p
+
+
 def _absolute_paths(cfg: Pain3DConfig) -> None:
     """Relative local paths are resolved here, in the driver: Ray workers run elsewhere."""
-    def fix(p):
-        return str(Path(p).expanduser().resolve()) if p and Path(p).expanduser().exists() else p
-
+    fix = absolute_path
     for sec in (cfg.train, cfg.tune):  # run and sweep folders: Ray workers' cwd is not ours
         if "://" not in sec.storage:
             sec.storage = str(Path(sec.storage).expanduser().resolve())

@@ -5,16 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from cluster.config import ConfigError
+from cluster.config import ConfigError, absolute_path
 from cluster.options import config_of
 from pipelines import guard
-
-
-def absolute(path: str | None) -> str | None:
-    """A local path made absolute: Tune runs each trial in a working directory of its own."""
-    if path and "://" not in path and Path(path).expanduser().exists():
-        return str(Path(path).expanduser().resolve())
-    return path
 
 
 def train_config(args):
@@ -152,7 +145,7 @@ def cmd_tune(args) -> int:
     from tune.sweep import read_sweep, sweep
 
     cfg = tune_config(args)
-    data, teacher = absolute(args.data), absolute(args.teacher)
+    data, teacher = absolute_path(args.data), absolute_path(args.teacher)
     if args.resume:  # a restored sweep runs exactly what it started with
         prior = read_sweep(cfg.tune.storage, args.name)
         if prior is not None:
@@ -203,7 +196,7 @@ def cmd_crossval(args) -> int:
         load_model(fetch_checkpoint(args.init))
     # Tune needs the dashboard (Ray Train's placement-group cleaner uses the state API)
     init_ray(dataclasses.replace(cfg.generate.ray, include_dashboard=True), args.verbose)
-    s = crossval(cfg, absolute(args.data), args.name, init=absolute(args.init),
+    s = crossval(cfg, absolute_path(args.data), args.name, init=absolute_path(args.init),
                  resume=args.resume)
     m = s["mean_std"]
     folder = f"{cfg.train.storage.rstrip('/')}/{args.name}"

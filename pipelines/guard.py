@@ -42,6 +42,18 @@ def check_name(kind: str, name: str) -> str:
     return name
 
 
+def check_resume(prior, resume: bool, kind: str, name: str, where: str, verb: str,
+                 exists=FileExistsError) -> None:
+    """A named run, sweep or cross-validation: an existing one needs ``resume`` (else
+    ``exists`` is raised), and ``resume`` needs an existing one (``prior`` not None)."""
+    if prior is not None and not resume:
+        raise exists(f"{kind} {name!r} already exists in {where}; pass --resume to {verb} it or "
+                     "choose another --name")
+    if prior is None and resume:
+        raise FileNotFoundError(f"no {kind} {name!r} in {where} to resume; run it without "
+                                "--resume first")
+
+
 def mark_root(loc: storage.Location, kind: str, owns_root: bool = False) -> None:
     """Writes the marker into ``loc`` unless one is there. ``owns_root``: pain3d created the
     folder itself, so the folder as a whole may be replaced later (exports, cards)."""

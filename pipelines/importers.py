@@ -9,6 +9,7 @@ imported, with which settings) and ``manifest.json``.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -58,6 +59,19 @@ def prepare(out: str, settings: dict, inputs: list[str], overwrite: bool
             guard.guarded_delete(loc, rel, inputs)
     storage.write_json(loc, "import.json", settings)
     return loc, prior is None or overwrite, made_root
+
+
+@contextlib.contextmanager
+def session(out: str, settings: dict, inputs: list[str], overwrite: bool):
+    """:func:`prepare`, then (location, finished identities) for the import's body; a first
+    import that fails or is interrupted is abandoned (:func:`abandon`)."""
+    loc, fresh, made_root = prepare(out, settings, inputs, overwrite)
+    try:
+        yield loc, finished(loc)
+    except BaseException:
+        if fresh:
+            abandon(loc, made_root, inputs)
+        raise
 
 
 def finished(loc: storage.Location) -> set[int]:

@@ -211,9 +211,10 @@ def read_3dpain(folder: str | Path, missing: str = "error") -> pa.Table:
 
 
 def import_3dpain(folder: str, out: str, missing: str = "error", overwrite: bool = False,
-                  progress=None) -> dict:
+                  progress=None, start=None) -> dict:
     """``pain3d import 3dpain``: one shard per identity, atomically; a re-run skips finished
-    identities. Returns the manifest (with the skipped frames counted)."""
+    identities. ``start(n)`` learns the number of identities, ``progress(1)`` each one done.
+    Returns the manifest (with the skipped frames counted)."""
     from pipelines import importers
     from pipelines.manifest import build_manifest
 
@@ -229,9 +230,9 @@ def import_3dpain(folder: str, out: str, missing: str = "error", overwrite: bool
                     _heatmap(root, name, m["expr"], p.stem, missing)
     settings = {"source": "3dpain-release", "root": str(root.resolve()),
                 "missing_heatmaps": missing}
-    loc, fresh, made_root = importers.prepare(out, settings, [folder], overwrite)
-    done = importers.finished(loc)
-    try:
+    if start:
+        start(len(images))
+    with importers.session(out, settings, [folder], overwrite) as (loc, done):
         for name in sorted(images):
             if ids[name] not in done:
                 table, skipped = identity_table(root, name, ids[name], ann, images[name], missing)
@@ -240,10 +241,6 @@ def import_3dpain(folder: str, out: str, missing: str = "error", overwrite: bool
                     "skipped": {"no heatmap": skipped} if skipped else {}})
             if progress:
                 progress(1)
-    except BaseException:
-        if fresh:
-            importers.abandon(loc, made_root, [folder])
-        raise
     m = build_manifest(loc, {"import": settings}, "")
     m.update({"source": "3dpain-release", "import": settings,
               "skipped": importers.fold_skips(importers.summaries(loc))})

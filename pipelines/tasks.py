@@ -133,9 +133,10 @@ def _scalp(batch: dict, scenes: list[Scene], cfg, model, r) -> np.ndarray:
 
 # ---- 3. encode + write ------------------------------------------------------------------------
 
-def _png(a: np.ndarray) -> bytes:
+def png_bytes(a: np.ndarray, compress_level: int = 1) -> bytes:
+    """PNG of a uint8 array (RGB or grey, from its shape); level 1: speed over size."""
     buf = io.BytesIO()
-    Image.fromarray(a).save(buf, format="PNG", compress_level=1)  # speed over size
+    Image.fromarray(a).save(buf, format="PNG", compress_level=compress_level)
     return buf.getvalue()
 
 
@@ -199,9 +200,9 @@ def frames_table(batch: dict, i: int, face_model_name: str) -> pa.Table:
             for k in ("age_group", "gender", "ethnicity", "prompt"):
                 rows[k].append(str(batch[k][i]))
             rows["seed"].append(int(batch["seed"][i]))
-            rows["image"].append(_png(batch["rgb"][i, e, v]))
-            rows["heatmap"].append(_png(batch["heatmap"][i, e, v]) if e > 0 else None)
-            rows["mask"].append(_png(batch["mask"][i, e, v].astype(np.uint8) * 255))
+            rows["image"].append(png_bytes(batch["rgb"][i, e, v]))
+            rows["heatmap"].append(png_bytes(batch["heatmap"][i, e, v]) if e > 0 else None)
+            rows["mask"].append(png_bytes(batch["mask"][i, e, v].astype(np.uint8) * 255))
             rows["shape_params"].append(np.asarray(batch["shape"][i], np.float32))
             rows["expression_params"].append(np.asarray(batch["expression_params"][i, e],
                                                         np.float32))
@@ -240,7 +241,7 @@ def _obj_files(model, vertices: np.ndarray, texture, vertex_colors, name: str) -
             lines.append(f"f {a}/{t} {b}/{t + 1} {c}/{t + 2}")
         files[f"{name}.mtl"] = (f"newmtl skin\nKa 1 1 1\nKd 1 1 1\nKs 0 0 0\n"
                                 f"map_Kd {name}.png\n").encode()
-        files[f"{name}.png"] = _png(np.asarray(texture, np.uint8))
+        files[f"{name}.png"] = png_bytes(np.asarray(texture, np.uint8))
     else:
         cols = (np.asarray(vertex_colors, np.float32) / 255.0 if vertex_colors is not None
                 else np.ones((mesh.n_vertices, 3)))

@@ -14,8 +14,6 @@ manifest, never corrected. Frames lacking a landmark or label file are skipped a
 """
 from __future__ import annotations
 
-import io
-import json
 import logging
 import re
 from collections import Counter
@@ -28,7 +26,7 @@ from PIL import Image
 from faces.au import PSPI_MAX
 from pipelines import importers, storage
 from pipelines.align import align
-from pipelines.tasks import EXTRA_COLS, FRAME_SCHEMA, PSPI_COLS, table_from_rows
+from pipelines.tasks import EXTRA_COLS, FRAME_SCHEMA, PSPI_COLS, png_bytes, table_from_rows
 
 log = logging.getLogger(__name__)
 REQUIRED = ("Images", "Frame_Labels/PSPI", "Frame_Labels/FACS", "AAM_landmarks")
@@ -117,12 +115,6 @@ def _sequence_labels(root: Path, subject: str, seq: str) -> dict[str, float | No
     return out
 
 
-def _png(a: np.ndarray, mode: str) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(a, mode).save(buf, format="PNG", compress_level=6)
-    return buf.getvalue()
-
-
 def _frame_index(stem: str) -> int:
     m = re.search(r"(\d+)$", stem)
     return int(m.group(1)) if m else -1
@@ -150,7 +142,7 @@ def import_subject(root: str, subject: str, ident: int, out: str, size: int) -> 
     rows: dict[str, list] = {f.name: [] for f in SCHEMA}
     skipped: dict[str, list[str]] = {}
     mismatches, seqs = [], {}
-    full = _png(np.full((size, size), 255, np.uint8), "L")
+    full = png_bytes(np.full((size, size), 255, np.uint8), compress_level=6)
     for seq, stem, img in _frames(r, subject):
         files = {"landmarks": r / "AAM_landmarks" / subject / seq / f"{stem}_aam.txt",
                  "pspi": r / "Frame_Labels" / "PSPI" / subject / seq / f"{stem}_facs.txt",
@@ -171,7 +163,7 @@ def import_subject(root: str, subject: str, ident: int, out: str, size: int) -> 
         if seq not in seqs:
             seqs[seq] = _sequence_labels(r, subject, seq)
         _append(rows, subject, ident, seq, stem, aus, label, computed, seqs[seq],
-                _png(face, "RGB"), full, pts)
+                png_bytes(face, compress_level=6), full, pts)
     _link_neutrals(rows)
     table = table_from_rows(rows, SCHEMA)
     pspi = np.asarray(rows["pspi"], int)
@@ -260,12 +252,10 @@ def run(root: str, out: str, size: int = 224, overwrite: bool = False, progress=
     subjects = subjects_of(root)
     ids = identities(subjects)
     settings = {"source": "unbc-mcmaster", "root": str(Path(root).resolve()), "size": size}
-    loc, fresh, made_root = importers.prepare(out, settings, [root], overwrite)
-    done = importers.finished(loc)
-    todo = [s for s in subjects if ids[s] not in done]
-    if progress:
-        progress(len(subjects) - len(todo))
-    try:
+    with importers.session(out, settings, [root], overwrite) as (loc, done):
+        todo = [s for s in subjects if ids[s] not in done]
+        if progress:
+            progress(len(subjects) - len(todo))
         if todo:
             ds = ray.data.from_items([{"subject": s, "identity": ids[s]} for s in todo],
                                      override_num_blocks=len(todo))
@@ -273,18 +263,15 @@ def run(root: str, out: str, size: int = 224, overwrite: bool = False, progress=
             for _ in ds.iter_rows():
                 if progress:
                     progress(1)
-    except BaseException:
-        if fresh:
-            importers.abandon(loc, made_root, [root])
-        raise
     m = manifest(loc, settings)
     storage.write_json(loc, "manifest.json", m)
     return m
 
 
 def _task(row: dict, root: str, out: str, size: int) -> dict:
-    s = import_subject(root, row["subject"], int(row["identity"]), out, size)
-    return {"subject": s["subject"], "summary": json.dumps({"frames": s["frames"]})}
+    """One subject on a Ray Data worker; its summary is on storage beside its shard."""
+    import_subject(root, row["subject"], int(row["identity"]), out, size)
+    return {"subject": row["subject"]}
 
 
 def summary_lines(m: dict) -> list[str]:

@@ -81,12 +81,8 @@ def _start(cfg, data, name, init, resume, loc) -> tuple[dict, "Pain3DConfig"]:
     from cluster.config import config_from_dict
 
     prior = storage.read_json(loc, f"{name}/record.json")
-    if prior is not None and not resume:
-        raise CrossvalExists(f"cross-validation {name!r} already exists in {cfg.train.storage}; "
-                             "pass --resume to finish it or choose another --name")
-    if prior is None and resume:
-        raise FileNotFoundError(f"no cross-validation {name!r} in {cfg.train.storage} to "
-                                "resume; run it without --resume first")
+    guard.check_resume(prior, resume, "cross-validation", name, cfg.train.storage, "finish",
+                       CrossvalExists)
     if prior is not None:  # a resumed run trains exactly what it started with
         c = config_from_dict(prior["config"])
         c.train.storage = cfg.train.storage

@@ -114,12 +114,7 @@ def sweep(cfg: "Pain3DConfig", data: str, teacher: str, name: str = "sweep",
         loc.fs.create_dir(loc.root, recursive=True)
     folder = f"{tc.storage.rstrip('/')}/{name}"
     prior = storage.read_json(loc, f"{name}/sweep.json")
-    if prior is not None and not resume:
-        raise SweepExists(f"sweep {name!r} already exists in {tc.storage}; pass --resume to "
-                          "continue it or choose another --name")
-    if prior is None and resume:
-        raise FileNotFoundError(f"no sweep {name!r} in {tc.storage} to resume; run it without "
-                                "--resume first")
+    guard.check_resume(prior, resume, "sweep", name, tc.storage, "continue", SweepExists)
     if prior is None:
         storage.write_json(loc, f"{name}/sweep.json", {"data": data, "teacher": teacher,
                                                       "config": cfg.to_dict()})
