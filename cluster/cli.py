@@ -243,12 +243,20 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--mode", default=None, choices=["teacher", "student"],
                     help="input type, only for a bare model that does not record it")
     ev.add_argument("--out", default=None, help="report folder (default beside the checkpoint)")
+    ev.add_argument("--neutral-shots", type=int, default=None,
+                    help="a neutral-reference model's answers averaged over N references per "
+                    "frame (default: the run's train.eval.neutral_shots, else 1)")
     ev.set_defaults(func=cmd_evaluate)
 
     ab = sub.add_parser("ablate", help="the paper's Table 2: four models x seeds on one split")
     ab.add_argument("--data", required=True)
     ab.add_argument("--seeds", type=int, default=3)
     ab.add_argument("--name", default="ablation", help="folder under train.storage")
+    ab.add_argument("--rows", default=None,
+                    help="comma-separated rows (default: the paper's baseline,au_queries,"
+                    "au_queries_distill,teacher); also neutral_reference, "
+                    "neutral_reference_shared, neutral_reference_distill, lora, regression, "
+                    "both_heads, weighted_sampling")
     add_config_args(ab)
     ab.set_defaults(func=cmd_ablate)
 

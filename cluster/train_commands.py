@@ -69,6 +69,19 @@ def _recorded(args, model_dir: str) -> tuple[dict | None, str | None, list | Non
     return None, args.mode, None
 
 
+def _neutral_shots(args) -> int:
+    """--neutral-shots, else the run's own train.eval.neutral_shots, else 1."""
+    if args.neutral_shots is not None:
+        if args.neutral_shots < 1:
+            raise ConfigError(f"--neutral-shots must be >= 1, got {args.neutral_shots}")
+        return args.neutral_shots
+    run = _run_folder(args.checkpoint)
+    if run is None or not (run / "config.json").is_file():
+        return 1
+    cfg = json.loads((run / "config.json").read_text()).get("config", {})
+    return int(cfg.get("train", {}).get("eval", {}).get("neutral_shots", 1))
+
+
 def cmd_evaluate(args) -> int:
     from train.evaluate import evaluate
     from train.run import fetch_checkpoint
@@ -91,7 +104,8 @@ def cmd_evaluate(args) -> int:
         split = dict(split, all=sorted(i for k in ("train", "val", "test")
                                        for i in split.get(k, [])))
     out = args.out or str(Path(args.checkpoint).resolve().parent / f"eval-{which}")
-    r = evaluate(model_dir, args.data, mode, split, which, out, history)
+    r = evaluate(model_dir, args.data, mode, split, which, out, history,
+                 shots=_neutral_shots(args))
     m, po = r["metrics"], r["pain_only"]
     print(f"{mode} on {which} ({r['frames']} frames): macro AUROC {m['macro_auroc']:.3f}, "
           f"acc {m['acc']:.3f}, +-1 {m['acc_pm1']:.3f}, MAE {m['mae_argmax']:.2f}; pain frames "
@@ -107,6 +121,12 @@ def ablate_config(args):
     guard.check_name("ablation", args.name)
     if args.seeds < 1:
         raise ConfigError(f"--seeds must be >= 1, got {args.seeds}")
+    from train.ablate import parse_rows
+
+    try:
+        args.rows = parse_rows(args.rows)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     if not getattr(args, "remote", False):
         plan_split(cfg, args.data)
     return cfg
@@ -118,7 +138,7 @@ def cmd_ablate(args) -> int:
 
     cfg = ablate_config(args)
     init_ray(cfg.generate.ray, args.verbose)
-    summary = ablate(cfg, args.data, args.seeds, args.name)
+    summary = ablate(cfg, args.data, args.seeds, args.name, rows=args.rows)
     print(markdown(summary))
     print(f"wrote {cfg.train.storage.rstrip('/')}/{args.name}/ablation.md")
     return 0

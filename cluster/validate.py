@@ -78,6 +78,9 @@ RANGES: dict[str, tuple[float, float]] = {
     "train.weights.au_distill": (0, 1000),
     "train.weights.feature_distill": (0, 1000),
     "train.weights.temperature": (0.05, 100),
+    "train.weights.pspi_reg": (0, 1000),
+    "train.weights.binary": (0, 1000),
+    "train.eval.neutral_shots": (1, 1000),
     "train.epochs": (1, 10_000),
     "train.freeze_backbone_epochs": (0, 10_000),
     "train.batch_size": (1, 65_536),
@@ -276,6 +279,18 @@ def _validate_train(cfg) -> None:
     if t.class_weights not in CLASS_WEIGHTS:
         raise ConfigError(f"unknown train.class_weights {t.class_weights!r}; use one of "
                           f"{', '.join(CLASS_WEIGHTS)}")
+    from train.config import SAMPLING
+    from train.heads import HEADS
+
+    if t.sampling not in SAMPLING:
+        raise ConfigError(f"unknown train.sampling {t.sampling!r}; use one of "
+                          f"{', '.join(SAMPLING)}")
+    if t.model.head not in HEADS:
+        raise ConfigError(f"unknown train.model.head {t.model.head!r}; use one of "
+                          f"{', '.join(HEADS)}")
+    if t.model.shared_encoder and not t.model.neutral_reference:
+        raise ConfigError("train.model.shared_encoder is set but train.model.neutral_reference "
+                          "is off; turn the neutral reference on or leave shared_encoder false")
 
 
 def _validate_tune(cfg) -> None:

@@ -155,7 +155,7 @@ def test_an_image_and_its_heatmap_flip_together():
     h = x * 10
     g = torch.Generator().manual_seed(0)
     for _ in range(10):
-        xa, ha = steps.augment(x, h, g, jitter=False)
+        xa, ha, _ = steps.augment(x, h, g, jitter=False)
         assert torch.equal(ha, xa * 10)  # flipped rows are the same rows in both
     flips = [not torch.equal(steps.augment(x, h, g, False)[0][0], x[0]) for _ in range(40)]
     assert 5 < sum(flips) < 35

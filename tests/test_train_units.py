@@ -184,10 +184,11 @@ def test_ablation_summary_uses_sample_std_pairs_seeds_and_reports_failures():
     assert n == 3 and mean == pytest.approx(np.mean(base))
     assert std == pytest.approx(np.std(base, ddof=1))  # sample std, not ddof=0
     assert t["au_queries_distill"]["pain_only"]["macro_auroc"][2] == 2  # failed seed left out
-    d = t["au_queries"]["vs_previous"]["macro_auroc"]
+    d = t["au_queries"]["vs_base"]["macro_auroc"]
     assert d["diff"] == pytest.approx(np.mean(np.subtract(queries, base)))
     assert d["p"] == pytest.approx(ttest_rel(queries, base).pvalue)
-    assert t["au_queries_distill"]["vs_previous"]["macro_auroc"]["n"] == 2  # pairs only
+    assert t["au_queries_distill"]["vs_base"]["macro_auroc"]["n"] == 2  # pairs only
+    assert "vs_base" not in t["baseline"]
     md = markdown({"rows": t, "seeds": 3, "failures": [
         {"seed": 1, "row": "au_queries_distill", "error": "boom"}]})
     assert "seed 1, au_queries_distill: boom" in md and "ddof=1" in md

@@ -7,6 +7,18 @@ from train.losses import LossWeights
 from train.model import ModelConfig
 
 
+SAMPLING = ("uniform", "weighted")
+
+
+@dataclass
+class EvalConfig:
+    """How a trained model is scored (``pain3d evaluate``, ablate, tune, crossval)."""
+
+    # a neutral-reference model's answers averaged over this many references of the frame's
+    # identity (its own first, then other views or sequences); 1: its own only
+    neutral_shots: int = 1
+
+
 @dataclass
 class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -41,6 +53,10 @@ class TrainConfig:
     # class imbalance: PSPI cross-entropy weights from the training split's PSPI histogram,
     # none | inverse (1/n_k) | sqrt_inverse (1/sqrt(n_k)), scaled to average 1 per frame
     class_weights: str = "none"
+    # uniform: every training frame once per epoch; weighted: frames drawn with weights
+    # inverse to their PSPI level's frequency (the expected count per level is equal)
+    sampling: str = "uniform"
+    eval: EvalConfig = field(default_factory=EvalConfig)
 
 
 @dataclass

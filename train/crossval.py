@@ -118,7 +118,7 @@ def run_fold(params: dict, cfg, data: str, init: str | None, name: str, folds) -
     loc = storage.resolve(c.train.storage)
     out = None if loc.is_s3 else loc.join(f"fold-{k}", "eval-test")
     r = evaluate(fetch_checkpoint(res.best_checkpoint), data, "student", res.split, "test",
-                 out, res.history)
+                 out, res.history, shots=cfg.train.eval.neutral_shots)
     result = {"fold": k, "test_subjects": split["test"], "val_subjects": split["val"],
               "train_subjects": split["train"], "frames": r["frames"],
               "checkpoint": res.best_checkpoint, "metrics": r["metrics"],

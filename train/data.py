@@ -134,11 +134,18 @@ def decode_batch(batch: dict, size: int, keep_groups: bool = False, crop: bool =
     dtype = np.float16 if half else np.float32
     img = _decode_column(batch, "image", size, boxes)
     heat = _decode_column(batch, "heatmap", size, boxes)
+    if "neutral_image" in batch:  # the neutral reference, cut to its own face box
+        view = {"identity": batch["identity"], "image": batch["neutral_image"],
+                "head_box": batch.get("neutral_head_box"), "mask": batch.get("neutral_mask")}
+        view = {k: v for k, v in view.items() if v is not None}
+        neutral = _decode_column(view, "image", size, _boxes(view, crop))
     out = {"image": ((img - MEAN) / STD).astype(dtype),
            "heatmap": ((heat - MEAN) / STD).astype(dtype),
            "pspi": np.asarray(batch["pspi"], np.int64),
            "aus": np.stack([np.asarray(batch[a], np.float32) for a in AU_NAMES], 1),
            "identity": np.asarray(batch["identity"], np.int64)}
+    if "neutral_image" in batch:
+        out["neutral"] = ((neutral - MEAN) / STD).astype(dtype)
     if keep_groups:  # strings: fine for numpy batches, not for iter_torch_batches
         for g in GROUPS:
             out[g] = np.asarray(batch[g], dtype=object)
@@ -197,10 +204,25 @@ def _drop(batch: pa.Table, drop: set[str]) -> pa.Table:
                                                                              pa.string()))))
 
 
+def resample(batch: pa.Table, weights: list[float], seed: int) -> pa.Table:
+    """Weighted sampling (``train.sampling: weighted``): each row repeated floor(w) or
+    floor(w) + 1 times, w its PSPI level's weight, so that the expected count is w; the
+    rounding is drawn from (seed, sample id), the same at every pass."""
+    import hashlib
+
+    w = np.asarray(weights, float)[np.asarray(batch.column("pspi"), int)]
+    u = np.array([int.from_bytes(hashlib.blake2b(f"{seed}/{sid}".encode(), digest_size=8)
+                                 .digest(), "little") / 2 ** 64
+                  for sid in batch.column("sample_id").to_pylist()])
+    counts = np.floor(w).astype(int) + (u < w - np.floor(w))
+    return batch.take(pa.array(np.repeat(np.arange(len(w)), counts), pa.int64()))
+
+
 def split_datasets(data: str, split: dict[str, list[int]], size: int,
                    max_frames: int | None = None, decode_cpus: float = 1.0,
                    seed: int = 0, crop: bool = True, cache: bool = False,
-                   exclude: set[str] | None = None) -> dict:
+                   exclude: set[str] | None = None, neutral: bool = False,
+                   sampling: list[float] | None = None) -> dict:
     """Ray Datasets per split, decoding on Ray Data workers (streamed to the trainers). The
     train split's block order is reshuffled at every pass, seeded, and its order preserved,
     so one seed gives one sequence of epochs. ``cache``: decode once (float16) and keep the
@@ -213,7 +235,12 @@ def split_datasets(data: str, split: dict[str, list[int]], size: int,
     for name, ids in split.items():
         if not ids:
             continue
-        ds = _read(data, ids)
+        ds = _read(data, ids, ["neutral_sample_id"] if neutral else [])
+        if neutral:  # before any filter: a shard's block holds its neutral frames
+            from train.neutral import attach
+
+            ds = ds.map_batches(attach, fn_kwargs={"data": data}, batch_format="pyarrow",
+                                batch_size=None)
         if exclude and name == "train":
             ds = ds.map_batches(_drop, fn_kwargs={"drop": exclude}, batch_format="pyarrow",
                                 batch_size=None)
@@ -223,6 +250,9 @@ def split_datasets(data: str, split: dict[str, list[int]], size: int,
                                                                         seed)},
                                 batch_format="pyarrow", batch_size=None)
         shuffle = name == "train"
+        if sampling and shuffle:
+            ds = ds.map_batches(resample, fn_kwargs={"weights": sampling, "seed": seed},
+                                batch_format="pyarrow", batch_size=None)
         if shuffle and not cache:  # reorder the (small) encoded blocks, then decode
             ds = _reshuffled(ds, seed)
         # float16 saves the train cache half its memory; val stays float32, so the AUROC a
@@ -238,7 +268,7 @@ def split_datasets(data: str, split: dict[str, list[int]], size: int,
     return out
 
 
-def _read(data: str, ids: list[int]):
+def _read(data: str, ids: list[int], extra: list[str]):
     import pyarrow.compute as pc
     import ray
 
@@ -249,12 +279,12 @@ def _read(data: str, ids: list[int]):
     if is_3dpain_layout(data):
         t = read_3dpain(data)
         t = t.filter(pc.is_in(t.column("identity"), pa.array(ids, pa.int64())))
-        return ray.data.from_arrow(t.select(READ_COLUMNS + OPTIONAL_COLUMNS))
+        return ray.data.from_arrow(t.select(READ_COLUMNS + OPTIONAL_COLUMNS + extra))
     loc = resolve(data)  # shards are per identity: read exactly this split's files
     paths = [loc.join("frames", shard_name(i)) for i in ids]
     import pyarrow.parquet as pq
 
-    cols = READ_COLUMNS + [c for c in OPTIONAL_COLUMNS  # older datasets lack them
+    cols = READ_COLUMNS + extra + [c for c in OPTIONAL_COLUMNS  # older datasets lack them
                            if c in pq.read_schema(paths[0], filesystem=loc.fs).names]
     return ray.data.read_parquet(paths, filesystem=loc.fs).select_columns(cols)
 

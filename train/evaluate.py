@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from train.data import decode_batch
-from train.loop import load_model, predict
+from train.loop import load_model, predict, scores
 from train.metrics import (GROUPS, calibrate_thresholds, compute_metrics, group_metrics,
                            pain_only_metrics)
 
@@ -22,19 +22,31 @@ PAPER_TABLE2 = {
 }
 
 
-def _batches(data: str, ids: list[int], cfg, batch: int = 64):
-    """Decoded batches of ``ids``' frames as the model ``cfg`` (size, crop) was trained on."""
-    from pipelines.layout3dpain import iter_frames
+def _batches(data: str, ids: list[int], cfg, batch: int = 64, shots: int = 1):
+    """Decoded batches of ``ids``' frames as the model ``cfg`` (size, crop) was trained on;
+    a neutral-reference model's with ``shots`` references per frame."""
+    from functools import partial
 
-    for rb in iter_frames(data, ids, batch):
-        b = decode_batch(rb.to_pydict(), cfg.img_size, keep_groups=True, crop=cfg.face_crop)
+    from pipelines.layout3dpain import iter_frames
+    from train import neutral
+
+    decode = partial(decode_batch, size=cfg.img_size, keep_groups=True, crop=cfg.face_crop)
+    if cfg.neutral_reference:
+        batches = (b for _, t in neutral.identity_tables(data, ids)
+                   for b in neutral.shot_batches(t, decode, shots, batch))
+    else:
+        batches = (decode(rb.to_pydict()) for rb in iter_frames(data, ids, batch))
+    for b in batches:
         yield {k: (torch.from_numpy(v) if v.dtype != object else v) for k, v in b.items()}
 
 
 def evaluate(checkpoint: str, data: str, mode: str, split: dict, which: str = "test",
-             out: str | None = None, history: list[dict] | None = None) -> dict:
+             out: str | None = None, history: list[dict] | None = None,
+             shots: int = 1) -> dict:
     """Scores ``split[which]`` on all frames (17 classes) and on pain frames only (PSPI
-    1-16, the paper's Table 2 setting); F1 thresholds calibrated on ``split['train']``."""
+    1-16, the paper's Table 2 setting); F1 thresholds calibrated on ``split['train']``.
+    ``shots``: a neutral-reference model's answers averaged over that many references of
+    each frame's identity (``train.eval.neutral_shots``)."""
     if which not in split:
         raise ValueError(f"no {which!r} split here; have {sorted(split)}")
     ids = split[which]
@@ -42,17 +54,20 @@ def evaluate(checkpoint: str, data: str, mode: str, split: dict, which: str = "t
         raise ValueError(f"the {which} split is empty")
     model = load_model(checkpoint)
     cpu = torch.device("cpu")
-    p = predict(model, _batches(data, ids, model.cfg), mode, cpu)
+    shots = shots if model.cfg.neutral_reference else 1
+    p = predict(model, _batches(data, ids, model.cfg, shots=shots), mode, cpu)
     thresholds, source = {}, "none: F1 at 0.5 only (no training split recorded)"
     if split.get("train") and which != "all":
-        t = predict(model, _batches(data, split["train"], model.cfg), mode, cpu)
-        thresholds, source = calibrate_thresholds(t["logits"], t["y"]), "the training split"
-    metrics = compute_metrics(p["logits"], p["y"], p["au"], p["au_true"], thresholds)
-    groups = group_metrics(p["logits"], p["y"], {g: p[g] for g in GROUPS if g in p},
-                           p["au"], p["au_true"])
+        t = predict(model, _batches(data, split["train"], model.cfg, shots=shots), mode, cpu)
+        thresholds = calibrate_thresholds(t.get("logits"), t["y"], t.get("binary"))
+        source = "the training split"
+    metrics = compute_metrics(y=p["y"], au_pred=p["au"], au_true=p["au_true"],
+                              thresholds=thresholds, **scores(p))
+    groups = group_metrics(y=p["y"], groups={g: p[g] for g in GROUPS if g in p},
+                           au_pred=p["au"], au_true=p["au_true"], **scores(p))
     report = {"checkpoint": checkpoint, "data": data, "mode": mode, "split": which,
-              "frames": int(len(p["y"])), "metrics": metrics,
-              "pain_only": pain_only_metrics(p["logits"], p["y"]),
+              "frames": int(len(p["y"])), "metrics": metrics, "neutral_shots": shots,
+              "pain_only": pain_only_metrics(p.get("logits"), p["y"], p.get("reg")),
               "thresholds": {f"pspi_ge{k}": v for k, v in thresholds.items()},
               "thresholds_from": source, "groups": groups}
     if out:
@@ -60,10 +75,16 @@ def evaluate(checkpoint: str, data: str, mode: str, split: dict, which: str = "t
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "metrics.json").write_text(json.dumps(report, indent=1))
         (folder / "metrics.md").write_text(_markdown(report))
-        _confusion_png(p["y"], p["logits"].argmax(1), folder / "confusion.png")
+        _confusion_png(p["y"], _predicted_class(p), folder / "confusion.png")
         if history:
             _curves_png(history, folder / "curves.png")
     return report
+
+
+def _predicted_class(p: dict) -> np.ndarray:
+    if "logits" in p:
+        return p["logits"].argmax(1)
+    return np.clip(np.rint(p["reg"] * 16), 0, 16).astype(int)  # a regression-only model
 
 
 def _markdown(r: dict) -> str:

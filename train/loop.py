@@ -16,7 +16,7 @@ from torch import nn
 
 from train import progress, steps
 from train.metrics import compute_metrics
-from train.model import N_AUS, N_PSPI, ModelConfig, ViTPain
+from train.model import BINARY_THRESHOLDS, N_AUS, N_PSPI, ModelConfig, ViTPain
 
 
 def save_model(model: ViTPain, folder: Path, meta: dict | None = None) -> None:
@@ -63,27 +63,66 @@ def load_model(folder: str | Path, map_location="cpu") -> ViTPain:
     return model
 
 
+def average_outputs(outs: list[dict]) -> dict[str, torch.Tensor]:
+    """One answer from several (multi-shot: one per neutral reference): class and binary
+    probabilities, the regression and the AUs averaged; logits come back as the log of the
+    mean probabilities, so a softmax of them is that mean."""
+    if len(outs) == 1:
+        return outs[0]
+    mean = {}
+    if "pspi_logits" in outs[0]:
+        mean["pspi_logits"] = torch.stack([o["pspi_logits"].float().softmax(-1)
+                                           for o in outs]).mean(0).log()
+    if "binary_logits" in outs[0]:
+        p = torch.stack([o["binary_logits"].float().sigmoid() for o in outs]).mean(0)
+        mean["binary_logits"] = torch.logit(p)
+    for k in ("pspi_reg", "au"):
+        if k in outs[0]:
+            mean[k] = torch.stack([o[k].float() for o in outs]).mean(0)
+    return mean
+
+
+def _shots(b: dict, device) -> list:
+    """The neutral references of a batch: none, one (``neutral``), or several
+    (``neutral_shots``, (B, K, 3, S, S): evaluation's multi-shot)."""
+    if "neutral_shots" in b:
+        return [n.to(device).float() for n in b["neutral_shots"].unbind(1)]
+    return [b["neutral"].to(device).float()] if "neutral" in b else [None]
+
+
 @torch.no_grad()
 def predict(model: ViTPain, batches, mode: str, device) -> dict[str, np.ndarray]:
+    """Per frame: ``logits`` (17 classes), ``reg`` (PSPI / 16) and ``binary`` (P(PSPI >= 1,
+    2, 3)) as the model has them, ``au``; with labels ``y``, ``au_true`` and groups."""
     model.eval()
-    logits, aus, y, au_true, groups = [], [], [], [], {}
+    keys = {"pspi_logits": "logits", "pspi_reg": "reg", "binary_logits": "binary", "au": "au"}
+    got: dict[str, list] = {}
     for b in batches:
         x = (b["heatmap"] if mode == "teacher" else b["image"]).to(device).float()
-        out = model(x)
-        logits.append(out["pspi_logits"].float().cpu().numpy())
-        aus.append(out["au"].float().cpu().numpy())
-        y.append(b["pspi"].cpu().numpy())
-        au_true.append(b["aus"].cpu().numpy())
+        out = average_outputs([model(x, n) for n in _shots(b, device)])
+        for k, name in keys.items():
+            if k in out:
+                v = out[k].float()
+                got.setdefault(name, []).append((v.sigmoid() if k == "binary_logits" else v)
+                                                .cpu().numpy())
+        got.setdefault("y", []).append(b["pspi"].cpu().numpy())
+        got.setdefault("au_true", []).append(b["aus"].cpu().numpy())
         for g in ("age_group", "gender", "ethnicity"):
             if g in b:
-                groups.setdefault(g, []).append(np.asarray(b[g]))
-    if not logits:  # an empty shard (fewer frames than workers)
-        return {"logits": np.zeros((0, N_PSPI), np.float32), "au": np.zeros((0, N_AUS), np.float32),
-                "y": np.zeros(0, np.int64), "au_true": np.zeros((0, N_AUS), np.float32)}
-    res = {"logits": np.concatenate(logits), "au": np.concatenate(aus), "y": np.concatenate(y),
-           "au_true": np.concatenate(au_true)}
-    res.update({g: np.concatenate(v) for g, v in groups.items()})
-    return res
+                got.setdefault(g, []).append(np.asarray(b[g]))
+    if not got:  # an empty shard (fewer frames than workers)
+        empty = {"au": (0, N_AUS), "y": (0,), "au_true": (0, N_AUS)}
+        if model.cfg.classifies:
+            empty["logits"] = (0, N_PSPI)
+        if model.cfg.regresses:
+            empty.update(reg=(0,), binary=(0, len(BINARY_THRESHOLDS)))
+        return {k: np.zeros(v, np.int64 if k == "y" else np.float32) for k, v in empty.items()}
+    return {k: np.concatenate(v) for k, v in got.items()}
+
+
+def scores(p: dict) -> dict:
+    """The keyword arguments of the metrics for a :func:`predict` result."""
+    return {"logits": p.get("logits"), "reg": p.get("reg"), "binary": p.get("binary")}
 
 
 def train_func(config: dict) -> None:
@@ -175,7 +214,7 @@ def _validate(w: steps.Worker, val_shard, rank: int, world: int) -> dict:
     if rank != 0:
         return {}
     return {f"val_{k}": v for k, v in
-            compute_metrics(p["logits"], p["y"], p["au"], p["au_true"]).items()}
+            compute_metrics(y=p["y"], au_pred=p["au"], au_true=p["au_true"], **scores(p)).items()}
 
 
 def _checkpoint(w: steps.Worker, epoch: int, history: list, metrics: dict, rank: int) -> None:

@@ -2,6 +2,10 @@
 
     L = l_pspi CE + l_au MSE + l_pspi_d T^2 KL(softmax(z_t/T) || softmax(z_s/T))
         + l_au_d MSE(y_s, y_t) + l_feat_d MSE(proj(CLS_s), CLS_t)
+
+With regression heads (``train.model.head``): + l_reg MSE(r_s, PSPI/16) + l_bin sum_k
+BCE(b_k, PSPI >= k); a student without class logits distils its r_s towards the teacher's
+expected PSPI / 16 (MSE, weight l_pspi_d) instead of the KL term.
 """
 from __future__ import annotations
 
@@ -11,6 +15,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from train.heads import BINARY_THRESHOLDS, PSPI_MAX
 
 
 @dataclass
@@ -23,6 +29,8 @@ class LossWeights:
     au_distill: float = 0.3
     feature_distill: float = 0.5
     temperature: float = 4.0
+    pspi_reg: float = 1.0  # regression head (train.model.head regression | both)
+    binary: float = 1.0  # binary heads at PSPI >= 1, 2, 3 (same heads)
 
 
 CLASS_WEIGHTS = ("none", "inverse", "sqrt_inverse")
@@ -64,15 +72,40 @@ class FeatureProjection(nn.Module):
         return self.proj(x)
 
 
+def supervised(out: dict, pspi: torch.Tensor, aus: torch.Tensor, w: LossWeights,
+               ce_weight: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+    """The label terms of whichever heads ``out`` has."""
+    parts = {"au_mse": F.mse_loss(out["au"], aus)}
+    total = w.au * parts["au_mse"]
+    if "pspi_logits" in out:
+        parts["ce"] = F.cross_entropy(out["pspi_logits"], pspi, weight=ce_weight)
+        total = total + w.pspi * parts["ce"]
+    if "pspi_reg" in out:
+        parts["reg_mse"] = F.mse_loss(out["pspi_reg"].float(), pspi.float() / PSPI_MAX)
+        target = torch.stack([pspi >= k for k in BINARY_THRESHOLDS], 1).float()
+        parts["bce"] = F.binary_cross_entropy_with_logits(out["binary_logits"].float(), target)
+        total = total + w.pspi_reg * parts["reg_mse"] + w.binary * parts["bce"]
+    return total, parts
+
+
+def expected_pspi(out: dict) -> torch.Tensor:
+    """PSPI / 16 as a model answers it: its regression, else its classes' expectation."""
+    if "pspi_reg" in out:
+        return out["pspi_reg"].float()
+    p = out["pspi_logits"].float().softmax(-1)
+    return p @ torch.arange(p.shape[-1], device=p.device, dtype=p.dtype) / PSPI_MAX
+
+
 def vitpain_loss(out: dict, pspi: torch.Tensor, aus: torch.Tensor, w: LossWeights,
                  teacher: dict | None = None, projection: nn.Module | None = None,
                  ce_weight: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
     """``ce_weight``: per-class weights of the PSPI cross-entropy (class imbalance)."""
-    parts = {"ce": F.cross_entropy(out["pspi_logits"], pspi, weight=ce_weight),
-             "au_mse": F.mse_loss(out["au"], aus)}
-    total = w.pspi * parts["ce"] + w.au * parts["au_mse"]
+    total, parts = supervised(out, pspi, aus, w, ce_weight)
     if teacher is not None:
-        parts["kl"] = kl_distill(out["pspi_logits"], teacher["pspi_logits"], w.temperature)
+        if "pspi_logits" in out and "pspi_logits" in teacher:
+            parts["kl"] = kl_distill(out["pspi_logits"], teacher["pspi_logits"], w.temperature)
+        else:  # a regression student: towards the teacher's PSPI estimate
+            parts["kl"] = F.mse_loss(expected_pspi(out), expected_pspi(teacher))
         parts["au_distill"] = F.mse_loss(out["au"], teacher["au"])
         cls = projection(out["cls"]) if projection is not None else out["cls"]
         parts["feature_distill"] = F.mse_loss(cls, teacher["cls"])

@@ -1,30 +1,31 @@
 """ViTPain: a timm ViT backbone, learnable AU queries cross-attending to the patch tokens, and
-a 17-class PSPI head on the CLS token (paper 000, section 4).
+PSPI heads on the CLS token (paper 000, section 4; the heads are in ``train/heads.py``).
 
 A convolutional timm backbone (the laptop preset's: it learns from scratch on a CPU) works the
 same way: its last feature map's cells, layer-normalised, are the tokens the AU queries attend
 over, and their mean stands in for the CLS token.
 
-    A = Q P^T / sqrt(D), alpha = softmax over patches, F_AU = alpha P,
-    y_AU = ReLU(Linear(ReLU(Linear(F_AU))))                 one intensity per AU, >= 0
-    PSPI: CLS -> LayerNorm -> [Linear -> GELU -> Dropout] x 2 -> Linear -> 17 logits
+The authors' later options, each off by default: a neutral reference (a neutral frame of the
+same face, encoded by a second or the shared backbone; the pain tokens cross-attend to its
+tokens before the heads), PSPI regression and binary heads beside or instead of the 17
+classes, and LoRA adapters on a frozen backbone (peft).
 
 With ``au_queries=False`` (the paper's baseline) the AUs come from the CLS token instead.
 """
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
 
-log = logging.getLogger(__name__)
+from train.heads import (BINARY_THRESHOLDS, HEADS, N_AUS, N_PSPI, AUQueryHead,  # noqa: F401
+                         CLSAUHead, NeutralFusion, PSPIHead)
 
-N_AUS = 6  # AU4, AU6, AU7, AU9, AU10, AU43
-N_PSPI = 17  # PSPI 0..16
+log = logging.getLogger(__name__)
+BACKBONES = ("backbone.", "neutral_backbone.")  # parameter name prefixes of the encoders
 
 
 @dataclass
@@ -52,6 +53,11 @@ class ModelConfig:
     dropout: float = 0.1
     face_crop: bool = True  # the input is the face square of the frame's mask (train/crop.py)
     lora: LoRAConfig = field(default_factory=LoRAConfig)
+    # a neutral frame of the same face beside each input (the row's neutral_sample_id)
+    neutral_reference: bool = False
+    shared_encoder: bool = False  # the neutral frame through the same backbone (else a second)
+    # classification: 17 PSPI logits; regression: sigmoid PSPI/16 + binary PSPI >= 1, 2, 3
+    head: str = "classification"
 
     def to_dict(self) -> dict:
         from dataclasses import asdict
@@ -64,45 +70,13 @@ class ModelConfig:
         lora = LoRAConfig(**d.pop("lora", None) or {})
         return cls(**d, lora=lora)
 
+    @property
+    def classifies(self) -> bool:
+        return self.head in ("classification", "both")
 
-class AUQueryHead(nn.Module):
-    """Six learnable queries attend over the patch tokens; a shared MLP reads each out."""
-
-    def __init__(self, dim: int, n_aus: int = N_AUS, hidden: int = 256):
-        super().__init__()
-        self.queries = nn.Parameter(torch.randn(n_aus, dim) * dim ** -0.5)
-        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(), nn.Linear(hidden, 1), nn.ReLU())
-
-    def forward(self, patches: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        scores = torch.einsum("qd,bnd->bqn", self.queries, patches) / math.sqrt(patches.shape[-1])
-        alpha = scores.softmax(dim=-1)
-        feats = torch.einsum("bqn,bnd->bqd", alpha, patches)
-        return self.mlp(feats).squeeze(-1), alpha
-
-
-class CLSAUHead(nn.Module):
-    """Baseline: AU intensities from the CLS token."""
-
-    def __init__(self, dim: int, n_aus: int = N_AUS, hidden: int = 256):
-        super().__init__()
-        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(), nn.Linear(hidden, n_aus),
-                                 nn.ReLU())
-
-    def forward(self, cls: torch.Tensor) -> torch.Tensor:
-        return self.mlp(cls)
-
-
-class PSPIHead(nn.Module):
-    def __init__(self, dim: int, hidden: int, dropout: float, n_classes: int = N_PSPI):
-        super().__init__()
-        self.net = nn.Sequential(
-            nn.LayerNorm(dim),
-            nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(dropout),
-            nn.Linear(hidden, hidden), nn.GELU(), nn.Dropout(dropout),
-            nn.Linear(hidden, n_classes))
-
-    def forward(self, cls: torch.Tensor) -> torch.Tensor:
-        return self.net(cls)
+    @property
+    def regresses(self) -> bool:
+        return self.head in ("regression", "both")
 
 
 def create_backbone(cfg: ModelConfig, warn: bool = True) -> nn.Module:
@@ -143,68 +117,115 @@ def add_lora(backbone: nn.Module, lc: LoRAConfig) -> nn.Module:
     return backbone
 
 
+def make_encoder(cfg: ModelConfig, warn: bool = True) -> nn.Module:
+    """One backbone as configured: timm's, with LoRA adapters on a reproducible base."""
+    if not cfg.lora.rank:
+        return create_backbone(cfg, warn=warn)
+    # the base must come back identical for a checkpoint of adapters and heads
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.lora.base_seed)
+        return add_lora(create_backbone(cfg, warn=False), cfg.lora)
+
+
+def is_backbone(name: str) -> bool:
+    return name.startswith(BACKBONES)
+
+
 class ViTPain(nn.Module):
     def __init__(self, cfg: ModelConfig, weights_follow: bool = False):
         """``weights_follow``: a checkpoint's weights are loaded next (no init warning)."""
         super().__init__()
+        if cfg.head not in HEADS:
+            raise ValueError(f"unknown train.model.head {cfg.head!r}; use one of {HEADS}")
         self.cfg = cfg
-        if cfg.lora.rank:
-            # the base must come back identical for a checkpoint of adapters and heads
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(cfg.lora.base_seed)
-                self.backbone = add_lora(create_backbone(cfg, warn=False), cfg.lora)
-        else:
-            self.backbone = create_backbone(cfg, warn=not weights_follow)
+        self.backbone = make_encoder(cfg, warn=not weights_follow)
         dim = self.backbone.num_features
         self.prefix = getattr(self.backbone, "num_prefix_tokens", 1)
         # a conv net's feature map has no norm of its own (a ViT's tokens end in one)
         self.spatial = not hasattr(self.backbone, "num_prefix_tokens")
         self.token_norm = nn.LayerNorm(dim) if self.spatial else None
+        if cfg.neutral_reference:
+            self.fusion = NeutralFusion(dim)
+            if not cfg.shared_encoder:
+                self.neutral_backbone = make_encoder(cfg, warn=False)
         self.au_head = AUQueryHead(dim, hidden=cfg.head_hidden // 2) if cfg.au_queries \
             else CLSAUHead(dim, hidden=cfg.head_hidden // 2)
-        self.pspi_head = PSPIHead(dim, cfg.head_hidden, cfg.dropout)
+        if cfg.classifies:
+            self.pspi_head = PSPIHead(dim, cfg.head_hidden, cfg.dropout)
+        if cfg.regresses:
+            self.reg_head = PSPIHead(dim, cfg.head_hidden, cfg.dropout, n_out=1)
+            self.binary_head = PSPIHead(dim, cfg.head_hidden, cfg.dropout,
+                                        n_out=len(BINARY_THRESHOLDS))
 
     @property
     def feature_dim(self) -> int:
         return self.backbone.num_features
 
-    def tokens(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(CLS (B, D), patch tokens (B, N, D))."""
-        feats = self.backbone.forward_features(x)
-        if self.spatial:  # (B, D, H, W) -> H*W tokens; their mean is the CLS
-            patches = self.token_norm(feats.flatten(2).transpose(1, 2))
-            return patches.mean(1), patches
-        return feats[:, 0], feats[:, self.prefix:]  # (B, prefix + N, D), normed
+    def _sequence(self, encoder: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """All tokens (B, T, D): a ViT's prefix tokens then patches; a conv net's cells."""
+        feats = encoder.forward_features(x)
+        if self.spatial:  # (B, D, H, W) -> H*W tokens
+            return self.token_norm(feats.flatten(2).transpose(1, 2))
+        return feats  # (B, prefix + N, D), normed
 
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        cls, patches = self.tokens(x)
+    def _split(self, seq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.spatial:  # the cells' mean is the CLS
+            return seq.mean(1), seq
+        return seq[:, 0], seq[:, self.prefix:]
+
+    def tokens(self, x: torch.Tensor, neutral: torch.Tensor | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(CLS (B, D), patch tokens (B, N, D)), after the neutral cross-attention if any."""
+        seq = self._sequence(self.backbone, x)
+        if self.cfg.neutral_reference:
+            if neutral is None:
+                raise ValueError("this model takes a neutral reference frame beside each "
+                                 "input (train.model.neutral_reference); pass neutral=")
+            encoder = self.backbone if self.cfg.shared_encoder else self.neutral_backbone
+            seq = self.fusion(seq, self._sequence(encoder, neutral))
+        return self._split(seq)
+
+    def forward(self, x: torch.Tensor, neutral: torch.Tensor | None = None
+                ) -> dict[str, torch.Tensor]:
+        """``pspi_logits`` (17 classes), ``pspi_reg`` (PSPI / 16 in [0, 1]) and
+        ``binary_logits`` (PSPI >= 1, 2, 3) as the head has them; ``au``, ``cls``."""
+        cls, patches = self.tokens(x, neutral)
         if self.cfg.au_queries:
             au, attn = self.au_head(patches)
         else:
             au, attn = self.au_head(cls), None
-        out = {"pspi_logits": self.pspi_head(cls), "au": au, "cls": cls}
+        out = {"au": au, "cls": cls}
+        if self.cfg.classifies:
+            out["pspi_logits"] = self.pspi_head(cls)
+        if self.cfg.regresses:
+            out["pspi_reg"] = torch.sigmoid(self.reg_head(cls)).squeeze(-1)
+            out["binary_logits"] = self.binary_head(cls)
         if attn is not None:
             out["au_attention"] = attn
         return out
 
     def head_parameters(self):
-        return [p for n, p in self.named_parameters() if not n.startswith("backbone.")]
+        return [p for n, p in self.named_parameters() if not is_backbone(n)]
 
     def backbone_parameters(self):
-        """What trains in the backbone: all of it, or only the LoRA adapters."""
-        return [p for n, p in self.backbone.named_parameters()
-                if not self.cfg.lora.rank or "lora_" in n]
+        """What trains in the encoders: all of them, or only the LoRA adapters."""
+        return [p for n, p in self.named_parameters()
+                if is_backbone(n) and (not self.cfg.lora.rank or "lora_" in n)]
 
     def set_backbone_trainable(self, trainable: bool) -> None:
         for p in self.backbone_parameters():
             p.requires_grad_(trainable)
+
+    def encoders(self) -> list[nn.Module]:
+        return [self.backbone] + ([self.neutral_backbone] if hasattr(self, "neutral_backbone")
+                                  else [])
 
     def saved_state(self) -> dict:
         """The weights a checkpoint keeps: all, or (LoRA) the adapters and the heads."""
         state = self.state_dict()
         if not self.cfg.lora.rank:
             return state
-        return {k: v for k, v in state.items() if not k.startswith("backbone.") or "lora_" in k}
+        return {k: v for k, v in state.items() if not is_backbone(k) or "lora_" in k}
 
     def load_saved_state(self, state: dict) -> None:
         """Loads :meth:`saved_state` (a LoRA checkpoint fills in everything but the base)."""
@@ -212,6 +233,6 @@ class ViTPain(nn.Module):
             self.load_state_dict(state)
             return
         res = self.load_state_dict(state, strict=False)
-        missing = [k for k in res.missing_keys if not k.startswith("backbone.") or "lora_" in k]
+        missing = [k for k in res.missing_keys if not is_backbone(k) or "lora_" in k]
         if missing or res.unexpected_keys:
             raise RuntimeError(f"missing {missing[:3]}, unexpected {res.unexpected_keys[:3]}")

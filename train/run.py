@@ -128,6 +128,10 @@ def train(cfg: "Pain3DConfig", mode: str, data: str, name: str, teacher: str | N
     tc = cfg.train
     if mode not in ("teacher", "student"):
         raise ValueError(f"unknown training mode {mode!r}; use teacher or student")
+    if mode == "teacher" and tc.model.neutral_reference:
+        raise ValueError("train.model.neutral_reference is for the RGB student (a neutral "
+                         "frame has no heatmap to compare with); train the teacher with "
+                         "train.model.neutral_reference=false")
     teacher_dir = None
     if mode == "student" and distill:
         if not teacher:
@@ -155,18 +159,23 @@ def train(cfg: "Pain3DConfig", mode: str, data: str, name: str, teacher: str | N
     split = existing if existing is not None else split or plan_split(cfg, data)
     meta = {"mode": mode, "split": split, "split_hash": split_hash(split), "data": data}
     init_dir = _init_dir(init, cfg) if init else None
-    weights = class_weights(_pspi_of(data, split["train"]), tc.class_weights)
+    if tc.model.neutral_reference:
+        require_columns(data, ["neutral_sample_id"])
+    train_pspi = _pspi_of(data, split["train"])
+    weights = class_weights(train_pspi, tc.class_weights)
+    # weighted sampling: the inverse-frequency level weights, a mean of 1 per training frame
+    sampling = class_weights(train_pspi, "inverse") if tc.sampling == "weighted" else None
     if teacher_dir is not None:
         check_teacher_split(teacher, teacher_dir, meta["split_hash"])
     try:  # from the run folder's first file on: a failure or Ctrl-C before any checkpoint
         storage.write_json(loc, f"{name}/split.json", split)  # removes the folder again
         storage.write_json(loc, f"{name}/config.json", {
             "mode": mode, "data": data, "teacher": teacher, "init": init,
-            "class_weights": weights, "config": cfg.to_dict()})
+            "class_weights": weights, "sampling_weights": sampling, "config": cfg.to_dict()})
         trainer = _trainer(cfg, mode, data, name, split, loc, {
             "seed": cfg.seed if seed is None else seed, "teacher_dir": teacher_dir,
             "epoch_hook": epoch_hook, "meta": meta, "init_dir": init_dir,
-            "class_weights": weights}, callbacks)
+            "class_weights": weights}, callbacks, sampling)
         with (Watcher(tc.storage, name, tc.epochs, f"{mode} {name}") if show_progress
               else contextlib.nullcontext()):
             result = _fit(trainer)
@@ -231,7 +240,7 @@ def _fit(trainer):
 
 
 def _trainer(cfg: "Pain3DConfig", mode: str, data: str, name: str, split: dict, loc,
-             loop: dict, callbacks):
+             loop: dict, callbacks, sampling: list[float] | None = None):
     """The TorchTrainer of one run: datasets of the split, workers, storage, checkpoints."""
     import ray.train
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
@@ -247,7 +256,8 @@ def _trainer(cfg: "Pain3DConfig", mode: str, data: str, name: str, split: dict, 
     datasets = split_datasets(data, {k: split[k] for k in ("train", "val")},
                               tc.model.img_size, tc.max_frames, tc.decode_cpus,
                               seed=loop["seed"], crop=tc.model.face_crop,
-                              cache=tc.cache_decoded, exclude=exclude)
+                              cache=tc.cache_decoded, exclude=exclude,
+                              neutral=tc.model.neutral_reference, sampling=sampling)
     use_gpu = tc.use_gpu
     if use_gpu is None:
         use_gpu = ray.cluster_resources().get("GPU", 0) >= 1

@@ -22,7 +22,8 @@ from train.model import ViTPain
 
 # the history's names of the loss terms (absent terms are omitted)
 TERMS = {"ce": "loss_pspi", "au_mse": "loss_au", "kl": "loss_pspi_distill",
-         "au_distill": "loss_au_distill", "feature_distill": "loss_feat_distill"}
+         "au_distill": "loss_au_distill", "feature_distill": "loss_feat_distill",
+         "reg_mse": "loss_pspi_reg", "bce": "loss_binary"}
 
 
 class StudentNet(nn.Module):
@@ -32,8 +33,8 @@ class StudentNet(nn.Module):
         super().__init__()
         self.model, self.projection = model, projection
 
-    def forward(self, x):
-        return self.model(x)
+    def forward(self, x, neutral=None):
+        return self.model(x, neutral)
 
 
 @dataclass
@@ -126,25 +127,28 @@ def set_frozen(w: Worker, frozen: bool) -> None:
     w.frozen = frozen
 
 
-def augment(x: torch.Tensor, h: torch.Tensor | None, gen: torch.Generator, jitter: bool):
-    """Horizontal flip (the paired heatmap flips with its image) and, for RGB, brightness."""
-    flip = torch.rand(x.shape[0], generator=gen) < 0.5
-    x = torch.where(flip[:, None, None, None].to(x.device), x.flip(-1), x)
-    if h is not None:
-        h = torch.where(flip[:, None, None, None].to(h.device), h.flip(-1), h)
+def augment(x: torch.Tensor, h: torch.Tensor | None, gen: torch.Generator, jitter: bool,
+            n: torch.Tensor | None = None):
+    """Horizontal flip (the paired heatmap and neutral frame flip with their image) and, for
+    RGB, brightness (the neutral frame keeps its own)."""
+    flip = (torch.rand(x.shape[0], generator=gen) < 0.5)[:, None, None, None].to(x.device)
+    x = torch.where(flip, x.flip(-1), x)
+    h = None if h is None else torch.where(flip, h.flip(-1), h)
+    n = None if n is None else torch.where(flip, n.flip(-1), n)
     if jitter:
         x = x * (1 + 0.2 * (torch.rand(x.shape[0], 1, 1, 1, generator=gen).to(x.device) - 0.5))
-    return x, h
+    return x, h, n
 
 
 def train_step(w: Worker, b: dict) -> dict[str, float]:
     """One optimiser step on batch ``b``; returns the loss and its terms."""
     x = (b["heatmap"] if w.mode == "teacher" else b["image"]).float()  # cached: float16
     h = b["heatmap"].float() if w.teacher is not None else None
+    n = b["neutral"].float() if w.model.cfg.neutral_reference else None
     if w.cfg.augment:
-        x, h = augment(x, h, w.gen, jitter=w.mode == "student")
+        x, h, n = augment(x, h, w.gen, jitter=w.mode == "student", n=n)
     with torch.autocast(w.device.type, enabled=w.use_amp):
-        out = w.net(x)
+        out = w.net(x, n)
         t_out = None
         if w.teacher is not None:
             with torch.no_grad():
@@ -166,7 +170,8 @@ def run_epoch(w: Worker, batches) -> dict[str, float]:
     """Trains over ``batches``; the loss and each term averaged over the epoch's steps."""
     w.net.train()
     if w.frozen:  # a frozen backbone keeps its batch-norm statistics too
-        w.model.backbone.eval()
+        for encoder in w.model.encoders():
+            encoder.eval()
     sums: dict[str, list[float]] = {}
     for b in batches:
         for k, v in train_step(w, b).items():

@@ -302,7 +302,8 @@ def final_comparison(cfg: "Pain3DConfig", data: str, teacher: str, name: str,
             else:
                 res = train(c, "student", data, run, teacher=teacher, seed=seed, resume=True)
                 ckpt, split = res.best_checkpoint, res.split
-            r = evaluate(fetch_checkpoint(ckpt), data, "student", split, "test")
+            r = evaluate(fetch_checkpoint(ckpt), data, "student", split, "test",
+                         shots=cfg.train.eval.neutral_shots)
             runs.setdefault(label, []).append(r["metrics"])
             progress(f"final {label} seed {seed}: test macro AUROC "
                      f"{r['metrics']['macro_auroc']:.3f}")
