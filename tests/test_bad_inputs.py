@@ -158,6 +158,22 @@ def test_teacher_of_another_architecture(data10, broken, tmp_path, capsys):
                             "--name", "never-ran"], ["no sweep 'never-ran'"]),
     ("ablation with zero seeds", ["ablate", "--data", "DATA", "--seeds", "0"],
      ["--seeds must be >= 1"]),
+    ("unknown ablation row", ["ablate", "--data", "DATA", "--rows", "au_queries,nope"],
+     ["unknown ablation row 'nope'", "neutral_reference"]),
+    ("unknown head", ["train", "student", "--data", "DATA", "--no-distill",
+                      "train.model.head=ordinal"], ["unknown train.model.head 'ordinal'"]),
+    ("unknown sampling", ["train", "student", "--data", "DATA", "--no-distill",
+                          "train.sampling=balanced"], ["unknown train.sampling 'balanced'"]),
+    ("shared encoder, no reference", ["train", "student", "--data", "DATA", "--no-distill",
+                                      "train.model.shared_encoder=true"],
+     ["neutral_reference is off"]),
+    ("teacher with a neutral reference", ["train", "teacher", "--data", "DATA",
+                                          "train.model.neutral_reference=true"],
+     ["neutral_reference is for the RGB student"]),
+    ("LoRA targets not in the backbone", ["train", "student", "--data", "DATA", "--no-distill",
+                                          "train.model.lora.rank=4",
+                                          "train.model.lora.targets=[nope]"],
+     ["train.model.lora.targets ['nope'] name no layer", "qkv"]),
 ])
 def test_bad_training_input(case, argv, needles, data10, tmp_path, capsys):
     if "TEACHER" in argv:  # a real teacher checkpoint is needed to get as far as the sweep

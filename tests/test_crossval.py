@@ -113,8 +113,12 @@ def test_crossval_on_a_unbc_layout_import(data10, ray_local, tmp_path, capsys):
     build_unbc_tree(data10, root, subjects=6)
     assert main(["import", "unbc", str(root), "--out", str(data), "--size", "48"]) == 0
     tiny = TINY_TRAIN + [f"train.storage={runs}", "train.epochs=1", "train.num_workers=1"]
+    # the authors' options compose with it: neutral reference (the import links each frame to
+    # its sequence's first PSPI-0 frame), both heads, two-shot evaluation
+    options = ["train.model.neutral_reference=true", "train.model.head=both",
+               "train.eval.neutral_shots=2"]
     assert main(["crossval", "--data", str(data), "--folds", "3", "--name", "scratch"]
-                + tiny) == 0
+                + tiny + options) == 0
     cv = runs / "scratch"
     s = json.loads((cv / "crossval.json").read_text())
     subjects = [s for f in s["folds"] for s in f]
@@ -129,6 +133,8 @@ def test_crossval_on_a_unbc_layout_import(data10, ray_local, tmp_path, capsys):
     assert "class imbalance: PSPI cross-entropy weights `sqrt_inverse`" in md
     cfg = json.loads((cv / "fold-0" / "config.json").read_text())
     assert len(cfg["class_weights"]) == 17
+    assert cfg["config"]["train"]["model"]["neutral_reference"] is True
+    assert all("reg_acc" in f["metrics"] for f in s["per_fold"])
     # --resume of a finished cross-validation trains nothing
     stamps = {p: p.stat().st_mtime_ns for p in cv.rglob("*") if "checkpoint_" in str(p)}
     capsys.readouterr()

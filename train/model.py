@@ -109,6 +109,13 @@ def add_lora(backbone: nn.Module, lc: LoRAConfig) -> nn.Module:
     weight frozen."""
     from peft import LoraConfig, inject_adapter_in_model
 
+    names = {n.rsplit(".", 1)[-1] for n, m in backbone.named_modules()
+             if isinstance(m, (nn.Linear, nn.Conv2d))}
+    if not set(lc.targets) & names:  # peft's own error says less
+        raise ValueError(f"train.model.lora.targets {list(lc.targets)} name no layer of this "
+                         f"backbone; its linear and convolution layers are called "
+                         f"{', '.join(sorted(names)[:12])}: set the targets to some of them "
+                         "(timm ViTs: [qkv, proj]; ResNets: [conv1, conv2])")
     backbone = inject_adapter_in_model(LoraConfig(
         r=lc.rank, lora_alpha=lc.alpha, lora_dropout=lc.dropout,
         target_modules=list(lc.targets)), backbone)
@@ -125,6 +132,15 @@ def make_encoder(cfg: ModelConfig, warn: bool = True) -> nn.Module:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.lora.base_seed)
         return add_lora(create_backbone(cfg, warn=False), cfg.lora)
+
+
+def check_model(cfg: ModelConfig) -> None:
+    """Builds the model without weights (meta device): a bad head, LoRA target or feature
+    width fails here, on the driver, in one sentence, not on every training worker."""
+    from dataclasses import replace
+
+    with torch.device("meta"):
+        ViTPain(replace(cfg, pretrained_file=None), weights_follow=True)
 
 
 def is_backbone(name: str) -> bool:

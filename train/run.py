@@ -142,6 +142,9 @@ def train(cfg: "Pain3DConfig", mode: str, data: str, name: str, teacher: str | N
 
         load_model(teacher_dir)  # fail here, with one sentence, not on every worker
     guard.check_name("run", name)
+    from train.model import check_model
+
+    check_model(tc.model)
     loc = storage.resolve(tc.storage)
     if not loc.is_s3:
         loc.fs.create_dir(loc.root, recursive=True)
