@@ -71,8 +71,11 @@ def _check_history(folder: Path, row: dict) -> None:
 
 @pytest.mark.slow
 def test_three_trial_sweep_writes_every_output(data10, teacher, head, tmp_path):
-    r = subprocess.run(_cmd(data10, teacher, tmp_path, "s", "tune.final_seeds=1"), cwd=REPO,
-                       env=_env(head), capture_output=True, text=True, timeout=900)
+    # with the authors' options on (issue 14): they travel into every trial and final run
+    options = ["train.model.neutral_reference=true", "train.model.head=both",
+               "train.eval.neutral_shots=2"]
+    r = subprocess.run(_cmd(data10, teacher, tmp_path, "s", "tune.final_seeds=1", *options),
+                       cwd=REPO, env=_env(head), capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     folder = tmp_path / "s"
     rows = _rows(folder)
@@ -99,6 +102,9 @@ def test_three_trial_sweep_writes_every_output(data10, teacher, head, tmp_path):
     for k in space:
         assert getattr(best_cfg.train.weights, k) == pytest.approx(float(rows[0][k]))
     assert best_cfg.train.model.img_size == 32  # the rest of the swept config came along
+    assert best_cfg.train.model.neutral_reference and best_cfg.train.model.head == "both"
+    trial = json.loads(next(folder.rglob("config.json")).read_text())["config"]["train"]
+    assert trial["model"]["neutral_reference"] and trial["eval"]["neutral_shots"] == 2
     for png in ("history.png", "importance.png"):
         im = np.asarray(Image.open(folder / png).convert("L"), float)
         assert im.shape[1] >= 600 and im.std() > 5
