@@ -210,7 +210,7 @@ def test_each_variant_trains_under_two_ddp_workers_as_ablation_rows(data10, ray_
                  "train.num_workers=2", "train.eval.neutral_shots=3",
                  "train.model.lora.targets=[qkv, proj]"] + TINY_TRAIN) == 0
     s = json.loads((tmp_path / "abl" / "ablation.json").read_text())
-    assert s["failures"] == [] and list(s["rows"]) == rows  # the teacher ran, not shown
+    assert s["failures"] == [] and sorted(s["rows"]) == sorted(rows)  # the teacher: not shown
     assert (tmp_path / "abl" / "teacher-seed0").is_dir()
 
     def config(row):
