@@ -91,7 +91,9 @@ def _markdown(r: dict) -> str:
     m = r["metrics"]
     po = r["pain_only"]
     lines = [f"# Evaluation: {r['mode']} on the {r['split']} split ({r['frames']} frames)", "",
-             f"checkpoint `{r['checkpoint']}`; F1 thresholds from {r['thresholds_from']}", "",
+             f"checkpoint `{r['checkpoint']}`; F1 thresholds from {r['thresholds_from']}"
+             + (f"; answers averaged over {r['neutral_shots']} neutral references per frame"
+                if r.get("neutral_shots", 1) > 1 else ""), "",
              "## All frames (PSPI 0-16, 17 classes)", "", "| metric | value |", "|---|---|"]
     lines += [f"| {k} | {v:.3f} |" for k, v in m.items()]
     lines += ["", f"## Pain frames only (PSPI 1-16, 16 classes; {po.get('frames', 0)} frames; "
