@@ -10,8 +10,9 @@ import torch
 
 from train.data import decode_batch
 from train.loop import load_model, predict, scores
+from train.heads import PSPI_MAX
 from train.metrics import (GROUPS, calibrate_thresholds, compute_metrics, group_metrics,
-                           pain_only_metrics)
+                           pain_only_metrics, regression_class)
 
 # The paper's Table 2 (3DPain, 16/17-class PSPI), for comparison in reports
 PAPER_TABLE2 = {
@@ -84,7 +85,7 @@ def evaluate(checkpoint: str, data: str, mode: str, split: dict, which: str = "t
 def _predicted_class(p: dict) -> np.ndarray:
     if "logits" in p:
         return p["logits"].argmax(1)
-    return np.clip(np.rint(p["reg"] * 16), 0, 16).astype(int)  # a regression-only model
+    return regression_class(p["reg"] * PSPI_MAX)  # a regression-only model
 
 
 def _markdown(r: dict) -> str:

@@ -78,14 +78,19 @@ def _class_metrics(pred: np.ndarray, estimate: np.ndarray, y: np.ndarray, auroc:
             if np.std(y) > 0 and np.std(estimate) > 0 else float("nan")}
 
 
-def regression_metrics(value: np.ndarray, y: np.ndarray, n_classes: int = 17, classes=None
+def regression_class(value: np.ndarray, n_classes: int = N_PSPI) -> np.ndarray:
+    """The class a PSPI estimate in class units names: rounded, clipped to the classes."""
+    return np.clip(np.rint(value), 0, n_classes - 1).astype(int)
+
+
+def regression_metrics(value: np.ndarray, y: np.ndarray, n_classes: int = N_PSPI, classes=None
                        ) -> dict[str, float]:
     """The same columns from a PSPI estimate in class units: the class is the estimate
     rounded (and clipped to the classes); class k's one-vs-rest AUROC scores each frame by
     -|estimate - k| (nearness to k)."""
     value = np.asarray(value, np.float64)
     y = np.asarray(y, int)
-    pred = np.clip(np.rint(value), 0, n_classes - 1).astype(int)
+    pred = regression_class(value, n_classes)
     nearness = -np.abs(value[:, None] - np.arange(n_classes)[None])
     return _class_metrics(pred, value, y, macro_auroc(y, nearness, classes))
 

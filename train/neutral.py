@@ -63,14 +63,6 @@ def attach(batch: pa.Table, data: str) -> pa.Table:
     return batch
 
 
-def pools(table: pa.Table) -> dict[int, list[str]]:
-    """identity -> its reference frames (every sample id some row names as its neutral)."""
-    out: dict[int, set[str]] = {}
-    for ident, ref in zip(table.column("identity").to_pylist(), reference_ids(table)):
-        out.setdefault(int(ident), set()).add(ref)
-    return {i: sorted(v) for i, v in out.items()}
-
-
 def shot_ids(own: str, pool: list[str], shots: int, seed: int = 0) -> list[str]:
     """Up to ``shots`` references for a row: its own, then the pool's others in an order
     seeded by (seed, the row's reference), so a row's references do not depend on the batch."""
