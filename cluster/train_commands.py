@@ -72,8 +72,6 @@ def _recorded(args, model_dir: str) -> tuple[dict | None, str | None, list | Non
 def _neutral_shots(args) -> int:
     """--neutral-shots, else the run's own train.eval.neutral_shots, else 1."""
     if args.neutral_shots is not None:
-        if args.neutral_shots < 1:
-            raise ConfigError(f"--neutral-shots must be >= 1, got {args.neutral_shots}")
         return args.neutral_shots
     run = _run_folder(args.checkpoint)
     if run is None or not (run / "config.json").is_file():
@@ -86,6 +84,8 @@ def cmd_evaluate(args) -> int:
     from train.evaluate import evaluate
     from train.run import fetch_checkpoint
 
+    if args.neutral_shots is not None and args.neutral_shots < 1:  # before any loading
+        raise ConfigError(f"--neutral-shots must be >= 1, got {args.neutral_shots}")
     model_dir = fetch_checkpoint(args.checkpoint)
     split, mode, history = _recorded(args, model_dir)
     which = args.split
