@@ -22,24 +22,14 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from actors.base import make_backend  # noqa: E402
 from cluster.config import load_config  # noqa: E402
-from pipelines.tasks import identity_rows, render_rows, write_rows  # noqa: E402
+from pipelines.inprocess import run_stages, stage_steps  # noqa: E402
 
 
 def stage_times(cfg, ids: list[int], out: str) -> tuple[dict[str, float], int]:
-    ctx = {"face": cfg.face, "render": cfg.render, "qa": cfg.generate.qa}
-    st = cfg.generate.stages
-    backends = {n: make_backend(n, getattr(st, n), ctx, "cpu") for n in st.MODEL_STAGES}
-    steps = [("identity", lambda b: identity_rows(b, cfg)),
-             ("rigging", backends["rigging"]), ("neutral_face", backends["neutral_face"]),
-             ("texturing", backends["texturing"]), ("render", lambda b: render_rows(b, cfg)),
-             ("inpainting", backends["inpainting"]), ("qa", backends["qa"]),
-             ("write", lambda b: write_rows(b, cfg, out))]
+    steps = stage_steps(cfg, out)
     # warm up every stage once (templates, GL programs, caches), as long-lived actors are
-    b = {"identity": np.array([ids[0]])}
-    for _, fn in steps:
-        b = fn(b)
+    run_stages(steps, ids[0])
     times = {name: 0.0 for name, _ in steps}
     frames = 0
     for i in ids:

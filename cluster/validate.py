@@ -61,6 +61,7 @@ RANGES: dict[str, tuple[float, float]] = {
     "generate.stages.*.concurrency[]": (1, 10_000),
     "generate.stages.*.max_concurrency": (1, 10_000),
     "generate.qa.check_from": (0, 5),
+    "generate.png_level": (0, 9),
     "generate.qa.min_measure{}": (0, 1),
     "generate.ray.num_cpus": (1, 4096),
     "generate.ray.num_gpus": (0, 1024),
@@ -256,6 +257,10 @@ def _validate_generate(cfg) -> None:
     if g.start + g.identities > MAX_INDEX:
         raise ConfigError(f"generate.start + generate.identities must be <= {MAX_INDEX}, got "
                           f"{g.start + g.identities}")
+    from pipelines.tasks import CODECS
+
+    if g.codec not in CODECS:
+        raise ConfigError(f"unknown generate.codec {g.codec!r}; use one of {', '.join(CODECS)}")
     for name in g.stages.MODEL_STAGES:
         sc = getattr(g.stages, name)
         key = f"generate.stages.{name}"

@@ -103,14 +103,13 @@ def build_static(neutral: np.ndarray, dressing: Dressing, skin) -> Static:
 
 def extras(static: Static, lashes, dressing: Dressing, heat: bool = False) -> list:
     """The Extra parts of one frame (``lashes``: its :func:`faces.hair.lash_mesh`);
-    ``heat``: all black (occluders of a heatmap render)."""
+    ``heat``: black in the vertex-colour output (occluders of the heatmap drawn in the same
+    pass as the photo)."""
     from faces.render import Extra
 
-    lash_col = np.asarray(dressing.brow_color) * 0.45
-    lash_col = np.zeros(3) if heat else lash_col
-    parts = [(static.body, static.dark["body"] if heat else static.body_colors,
-              static.body_materials),
-             (lashes, np.broadcast_to(lash_col, (lashes.n_vertices, 3)), "hair")]
+    lash_col = np.broadcast_to(np.asarray(dressing.brow_color) * 0.45, (lashes.n_vertices, 3))
+    parts = [(static.body, static.body_colors, static.body_materials, static.dark["body"]),
+             (lashes, lash_col, "hair", np.zeros((lashes.n_vertices, 3), np.uint8))]
     if static.hair is not None:
-        parts.append((static.hair, static.dark["hair"] if heat else static.hair_colors, "hair"))
-    return [Extra(m, c, mat) for m, c, mat in parts]
+        parts.append((static.hair, static.hair_colors, "hair", static.dark["hair"]))
+    return [Extra(m, c, mat, dark if heat else None) for m, c, mat, dark in parts]

@@ -54,22 +54,21 @@ def render_views(renderer, model, setup: Setup, vertices: np.ndarray, texture, v
     (occluded by hair and body like the face) when ``heat_colors`` are given."""
     mesh = model.mesh(vertices)
     mats = model.materials()
-    parts, dark = [], []
+    parts = []
     if setup.static:
-        lashes = lash_mesh(vertices)
-        parts = extras(setup.static, lashes, setup.dressing)
-        if heat_colors is not None:
-            dark = extras(setup.static, lashes, setup.dressing, heat=True)
+        parts = extras(setup.static, lash_mesh(vertices), setup.dressing,
+                       heat=heat_colors is not None)
+    outputs = ("rgb", "mask") if heat_colors is None else ("rgb", "vcolor", "mask")
     out = []
     for yaw in rcfg.yaws:
         cam = camera_for(rcfg, model.camera_target, yaw, setup.scene)
+        # one pass: the photo, and the heatmap in the vcolor output (extras black there)
         o = renderer.render(mesh, cam, rcfg.size, texture=texture, vertex_colors=vertex_colors,
-                            lighting=lighting_for(rcfg, cam, setup.scene), outputs=("rgb", "mask"),
-                            materials=mats, extras=parts)
+                            lighting=lighting_for(rcfg, cam, setup.scene), outputs=outputs,
+                            materials=mats, extras=parts, vcolor=heat_colors)
+        if heat_colors is not None:
+            o["heatmap"] = o.pop("vcolor")
         o["head_box"] = head_box(model, vertices, cam, rcfg.size)
         o["yaw"] = float(yaw)
-        if heat_colors is not None:
-            o["heatmap"] = renderer.render(mesh, cam, rcfg.size, vertex_colors=heat_colors,
-                                           outputs=("vcolor",), extras=dark)["vcolor"]
         out.append(o)
     return out

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from faces.geometry import Mesh, vertex_normals
+from faces.draw import DrawCache
+from faces.geometry import Mesh
 from faces.scene import VaryConfig
 from faces.shaders import BAKE_FRAG, BAKE_VERT, OUTPUTS, VERT, fragment_shader
 
@@ -96,6 +97,7 @@ class Extra:
     mesh: Mesh
     colors: np.ndarray  # (V, 3) uint8 or 0-1 floats
     material: str | np.ndarray = "cloth"  # a MATERIALS name, or ids per vertex
+    vcolor: np.ndarray | None = None  # its colours in the vertex-colour output (None: colors)
 
 
 @dataclass
@@ -138,7 +140,7 @@ class Renderer:
         self._fbos: dict[tuple, object] = {}
         self._white = self.ctx.texture((1, 1), 3, bytes([255, 255, 255]))
         self._tex, self._tex_key = None, None
-        self._data: dict[tuple, tuple] = {}  # recent vertex data (see _prepared)
+        self._draws = DrawCache(self.ctx)  # GL buffers of recent meshes (faces/draw.py)
         self._lock = threading.Lock()
         self._thread = threading.get_ident()
 
@@ -190,6 +192,10 @@ class Renderer:
         return self._progs[outputs]
 
     def _fbo(self, size: int, outputs: tuple[str, ...]):
+        """The framebuffer of an output set; the mask is read from a colour attachment's
+        alpha (1 wherever anything is drawn) when there is one, saving an attachment."""
+        if "mask" in outputs and ("rgb" in outputs or "vcolor" in outputs):
+            outputs = tuple(n for n in outputs if n != "mask")
         key = (size, outputs)
         if key not in self._fbos:
             fmt = {"rgb": (4, "f1"), "vcolor": (4, "f1"), "depth": (1, "f4"), "mask": (1, "f1")}
@@ -202,12 +208,14 @@ class Renderer:
     def render(self, mesh: Mesh, camera: Camera, size: int = 256, texture: np.ndarray | None = None,
                vertex_colors: np.ndarray | None = None, lighting: Lighting | None = None,
                outputs: tuple[str, ...] = OUTPUTS, background=(0, 0, 0),
-               materials: np.ndarray | None = None,
-               extras: list[Extra] | tuple = ()) -> dict[str, np.ndarray]:
+               materials: np.ndarray | None = None, extras: list[Extra] | tuple = (),
+               vcolor: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """Render one view. Returns the requested outputs as arrays (row 0 = top of image):
         rgb/vcolor uint8 (H, W, 3), depth float32 metres along the view axis (0 = empty),
         mask bool (everything drawn). ``materials``: per-vertex MATERIALS ids of ``mesh``
-        (default skin); ``extras`` are drawn in the same pass, occluding and occluded."""
+        (default skin); ``extras`` are drawn in the same pass, occluding and occluded.
+        ``vertex_colors`` colour an untextured mesh and, unless ``vcolor`` is given, the
+        vcolor output (so a heatmap comes from the same pass as the photo)."""
         unknown = set(outputs) - set(OUTPUTS)
         if unknown:
             raise ValueError(f"unknown render outputs {sorted(unknown)}; choose from {OUTPUTS}")
@@ -216,40 +224,7 @@ class Renderer:
         self._check_thread()
         with self._lock:
             return self._render(mesh, camera, size, texture, vertex_colors, lighting, outputs,
-                                background, materials, extras)
-
-    @staticmethod
-    def _vertex_data(mesh: Mesh, colors, materials) -> np.ndarray:
-        """Per-corner (position, normal, uv, colour, material) rows of one mesh."""
-        v = np.asarray(mesh.vertices, np.float32)
-        f = np.asarray(mesh.faces, np.int64)
-        normals = vertex_normals(v, f)
-        n = len(f) * 3
-        uv = (np.asarray(mesh.corner_uv, np.float32).reshape(-1, 2) if mesh.corner_uv is not None
-              else np.zeros((n, 2), np.float32))
-        if colors is not None:
-            col = np.asarray(colors, np.float32)
-            col = (col / 255.0 if col.max() > 1.0 else col)[f].reshape(-1, 3)
-        else:
-            col = np.ones((n, 3), np.float32)
-        mat = np.zeros(len(v), np.float32) if materials is None else np.broadcast_to(
-            np.asarray(materials, np.float32), (len(v),))
-        return np.concatenate([v[f].reshape(-1, 3), normals[f].reshape(-1, 3), uv, col,
-                               mat[f].reshape(-1, 1)], axis=1).astype(np.float32)
-
-    def _prepared(self, mesh: Mesh, colors, materials) -> np.ndarray:
-        """Vertex data of a draw, reused while the same arrays are drawn again (the views of
-        one expression; the static hair and body of one identity). Entries hold their arrays,
-        so an id is never reused while its entry lives."""
-        key = (id(mesh.vertices), id(mesh.faces), id(colors), id(materials))
-        hit = self._data.get(key)
-        if hit is not None and hit[0] is mesh.vertices and hit[1] is colors and hit[2] is materials:
-            return hit[3]
-        data = self._vertex_data(mesh, colors, materials)
-        self._data[key] = (mesh.vertices, colors, materials, data)
-        if len(self._data) > 16:
-            self._data.pop(next(iter(self._data)))
-        return data
+                                background, materials, extras, vcolor)
 
     def _set_uniforms(self, prog, camera, lighting):
         view = camera.view()
@@ -267,7 +242,7 @@ class Renderer:
         prog["mvp"].write((camera.projection() @ view).T.astype("f4").tobytes())
 
     def _render(self, mesh, camera, size, texture, vertex_colors, lighting, outputs, background,
-                materials=None, extras=()):
+                materials=None, extras=(), vcolor=None):
         ctx, prog = self.ctx, self._program(outputs)
         self._set_uniforms(prog, camera, lighting)
         fbo, names = self._fbo(size, outputs)
@@ -277,24 +252,25 @@ class Renderer:
         ctx.enable(ctx.DEPTH_TEST)
         ctx.disable(ctx.CULL_FACE)
         tex = self._texture(texture) if texture is not None else None
-        draws = [(mesh, vertex_colors, materials, tex)]
-        draws += [(x.mesh, x.colors, MATERIALS[x.material] if isinstance(x.material, str)
-                   else x.material, None) for x in extras]
-        for m, colors, mats, t in draws:
-            vbo = ctx.buffer(self._prepared(m, colors, mats).tobytes())
+        draws = [(mesh, vertex_colors, vcolor, materials, tex)]
+        draws += [(x.mesh, x.colors, x.vcolor, MATERIALS[x.material]
+                   if isinstance(x.material, str) else x.material, None) for x in extras]
+        for m, colors, vcol, mats, t in draws:
+            static, dynamic, ibo = self._draws.buffers(m, colors, vcol, mats)
             # skip_errors: attributes an output subset doesn't use are compiled away
-            vao = ctx.vertex_array(prog, [(vbo, "3f 3f 2f 3f 1f", "in_pos", "in_normal", "in_uv",
-                                           "in_color", "in_material")], skip_errors=True)
+            vao = ctx.vertex_array(prog, [(dynamic, "3f 3f", "in_pos", "in_normal"),
+                                          (static, "2f 3f 3f 1f", "in_uv", "in_color",
+                                           "in_vcolor", "in_material")],
+                                   index_buffer=ibo, index_element_size=4, skip_errors=True)
             (t or self._white).use(location=0)
             if "has_texture" in prog:
                 prog["has_texture"].value = t is not None
             vao.render()
             vao.release()
-            vbo.release()
-        return self._read(fbo, names, size, background)
+        return self._read(fbo, names, size, background, "mask" in outputs)
 
     @staticmethod
-    def _read(fbo, names, size, background) -> dict[str, np.ndarray]:
+    def _read(fbo, names, size, background, mask: bool) -> dict[str, np.ndarray]:
         bg = np.asarray(background, np.float32) / 255.0
         out: dict[str, np.ndarray] = {}
         for i, name in enumerate(names):
@@ -302,6 +278,8 @@ class Renderer:
                 a = np.frombuffer(fbo.read(components=4, attachment=i), np.uint8)
                 a = a.reshape(size, size, 4)[::-1]
                 img = a[..., :3].copy()
+                if mask and "mask" not in out:  # alpha is 1 wherever anything was drawn
+                    out["mask"] = a[..., 3] > 127
                 if name == "rgb" and np.any(bg > 0):
                     img[a[..., 3] == 0] = np.asarray(background, np.uint8)
                 out[name] = img

@@ -11,11 +11,13 @@ in vec3 in_pos;
 in vec3 in_normal;
 in vec2 in_uv;
 in vec3 in_color;
+in vec3 in_vcolor;   // the vertex-colour output's colours (heatmap), drawn in the same pass
 in float in_material;
 out vec3 v_normal;   // camera space
 out vec3 v_pos;      // camera space
 out vec2 v_uv;
 out vec3 v_color;
+out vec3 v_vcolor;
 flat out int v_material;
 void main() {
     vec4 cam = view * vec4(in_pos, 1.0);
@@ -23,6 +25,7 @@ void main() {
     v_normal = mat3(view) * in_normal;
     v_uv = in_uv;
     v_color = in_color;
+    v_vcolor = in_vcolor;
     v_material = int(in_material + 0.5);
     gl_Position = mvp * vec4(in_pos, 1.0);
 }
@@ -43,6 +46,7 @@ in vec3 v_normal;
 in vec3 v_pos;
 in vec2 v_uv;
 in vec3 v_color;
+in vec3 v_vcolor;
 flat in int v_material;
 """
 
@@ -89,7 +93,7 @@ void main() {
     vec3 shaded = lin * (amb + key_color * key_strength * (wrap + scatter) + fill_strength * fill)
                   + key_color * key_strength * spec;
     out_rgb = vec4(pow(clamp(shaded, 0.0, 1.0), vec3(1.0 / 2.2)), 1.0);
-    out_vcolor = vec4(v_color, 1.0);
+    out_vcolor = vec4(v_vcolor, 1.0);
     out_depth = -v_pos.z;
     out_mask = 1.0;
 }

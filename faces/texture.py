@@ -73,13 +73,87 @@ def _hair_color(demo: Demographics, rng: np.random.Generator) -> np.ndarray:
     return np.array([0.12, 0.08, 0.06]) * rng.uniform(0.6, 1.4)
 
 
+@functools.lru_cache(maxsize=2)
+def _layout(size: int) -> dict:
+    """Every mask of the atlas that depends on the template only, not on the identity:
+    computed once per atlas size (most of make_texture's arithmetic), read-only after."""
+    P, _ = position_map(size)
+    x, y, z = P[..., 0], P[..., 1], P[..., 2]
+
+    def g(c, s):
+        return gauss(P, c, s)
+
+    def g2(c, s):
+        return gauss_mirrored(P, c, s)
+
+    front = smoothstep(0.02, 0.05, z)
+    L = {"front": front, "tone": [
+        (g2((0.04, -0.02, 0.07), (0.018, 0.016, 0.03)) * 0.6, (1.03, 0.93, 0.93)),
+        (g((0, -0.02, 0.11), (0.008, 0.012, 0.02)) * 0.5, (1.02, 0.92, 0.92)),
+        (g2(H.EYE_CENTER + (0, -0.012, 0.012), (0.013, 0.006, 0.02)) * 0.5, (0.88, 0.85, 0.88)),
+        (g2(H.EYE_CENTER + (0, 0.0, 0.01), (0.022, 0.016, 0.03)) * 0.7, (0.86, 0.83, 0.86))]}
+    L["beard"] = (smoothstep(-0.035, -0.055, y) * front * smoothstep(0.07, 0.05, np.abs(x))
+                  * (1 - g((0, H.MOUTH_Y, 0.09), (0.022, 0.008, 0.03))))
+    # lips (vermilion), the mouth line and the nostrils
+    xm = np.clip(np.abs(x) / 0.0245, 0, 1)
+    ml = H._mouth_line(x)
+    top = ml + 0.0082 * (1 - xm ** 2) ** 0.55 - 0.0012 * np.exp(-(x / 0.003) ** 2)
+    bot = ml - 0.0098 * (1 - np.clip(np.abs(x) / 0.0235, 0, 1) ** 2) ** 0.6
+    lips = smoothstep(top + 0.0006, top - 0.0006, y) * smoothstep(bot - 0.0006, bot + 0.0006, y)
+    L["lips"] = lips * ((np.abs(x) < 0.026) * smoothstep(0.07, 0.08, z))
+    L["mouth_line"] = np.exp(-((y - ml) / 0.00055) ** 2) * (np.abs(x) < 0.025) * (z > 0.075)
+    L["nostril"] = smoothstep(0.3, 0.7, g2((0.0065, -0.0335, 0.099), (0.0032, 0.0018, 0.004)))
+    L["eyes"] = {sign: _eye_layout(P, size, sign) for sign in (1.0, -1.0)}
+    L["age"] = _age_layout(x, y, z, front)
+    return L
+
+
+def _eye_layout(P: np.ndarray, size: int, sign: float) -> dict:
+    """Brow geometry, lash line, lower lid and crease masks of one side."""
+    x, y, z = P[..., 0], P[..., 1], P[..., 2]
+    u = (sign * x - H.EYE_CENTER[0] - 0.002) / 0.021
+    yc = H.EYE_CENTER[1] + 0.0175 + 0.004 * (1 - u * u) - 0.002 * u
+    out = {"thick": 0.0042 * (1 - 0.45 * np.clip(u, -1, 1)),
+           "brow_u": smoothstep(1.05, 0.85, np.abs(u)), "brow_dy": np.abs(y - yc),
+           "brow_side": (sign * x > 0) * (z > 0.045)}
+    s, ang, rad = eye_local(P.reshape(-1, 3), sign)
+    s, ang, rad = (a.reshape(size, size) for a in (s, ang, rad))
+    a_up, a_lo = (a.reshape(size, size) for a in margin_angles(s.ravel()))
+    near = (np.abs(s) < 1.12) * (rad < H.LID_R + 0.004) * (z > H.EYE_CENTER[2]) * (sign * x > 0)
+    lash = near * smoothstep(0.16, 0.0, ang - a_up) * (ang > a_up - 0.05)  # lash line
+    out["lash"] = lash * smoothstep(1.12, 0.9, np.abs(s))
+    low = near * smoothstep(-0.05, 0.0, ang - a_lo) * (ang < a_lo + 0.02)
+    out["low"] = low * smoothstep(1.1, 0.8, np.abs(s))
+    out["crease"] = (near * np.exp(-((ang - a_up - 0.38) / 0.05) ** 2)
+                     * smoothstep(1.1, 0.6, np.abs(s)))
+    return out
+
+
+def _age_layout(x, y, z, front) -> dict:
+    """Forehead lines, crow's feet and nasolabial folds (drawn on elderly identities)."""
+    fh = (smoothstep(0.035, 0.045, y) * smoothstep(0.08, 0.07, y) * smoothstep(0.045, 0.03, np.abs(x))
+          * front)
+    lines = np.clip(np.sin((y + 0.001 * np.sin(x / 0.01)) / 0.0065 * 2 * np.pi) - 0.75, 0, 1) * 4
+    out = {"forehead": fh * lines, "sides": []}
+    for sign in (1.0, -1.0):
+        cx, cy = sign * (H.EYE_CENTER[0] + 0.017), H.EYE_CENTER[1]
+        ang = np.arctan2(y - cy, (x - cx) * sign)
+        r = np.hypot(x - cx, y - cy)
+        feet = (np.clip(np.sin(ang * 9) - 0.6, 0, 1) * 2.5 * smoothstep(0.012, 0.004, r)
+                * (sign * (x - cx) > -0.002) * (z > 0.03))
+        nl = np.exp(-((sign * x - (0.019 + 0.25 * (-0.035 - y))) / 0.0012) ** 2)
+        nl *= smoothstep(-0.03, -0.036, y) * smoothstep(-0.07, -0.062, y) * (z > 0.06)
+        out["sides"].append((feet, nl))
+    return out
+
+
 def make_texture(demo: Demographics, rng: np.random.Generator, size: int = 1024,
                  dressing=None) -> np.ndarray:
     """(size, size, 3) uint8 albedo atlas for the built-in head. A faces.dressing.Dressing
     gives the brows its colour and paints its hair on the scalp with a soft hairline (the
     hair shell sits inside it); without one the brow colour is drawn from ``rng``."""
     P, _ = position_map(size)
-    x, y, z = P[..., 0], P[..., 1], P[..., 2]
+    L = _layout(size)
     skin = _skin_tone(demo, rng)
     img = np.broadcast_to(skin, (size, size, 3)).astype(np.float32).copy()
     elderly = demo.age_group == "elderly"
@@ -91,92 +165,56 @@ def make_texture(demo: Demographics, rng: np.random.Generator, size: int = 1024,
     def mul(mask, factor):
         img[:] = img * (1 + (np.asarray(factor, np.float32) - 1) * np.clip(mask, 0, 1)[..., None])
 
-    def g(c, s):
-        return gauss(P, c, s)
-
-    def g2(c, s):
-        return gauss_mirrored(P, c, s)
-
-    front = smoothstep(0.02, 0.05, z)
     # Large-scale tone: warm cheeks, nose and ears; darker around the eyes and the jaw line.
-    mul(g2((0.04, -0.02, 0.07), (0.018, 0.016, 0.03)) * 0.6, (1.03, 0.93, 0.93))
-    mul(g((0, -0.02, 0.11), (0.008, 0.012, 0.02)) * 0.5, (1.02, 0.92, 0.92))
-    mul(g2(H.EYE_CENTER + (0, -0.012, 0.012), (0.013, 0.006, 0.02)) * 0.5, (0.88, 0.85, 0.88))
-    mul(g2(H.EYE_CENTER + (0, 0.0, 0.01), (0.022, 0.016, 0.03)) * 0.7, (0.86, 0.83, 0.86))  # socket
+    for mask, factor in L["tone"]:
+        mul(mask, factor)
     if demo.gender == "man":
-        beard = rng.uniform(0.0, 0.6)
-        mask = (smoothstep(-0.035, -0.055, y) * front * smoothstep(0.07, 0.05, np.abs(x))
-                * (1 - g((0, H.MOUTH_Y, 0.09), (0.022, 0.008, 0.03))))
-        mul(mask * beard, (0.86, 0.85, 0.85))  # stubble shadow: darker, not tinted
+        mul(L["beard"] * rng.uniform(0.0, 0.6), (0.86, 0.85, 0.85))  # stubble shadow
     # Skin detail: blotches and pores at low amplitude
     detail = 0.012 * _noise(rng, size, 48) + 0.008 * _noise(rng, size, 160)
     img *= (1 + detail)[..., None]
-    # Lips (vermilion) and the mouth line
-    xm = np.clip(np.abs(x) / 0.0245, 0, 1)
-    ml = H._mouth_line(x)
-    top = ml + 0.0082 * (1 - xm ** 2) ** 0.55 - 0.0012 * np.exp(-(x / 0.003) ** 2)
-    bot = ml - 0.0098 * (1 - np.clip(np.abs(x) / 0.0235, 0, 1) ** 2) ** 0.6
-    lips = smoothstep(top + 0.0006, top - 0.0006, y) * smoothstep(bot - 0.0006, bot + 0.0006, y)
-    lips *= (np.abs(x) < 0.026) * smoothstep(0.07, 0.08, z)
     lip_col = skin * np.array([0.86, 0.58, 0.58]) * rng.uniform(0.85, 1.0)
     if elderly:
         lip_col = _lerp(lip_col, skin * 0.92, 0.4)
-    blend(lips, lip_col)
-    mouth_line = np.exp(-((y - ml) / 0.00055) ** 2) * (np.abs(x) < 0.025) * (z > 0.075)
-    mul(mouth_line, (0.35, 0.25, 0.25))
-    # Nostrils
-    nostril = g2((0.0065, -0.0335, 0.099), (0.0032, 0.0018, 0.004))
-    mul(smoothstep(0.3, 0.7, nostril), (0.25, 0.2, 0.2))
+    blend(L["lips"], lip_col)
+    mul(L["mouth_line"], (0.35, 0.25, 0.25))
+    mul(L["nostril"], (0.25, 0.2, 0.2))
     # Brows, lash lines and lid creases
     hair = _hair_color(demo, rng)  # drawn either way: the stream stays the same
     if dressing is not None:
         hair = np.asarray(dressing.brow_color, np.float64)
     for sign in (1.0, -1.0):
-        u = (sign * x - H.EYE_CENTER[0] - 0.002) / 0.021
-        yc = H.EYE_CENTER[1] + 0.0175 + 0.004 * (1 - u * u) - 0.002 * u
-        thick = 0.0042 * (1 - 0.45 * np.clip(u, -1, 1)) * rng.uniform(0.8, 1.15)
-        band = (smoothstep(1.05, 0.85, np.abs(u)) * smoothstep(thick, thick * 0.6, np.abs(y - yc))
-                * (sign * x > 0) * (z > 0.045))
+        e = L["eyes"][sign]
+        thick = e["thick"] * rng.uniform(0.8, 1.15)
+        band = e["brow_u"] * smoothstep(thick, thick * 0.6, e["brow_dy"]) * e["brow_side"]
         # hair: irregular fine streaks, stretched along the brow by anisotropic noise
         # (cv2.resize takes (width, height): few columns, many rows = lateral streaks)
         streak = cv2.resize(rng.standard_normal((size // 2, size // 32)).astype(np.float32),
                             (size, size), interpolation=cv2.INTER_CUBIC)
         strokes = np.clip(0.82 + 0.25 * streak, 0.45, 1.0)
         blend(band * strokes, hair, 0.9 if not elderly else 0.85)
-        s, ang, rad = eye_local(P.reshape(-1, 3), sign)
-        s, ang, rad = (a.reshape(size, size) for a in (s, ang, rad))
-        a_up, a_lo = (a.reshape(size, size) for a in margin_angles(s.ravel()))
-        near = (np.abs(s) < 1.12) * (rad < H.LID_R + 0.004) * (z > H.EYE_CENTER[2]) * (sign * x > 0)
-        lash = near * smoothstep(0.16, 0.0, ang - a_up) * (ang > a_up - 0.05)  # lash line
-        blend(lash * smoothstep(1.12, 0.9, np.abs(s)), (0.06, 0.05, 0.05), 0.9)
-        low = near * smoothstep(-0.05, 0.0, ang - a_lo) * (ang < a_lo + 0.02)
-        mul(low * smoothstep(1.1, 0.8, np.abs(s)), (0.75, 0.7, 0.7))
-        crease = near * np.exp(-((ang - a_up - 0.38) / 0.05) ** 2) * smoothstep(1.1, 0.6, np.abs(s))
-        mul(crease, (0.85, 0.82, 0.82))
-    # Age: forehead lines, crow's feet, nasolabial folds, spots, a little sallowness
+        blend(e["lash"], (0.06, 0.05, 0.05), 0.9)
+        mul(e["low"], (0.75, 0.7, 0.7))
+        mul(e["crease"], (0.85, 0.82, 0.82))
     if elderly:
-        fh = (smoothstep(0.035, 0.045, y) * smoothstep(0.08, 0.07, y) * smoothstep(0.045, 0.03, np.abs(x))
-              * front)
-        lines = np.clip(np.sin((y + 0.001 * np.sin(x / 0.01)) / 0.0065 * 2 * np.pi) - 0.75, 0, 1) * 4
-        mul(fh * lines * rng.uniform(0.5, 1.0), (0.82, 0.8, 0.8))
-        for sign in (1.0, -1.0):
-            cx, cy = sign * (H.EYE_CENTER[0] + 0.017), H.EYE_CENTER[1]
-            ang = np.arctan2(y - cy, (x - cx) * sign)
-            r = np.hypot(x - cx, y - cy)
-            feet = (np.clip(np.sin(ang * 9) - 0.6, 0, 1) * 2.5 * smoothstep(0.012, 0.004, r)
-                    * (sign * (x - cx) > -0.002) * (z > 0.03))
-            mul(feet, (0.85, 0.82, 0.82))
-            nl = np.exp(-((sign * x - (0.019 + 0.25 * (-0.035 - y))) / 0.0012) ** 2)
-            nl *= smoothstep(-0.03, -0.036, y) * smoothstep(-0.07, -0.062, y) * (z > 0.06)
-            mul(nl, (0.84, 0.8, 0.8))
-        spots = smoothstep(2.2, 2.8, _noise(rng, size, 90)) * front
-        mul(spots, (0.85, 0.8, 0.75))
-        gray = img.mean(-1, keepdims=True)
-        img[:] = 0.85 * img + 0.15 * gray
+        _age(img, L, rng, size, mul)
     if dressing is not None:
         _paint_scalp(img, P, size, dressing)
     _paint_patches(img, size, demo, skin, rng)
     return (np.clip(img, 0, 1) * 255).astype(np.uint8)
+
+
+def _age(img, L, rng, size, mul) -> None:
+    """Forehead lines, crow's feet, nasolabial folds, spots, a little sallowness."""
+    a = L["age"]
+    mul(a["forehead"] * rng.uniform(0.5, 1.0), (0.82, 0.8, 0.8))
+    for feet, nl in a["sides"]:
+        mul(feet, (0.85, 0.82, 0.82))
+        mul(nl, (0.84, 0.8, 0.8))
+    spots = smoothstep(2.2, 2.8, _noise(rng, size, 90)) * L["front"]
+    mul(spots, (0.85, 0.8, 0.75))
+    gray = img.mean(-1, keepdims=True)
+    img[:] = 0.85 * img + 0.15 * gray
 
 
 def _paint_scalp(img: np.ndarray, P: np.ndarray, size: int, dressing) -> None:

@@ -50,6 +50,8 @@ class GenerateConfig:
     start: int = 0
     overwrite: bool = False
     write_meshes: bool = True
+    codec: str = "png"  # image/heatmap/mask bytes: png | webp (lossless); see tasks.CODECS
+    png_level: int = 1  # zlib level of png: 1 (fast) .. 9 (small)
     stages: StagesConfig = field(default_factory=StagesConfig)
     qa: QAConfig = field(default_factory=QAConfig)
     ray: RayInitConfig = field(default_factory=RayInitConfig)

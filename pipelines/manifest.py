@@ -17,6 +17,7 @@ from pipelines import storage
 
 GROUP_COLS = ("age_group", "gender", "ethnicity")
 CONTENT_EXCLUDE = {"generate": {"identities", "start", "out", "overwrite", "ray"}}
+ENCODING_DEFAULTS = {"codec": "png", "png_level": 1}
 RESOURCE_KEYS = {"num_gpus", "num_cpus", "batch_size", "concurrency", "max_concurrency"}
 
 
@@ -26,6 +27,9 @@ def content_config(cfg_dict: dict) -> dict:
     out = json.loads(json.dumps(cfg_dict))
     for key in CONTENT_EXCLUDE["generate"]:
         out.get("generate", {}).pop(key, None)
+    for key, default in ENCODING_DEFAULTS.items():  # absent from datasets made before the
+        if out.get("generate", {}).get(key) == default:  # option: they stay resumable
+            out["generate"].pop(key)
     for stage in out.get("generate", {}).get("stages", {}).values():
         for k in RESOURCE_KEYS:
             stage.pop(k, None)

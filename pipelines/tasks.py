@@ -135,8 +135,20 @@ def _scalp(batch: dict, scenes: list[Scene], cfg, model, r) -> np.ndarray:
 
 def png_bytes(a: np.ndarray, compress_level: int = 1) -> bytes:
     """PNG of a uint8 array (RGB or grey, from its shape); level 1: speed over size."""
+    return encode_image(a, "png", compress_level)
+
+
+# Lossless WebP at its fastest effort: about as fast as PNG level 1 to encode, a third smaller
+# and faster to decode (benchmarks/render.py); grey arrays come back as RGB with equal channels.
+CODECS = {"png": lambda level: {"format": "PNG", "compress_level": level},
+          "webp": lambda level: {"format": "WEBP", "lossless": True, "method": 0, "quality": 50}}
+
+
+def encode_image(a: np.ndarray, codec: str = "png", png_level: int = 1) -> bytes:
+    """Lossless bytes of a uint8 array (RGB or grey) in ``codec`` (a CODECS name); every
+    reader of the frames table opens them with PIL, whichever codec made them."""
     buf = io.BytesIO()
-    Image.fromarray(a).save(buf, format="PNG", compress_level=compress_level)
+    Image.fromarray(a).save(buf, **CODECS[codec](png_level))
     return buf.getvalue()
 
 
@@ -180,11 +192,16 @@ def shard_name(identity: int) -> str:
     return f"identity={identity:06d}.parquet"
 
 
-def frames_table(batch: dict, i: int, face_model_name: str) -> pa.Table:
+def frames_table(batch: dict, i: int, face_model_name: str, codec: str = "png",
+                 png_level: int = 1) -> pa.Table:
     ident = int(batch["identity"][i])
     aus = batch["aus"][i]
     E, V = batch["rgb"].shape[1:3]
     rows: dict[str, list] = {f.name: [] for f in FRAME_SCHEMA}
+
+    def encode(a):
+        return encode_image(a, codec, png_level)
+
     for e in range(E):
         au = dict(zip(RIG_AUS, aus[e].tolist()))
         score = int(round(pspi(au)))
@@ -200,9 +217,9 @@ def frames_table(batch: dict, i: int, face_model_name: str) -> pa.Table:
             for k in ("age_group", "gender", "ethnicity", "prompt"):
                 rows[k].append(str(batch[k][i]))
             rows["seed"].append(int(batch["seed"][i]))
-            rows["image"].append(png_bytes(batch["rgb"][i, e, v]))
-            rows["heatmap"].append(png_bytes(batch["heatmap"][i, e, v]) if e > 0 else None)
-            rows["mask"].append(png_bytes(batch["mask"][i, e, v].astype(np.uint8) * 255))
+            rows["image"].append(encode(batch["rgb"][i, e, v]))
+            rows["heatmap"].append(encode(batch["heatmap"][i, e, v]) if e > 0 else None)
+            rows["mask"].append(encode(batch["mask"][i, e, v].astype(np.uint8) * 255))
             rows["shape_params"].append(np.asarray(batch["shape"][i], np.float32))
             rows["expression_params"].append(np.asarray(batch["expression_params"][i, e],
                                                         np.float32))
@@ -271,7 +288,7 @@ def write_rows(batch: dict, cfg, out_uri: str) -> dict:
             for rel, data in _obj_files(model, batch["vertices"][i, 0], tex, vcol,
                                         "neutral").items():
                 storage.write_bytes(loc, f"textured_meshes/{ident:06d}/{rel}", data)
-        table = frames_table(batch, i, model.name)
+        table = frames_table(batch, i, model.name, cfg.generate.codec, cfg.generate.png_level)
         buf = pa.BufferOutputStream()
         pq.write_table(table, buf, compression="zstd")
         storage.write_bytes(loc, f"frames/{shard_name(ident)}", buf.getvalue().to_pybytes())

@@ -23,20 +23,16 @@ EXPRESSIONS = (0, 4, 9)
 
 
 def render_reference() -> dict[str, np.ndarray]:
-    from actors.base import make_backend
     from cluster.config import load_config
     from faces.heatmap import displacement, heat_colors
     from faces.photo import identity_setup, render_views
     from faces.render import Camera, get_renderer
-    from pipelines.tasks import face_model, identity_rows
     from actors.neutral_face import demographics_of
+    from pipelines.inprocess import run_stages, stage_steps
+    from pipelines.tasks import face_model
 
     cfg = load_config("local", ["render.size=128", "generate.stages.qa.backend=none"])
-    ctx = {"face": cfg.face, "render": cfg.render, "qa": cfg.generate.qa}
-    st = cfg.generate.stages
-    b = identity_rows({"identity": np.array([3])}, cfg)
-    for name in ("rigging", "neutral_face", "texturing"):
-        b = make_backend(name, getattr(st, name), ctx, "cpu")(b)
+    b = run_stages(stage_steps(cfg), 3, until="texturing")
     model, r, rc = face_model(cfg.face), get_renderer(num_threads=1), cfg.render
     tex = b["texture"][0] if "texture" in b else None
     neutral = b["vertices"][0, 0]
