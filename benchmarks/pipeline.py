@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -40,6 +41,13 @@ def stage_times(cfg, ids: list[int], out: str) -> tuple[dict[str, float], int]:
             times[name] += time.perf_counter() - t0
         frames += int(b["frames"][0])
     return times, frames
+
+
+def cpu_busy(before, after) -> float:
+    """Fraction of the machine's CPU time spent busy between two psutil.cpu_times()."""
+    d = {k: getattr(after, k) - getattr(before, k) for k in before._fields}
+    total = sum(d.values())
+    return 1 - (d["idle"] + d.get("iowait", 0.0)) / total if total else float("nan")
 
 
 def main() -> None:
@@ -69,9 +77,10 @@ def main() -> None:
             f"generate.start={ids[0]}"])
         run(load_config("local", args.overrides + [f"generate.out={tmp}/warm",
                                                    "generate.identities=1"]))  # warm workers
-        t0 = time.perf_counter()
+        cpu0, t0 = psutil.cpu_times(), time.perf_counter()
         res = run(cfg_e2e)
         e2e = time.perf_counter() - t0
+        busy = cpu_busy(cpu0, psutil.cpu_times())
         ray.shutdown()
     made = sum(s["frames"] for s in res.summaries)
     e2e_fps = made / e2e
@@ -82,7 +91,9 @@ def main() -> None:
         print(f"{name:<14}{t / len(ids):>12.2f}{t / total:>8.0%}")
     print(f"\nslowest stage alone ({slowest}): {slow_fps:.1f} frames/s")
     print(f"end to end (Ray Data), with actor start-up: {e2e_fps:.1f} frames/s")
+    first = min(s["finished_after_s"] for s in res.summaries)
     print(f"end to end, steady state (first to last identity): {steady:.1f} frames/s")
+    print(f"first identity written after {first:.1f} s; CPUs busy {busy:.0%} of the run")
     print(f"ratio steady state / slowest stage: {steady / slow_fps:.2f} (target >= 0.9); "
           f"with start-up: {e2e_fps / slow_fps:.2f}")
     print(f"all stages back to back, one process: {frames / total:.1f} frames/s")
@@ -91,7 +102,7 @@ def main() -> None:
             "identities": args.identities, "frames": frames, "num_cpus": args.num_cpus,
             "stage_seconds_per_identity": {k: v / len(ids) for k, v in times.items()},
             "slowest_stage": slowest, "slowest_stage_fps": slow_fps, "e2e_fps": e2e_fps,
-            "steady_fps": steady, "ratio": steady / slow_fps, "sequential_fps": frames / total}, indent=1))
+            "steady_fps": steady, "first_identity_s": first, "cpu_busy": busy, "ratio": steady / slow_fps, "sequential_fps": frames / total}, indent=1))
 
 
 if __name__ == "__main__":

@@ -8,8 +8,9 @@ and body), dressed, lit and textured as `pain3d generate` does; the expression c
 three views (the views of one expression share their vertex upload, as in the pipeline).
 - bare moderngl: the same triangles through a one-line shader, positions uploaded once per
   expression, one colour attachment read back: the floor of a draw on this GL.
-- depth only, rgb + mask, all four (rgb, heatmap in the vertex-colour output, depth, mask):
-  `Renderer.render` calls.
+- depth only; unlit three (heatmap colours, depth, mask: everything but the lit photo, i.e.
+  the plumbing without material shading); rgb + mask; all four (rgb, heatmap in the
+  vertex-colour output, depth, mask): `Renderer.render` calls.
 - render_views: the render stage's own loop (photo + mask + heatmap + head box, lashes
   rebuilt per expression).
 `--threads` is llvmpipe's thread count (the render stage gets its num_cpus, 1 on the laptop).
@@ -61,15 +62,18 @@ def renderer_cases(cfg, model, setup, tex, verts, heat, size: int) -> dict[str, 
     cams = [camera_for(rc, model.camera_target, y, setup.scene) for y in rc.yaws]
     lights = [lighting_for(rc, c, setup.scene) for c in cams]
     parts = [extras(setup.static, lash_mesh(v), setup.dressing, heat=True) for v in verts]
-    cases = {"depth only": ("depth",), "rgb + mask": ("rgb", "mask"),
-             "all four": ("rgb", "vcolor", "depth", "mask")}
+    cases = {"depth only": ("depth",), "unlit three": ("vcolor", "depth", "mask"),
+             "rgb + mask": ("rgb", "mask"), "all four": ("rgb", "vcolor", "depth", "mask")}
     fps = {}
     for name, outs in cases.items():
         def frame(e, k):
+            kw = {"vcolor": heat[e]} if "vcolor" in outs else {}
             r.render(model.mesh(verts[e]), cams[k], size, texture=tex, lighting=lights[k],
-                     outputs=outs, materials=model.materials(), extras=parts[e],
-                     vcolor=heat[e])
-        fps[name] = _rate(frame, len(verts), len(cams))
+                     outputs=outs, materials=model.materials(), extras=parts[e], **kw)
+        try:
+            fps[name] = _rate(frame, len(verts), len(cams))
+        except TypeError:  # a renderer from before `vcolor=` (comparing commits)
+            fps[name] = float("nan")
     fps["render_views"] = _rate_views(lambda e: render_views(r, model, setup, verts[e], tex, None,
                                                              rc_size, heat[e]), len(verts),
                                       len(cams))

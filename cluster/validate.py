@@ -279,7 +279,7 @@ def _validate_train(cfg) -> None:
     if t.freeze_backbone_epochs > t.epochs:
         raise ConfigError(f"train.freeze_backbone_epochs ({t.freeze_backbone_epochs}) must be "
                           f"<= train.epochs ({t.epochs})")
-    from train.losses import CLASS_WEIGHTS
+    from train.config import CLASS_WEIGHTS
 
     if t.class_weights not in CLASS_WEIGHTS:
         raise ConfigError(f"unknown train.class_weights {t.class_weights!r}; use one of "

@@ -242,29 +242,35 @@ def _qa_row(rows: dict, batch: dict, i: int, e: int, v: int) -> None:
     rows["qa_pass"].append(bool(batch["qa_pass"][i, e, v]))
 
 
+def _lines(fmt: str, rows: np.ndarray) -> list[str]:
+    """One formatted line per row (a single %-format over the flat array: ~10x faster than
+    an f-string per row, byte for byte the same text)."""
+    rows = np.asarray(rows)
+    return (((fmt + "\n") * len(rows)) % tuple(rows.ravel().tolist())).splitlines()
+
+
 def _obj_files(model, vertices: np.ndarray, texture, vertex_colors, name: str) -> dict[str, bytes]:
     """OBJ (+ MTL + PNG albedo when the mesh has UVs) of one mesh."""
     mesh = model.mesh(vertices)
     lines = [f"# pain3d {name}"]
     files: dict[str, bytes] = {}
+    v = np.asarray(mesh.vertices, np.float64)
     if mesh.corner_uv is not None and texture is not None:
         lines.insert(1, f"mtllib {name}.mtl")
-        lines += [f"v {x:.6f} {y:.6f} {z:.6f}" for x, y, z in mesh.vertices]
-        uv = mesh.corner_uv.reshape(-1, 2)
-        lines += [f"vt {u:.6f} {v:.6f}" for u, v in uv]
+        lines += _lines("v %.6f %.6f %.6f", v)
+        lines += _lines("vt %.6f %.6f", mesh.corner_uv.reshape(-1, 2).astype(np.float64))
         lines.append("usemtl skin")
-        for k, (a, b, c) in enumerate(mesh.faces + 1):
-            t = 3 * k + 1
-            lines.append(f"f {a}/{t} {b}/{t + 1} {c}/{t + 2}")
+        t = 3 * np.arange(len(mesh.faces))[:, None] + 1 + np.arange(3)
+        lines += _lines("f %d/%d %d/%d %d/%d",
+                        np.stack([mesh.faces + 1, t], -1).reshape(len(t), 6).astype(np.int64))
         files[f"{name}.mtl"] = (f"newmtl skin\nKa 1 1 1\nKd 1 1 1\nKs 0 0 0\n"
                                 f"map_Kd {name}.png\n").encode()
         files[f"{name}.png"] = png_bytes(np.asarray(texture, np.uint8))
     else:
         cols = (np.asarray(vertex_colors, np.float32) / 255.0 if vertex_colors is not None
                 else np.ones((mesh.n_vertices, 3)))
-        lines += [f"v {x:.6f} {y:.6f} {z:.6f} {r:.4f} {g:.4f} {b:.4f}"
-                  for (x, y, z), (r, g, b) in zip(mesh.vertices, cols)]
-        lines += [f"f {a} {b} {c}" for a, b, c in mesh.faces + 1]
+        lines += _lines("v %.6f %.6f %.6f %.4f %.4f %.4f", np.c_[v, np.asarray(cols, np.float64)])
+        lines += _lines("f %d %d %d", (mesh.faces + 1).astype(np.int64))
     files[f"{name}.obj"] = ("\n".join(lines) + "\n").encode()
     return files
 

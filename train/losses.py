@@ -9,31 +9,14 @@ expected PSPI / 16 (MSE, weight l_pspi_d) instead of the KL term.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from train.config import CLASS_WEIGHTS, LossWeights  # noqa: F401 - defined torch-free
 from train.heads import BINARY_THRESHOLDS, PSPI_MAX
-
-
-@dataclass
-class LossWeights:
-    """The paper's values (found by its hyperparameter search)."""
-
-    pspi: float = 1.0
-    au: float = 1.0
-    pspi_distill: float = 0.1
-    au_distill: float = 0.3
-    feature_distill: float = 0.5
-    temperature: float = 4.0
-    pspi_reg: float = 1.0  # regression head (train.model.head regression | both)
-    binary: float = 1.0  # binary heads at PSPI >= 1, 2, 3 (same heads)
-
-
-CLASS_WEIGHTS = ("none", "inverse", "sqrt_inverse")
 
 
 def class_weights(pspi, how: str, n_classes: int = 17) -> list[float] | None:

@@ -15,68 +15,17 @@ With ``au_queries=False`` (the paper's baseline) the AUs come from the CLS token
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from train.config import LoRAConfig, ModelConfig  # noqa: F401 - defined torch-free
 from train.heads import (BINARY_THRESHOLDS, HEADS, N_AUS, N_PSPI, AUQueryHead,  # noqa: F401
                          CLSAUHead, NeutralFusion, PSPIHead)
 
 log = logging.getLogger(__name__)
 BACKBONES = ("backbone.", "neutral_backbone.")  # parameter name prefixes of the encoders
-
-
-@dataclass
-class LoRAConfig:
-    """LoRA adapters (peft) on the backbone: ``rank`` 0 is off. With adapters, the backbone's
-    own weights stay frozen, only adapters and heads train, and a checkpoint holds just those."""
-
-    rank: int = 0
-    alpha: float = 16.0
-    dropout: float = 0.1
-    targets: list[str] = field(default_factory=lambda: ["qkv", "proj"])
-    # the base weights when no pretrained_file is given: a random init under this seed, so a
-    # checkpoint of adapters and heads loads onto the same base again
-    base_seed: int = 0
-
-
-@dataclass
-class ModelConfig:
-    backbone: str = "vit_tiny_patch16_224"
-    backbone_kwargs: dict = field(default_factory=dict)  # e.g. {depth: 4} for a smaller ViT
-    img_size: int = 224
-    pretrained_file: str | None = None  # local weights (.safetensors/.bin/.pth) for the backbone
-    au_queries: bool = True
-    head_hidden: int = 512
-    dropout: float = 0.1
-    face_crop: bool = True  # the input is the face square of the frame's mask (train/crop.py)
-    lora: LoRAConfig = field(default_factory=LoRAConfig)
-    # a neutral frame of the same face beside each input (the row's neutral_sample_id)
-    neutral_reference: bool = False
-    shared_encoder: bool = False  # the neutral frame through the same backbone (else a second)
-    # classification: 17 PSPI logits; regression: sigmoid PSPI/16 + binary PSPI >= 1, 2, 3
-    head: str = "classification"
-
-    def to_dict(self) -> dict:
-        from dataclasses import asdict
-
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "ModelConfig":
-        d = dict(d)
-        lora = LoRAConfig(**d.pop("lora", None) or {})
-        return cls(**d, lora=lora)
-
-    @property
-    def classifies(self) -> bool:
-        return self.head in ("classification", "both")
-
-    @property
-    def regresses(self) -> bool:
-        return self.head in ("regression", "both")
 
 
 def create_backbone(cfg: ModelConfig, warn: bool = True) -> nn.Module:
