@@ -93,9 +93,12 @@ def resolve_device(stage: str, num_gpus: float) -> tuple[str, list]:
 
 
 def egl_device_index(gpu_ids: list) -> int | None:
-    """EGL device for the renderer: the assigned GPU on NVIDIA nodes, default otherwise."""
+    """EGL device for the renderer: the assigned GPU on NVIDIA nodes (matched by PCI address,
+    faces/egl.py), the default display otherwise."""
     if gpu_ids and os.path.exists("/dev/nvidia0"):
-        return 0  # with CUDA_VISIBLE_DEVICES set, EGL enumerates our GPU first
+        from faces.egl import egl_device_for_cuda
+
+        return egl_device_for_cuda()
     return None
 
 

@@ -70,8 +70,10 @@ def main() -> None:
 
         from pipelines.generate import run
 
-        ray.init(num_cpus=args.num_cpus, object_store_memory=300_000_000,
-                 include_dashboard=False, log_to_driver=False)
+        from cluster.runtime import init_ray
+
+        init_ray(load_config("local", [f"generate.ray.num_cpus={args.num_cpus}"]
+                             + args.overrides).generate.ray)  # as `pain3d generate` does
         cfg_e2e = load_config("local", args.overrides + [
             f"generate.out={tmp}/e2e", f"generate.identities={args.identities}",
             f"generate.start={ids[0]}"])

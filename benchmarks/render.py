@@ -50,14 +50,13 @@ def scene(expressions: int):
     return cfg, model, setup, tex, verts, heat
 
 
-def renderer_cases(cfg, model, setup, tex, verts, heat, size: int) -> dict[str, float]:
+def renderer_cases(r, cfg, model, setup, tex, verts, heat, size: int) -> dict[str, float]:
     from faces.dressing import extras
     from faces.hair import lash_mesh
     from faces.photo import render_views
-    from faces.render import get_renderer
     from faces.scene import camera_for, lighting_for
 
-    r, rc = get_renderer(), cfg.render
+    rc = cfg.render
     rc_size = type(rc)(**{**rc.__dict__, "size": size})
     cams = [camera_for(rc, model.camera_target, y, setup.scene) for y in rc.yaws]
     lights = [lighting_for(rc, c, setup.scene) for c in cams]
@@ -98,13 +97,13 @@ def _rate_views(call, n_expr: int, n_views: int) -> float:
     return (n_expr - 1) * n_views / (time.perf_counter() - t0)
 
 
-def bare_moderngl(model, setup, verts, size: int, n_views: int = 3) -> float:
+def bare_moderngl(r, model, setup, verts, size: int, n_views: int = 3) -> float:
     """The same triangles, a one-line shader, one read-back: what a draw costs at least."""
     from faces.dressing import extras
     from faces.hair import lash_mesh
-    from faces.render import Camera, get_renderer
+    from faces.render import Camera
 
-    ctx = get_renderer().ctx
+    ctx = r.ctx
     prog = ctx.program(vertex_shader="#version 330\nuniform mat4 mvp; in vec3 in_pos;\n"
                        "void main() { gl_Position = mvp * vec4(in_pos, 1.0); }",
                        fragment_shader="#version 330\nout vec4 c;\nvoid main() { c = vec4(1.0); }")
@@ -141,7 +140,7 @@ def bare_moderngl(model, setup, verts, size: int, n_views: int = 3) -> float:
     return fps
 
 
-def codec_table(cfg, model, setup, tex, verts, heat) -> list[dict]:
+def codec_table(r, cfg, model, setup, tex, verts, heat) -> list[dict]:
     """Encode (and decode) the frames of render_views with each codec: ms and KiB per frame
     (image + heatmap + mask), and whether the round trip is exact."""
     import io
@@ -149,11 +148,10 @@ def codec_table(cfg, model, setup, tex, verts, heat) -> list[dict]:
     from PIL import Image
 
     from faces.photo import render_views
-    from faces.render import get_renderer
     from pipelines.tasks import encode_image
 
     frames = [o for e in range(min(4, len(verts)))
-              for o in render_views(get_renderer(), model, setup, verts[e], tex, None,
+              for o in render_views(r, model, setup, verts[e], tex, None,
                                     cfg.render, heat[e])]
     rows = []
     for codec, level in (("png", 1), ("png", 6), ("webp", 1)):
@@ -178,25 +176,34 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs="+", default=[256])
     ap.add_argument("--threads", type=int, default=1, help="llvmpipe threads (LP_NUM_THREADS)")
     ap.add_argument("--expressions", type=int, default=11, help="expressions (x 3 views) timed")
+    ap.add_argument("--gpu", action="store_true", help="render on the EGL device of the first "
+                    "GPU in CUDA_VISIBLE_DEVICES (matched by PCI address)")
     ap.add_argument("--json", help="also write the figures here")
     args = ap.parse_args()
     os.environ["LP_NUM_THREADS"] = str(args.threads)  # read when the context is made
+    from faces.egl import egl_device_for_cuda, egl_devices
     from faces.render import get_renderer
 
+    device = None
+    if args.gpu:
+        device = egl_device_for_cuda()
+        print(f"EGL devices: {[(d.index, d.drm_file, d.pci) for d in egl_devices()]}; "
+              f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')} -> EGL device "
+              f"{device}")
+    r = get_renderer(device)
     cfg, model, setup, tex, verts, heat = scene(args.expressions + 1)
-    r = get_renderer()
     print(f"GL renderer: {r.gl_renderer}; llvmpipe threads {args.threads}; "
           f"{args.expressions} expressions x 3 views per figure")
     results = []
     for size in args.sizes:
-        fps = {"bare moderngl": bare_moderngl(model, setup, verts, size)}
-        fps.update(renderer_cases(cfg, model, setup, tex, verts, heat, size))
+        fps = {"bare moderngl": bare_moderngl(r, model, setup, verts, size)}
+        fps.update(renderer_cases(r, cfg, model, setup, tex, verts, heat, size))
         print(f"\n{size}x{size}\n  {'case':<16}{'frames/s':>10}{'vs bare':>10}{'vs depth':>10}")
         for name, v in fps.items():
             print(f"  {name:<16}{v:>10.1f}{v / fps['bare moderngl']:>10.2f}"
                   f"{v / fps['depth only']:>10.2f}")
             results.append({"size": size, "case": name, "fps": round(v, 2)})
-    codecs = codec_table(cfg, model, setup, tex, verts, heat)
+    codecs = codec_table(r, cfg, model, setup, tex, verts, heat)
     print(f"\ncodecs, per frame (image + heatmap + mask, {cfg.render.size} px)\n"
           f"  {'codec':<14}{'encode ms':>10}{'decode ms':>10}{'KiB':>8}{'exact':>7}")
     for c in codecs:

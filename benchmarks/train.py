@@ -1,6 +1,7 @@
 """Training throughput: Ray Train against a plain PyTorch loop, same model, batch and data.
 
     python benchmarks/train.py [--samples 1024] [--epochs 3] [--repeats 2] [--json out.json]
+    python benchmarks/train.py --gpu --config paper    # one GPU: TorchTrainer vs plain
 
 Six measurements in one run, all on the config's ViTPain (the local preset's model) with random in-memory data shaped like the frames table (image, PSPI, 6 AUs):
 
@@ -18,6 +19,8 @@ clocks; start-up (actors, process groups) is reported apart as wall seconds. The
 turns over ``--repeats`` rounds and each keeps its best round. Every process gets the same
 number of torch threads, so 1-process figures use ``--threads`` cores and 2-process ones twice
 that. The ratios printed are Ray Train over the plain loop with the same number of processes.
+``--gpu`` runs every process on a CUDA device (NCCL for two), the 2-process cases only where
+two GPUs are visible; clocks are read after a CUDA synchronise.
 """
 from __future__ import annotations
 
@@ -45,16 +48,25 @@ def make_data(n: int, size: int, seed: int) -> dict[str, np.ndarray]:
             "aus": (rng.random((n, N_AUS)) * 5).astype(np.float32)}
 
 
-def in_memory_batches(data: dict, batch: int, rank: int, world: int):
-    """This rank's share (every world-th sample), in batches, as tensors."""
+def in_memory_batches(data: dict, batch: int, rank: int, world: int, device="cpu"):
+    """This rank's share (every world-th sample), in batches, as tensors on ``device``."""
     idx = np.arange(rank, len(data["pspi"]), world)
     for s in range(0, len(idx), batch):
         sel = idx[s:s + batch]
-        yield {k: torch.from_numpy(v[sel]) for k, v in data.items()}
+        yield {k: torch.from_numpy(v[sel]).to(device, non_blocking=True) for k, v in data.items()}
+
+
+def _synced(barrier, device):
+    def sync():
+        if torch.device(device).type == "cuda":
+            torch.cuda.synchronize()
+        barrier()
+    return sync
 
 
 def run_epochs(net, model_cfg, batches_fn, epochs: int, barrier) -> tuple[int, float]:
     """The training loop every variant runs; returns (samples, seconds) after epoch 1."""
+    barrier = _synced(barrier, next(net.parameters()).device)
     opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
     w = LossWeights()
     samples, t0 = 0, None
@@ -78,17 +90,20 @@ def run_epochs(net, model_cfg, batches_fn, epochs: int, barrier) -> tuple[int, f
 def _plain_worker(rank: int, world: int, port: int, args, model_cfg, data, out):
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    net = ViTPain(model_cfg, weights_follow=True)
+    device = f"cuda:{rank}" if args.gpu else "cpu"
+    net = ViTPain(model_cfg, weights_follow=True).to(device)
     barrier = lambda: None  # noqa: E731
     if world > 1:
         import torch.distributed as dist
 
-        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
+        dist.init_process_group("nccl" if args.gpu else "gloo",
+                                init_method=f"tcp://127.0.0.1:{port}", rank=rank,
                                 world_size=world)
-        net = torch.nn.parallel.DistributedDataParallel(net)
+        net = torch.nn.parallel.DistributedDataParallel(
+            net, device_ids=[rank] if args.gpu else None)
         barrier = dist.barrier
     samples, secs = run_epochs(net, model_cfg, lambda: in_memory_batches(
-        data, args.batch, rank, world), args.epochs, barrier)
+        data, args.batch, rank, world, device), args.epochs, barrier)
     if rank == 0:
         out.put((samples * world, secs))
     if world > 1:
@@ -146,9 +161,10 @@ def _ray_loop(config: dict) -> None:
         import ray
 
         data = ray.get(config["data"][0])
+        device = ray.train.torch.get_device()
 
         def batches():
-            return in_memory_batches(data, args.batch, rank, world)
+            return in_memory_batches(data, args.batch, rank, world, device)
     samples, secs = run_epochs(net, model_cfg, batches, args.epochs, barrier)
     import tempfile
 
@@ -160,7 +176,7 @@ def _ray_loop(config: dict) -> None:
 def ray_task(args, model_cfg, data_ref) -> dict:
     import ray
 
-    @ray.remote(num_cpus=args.cpus_per_worker)
+    @ray.remote(num_cpus=args.cpus_per_worker, num_gpus=1 if args.gpu else 0)
     def run(args, model_cfg, data_ref):
         q = _Box()
         _plain_worker(0, 1, 0, args, model_cfg, ray.get(data_ref[0]), q)
@@ -185,7 +201,7 @@ def ray_train(args, model_cfg, data, data_ref, world: int, ray_data: bool) -> di
         _ray_loop,
         train_loop_config={"args": args, "model_cfg": model_cfg, "ray_data": ray_data,
                            "data": [data_ref]},
-        scaling_config=ScalingConfig(num_workers=world, use_gpu=False,
+        scaling_config=ScalingConfig(num_workers=world, use_gpu=args.gpu,
                                      resources_per_worker={"CPU": args.cpus_per_worker}),
         datasets=datasets,
         run_config=RunConfig(name=f"bench-{world}-{int(ray_data)}-{os.getpid()}",
@@ -209,6 +225,7 @@ def main() -> None:
                     help="Ray CPUs per training worker (leaves room for Ray Data)")
     ap.add_argument("--repeats", type=int, default=2, help="runs of every case (best is kept)")
     ap.add_argument("--storage", default="/tmp/pain3d-bench-train")
+    ap.add_argument("--gpu", action="store_true", help="every process on a CUDA device")
     ap.add_argument("--json", help="also write the figures here")
     args = ap.parse_args()
     if args.epochs < 2:
@@ -221,11 +238,14 @@ def main() -> None:
     print(f"model: {model_cfg.backbone} {model_cfg.backbone_kwargs} at {model_cfg.img_size}px; "
           f"{args.samples} samples x {args.epochs} epochs (first is warm-up), batch "
           f"{args.batch}, {args.threads} torch thread(s) per process, {os.cpu_count()} cores")
-    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
-             object_store_memory=1 << 30)
+    n_gpus = torch.cuda.device_count() if args.gpu else 0
+    if args.gpu and not n_gpus:
+        ap.error("--gpu: no CUDA device is visible")
+    ray.init(num_cpus=os.cpu_count(), num_gpus=n_gpus, include_dashboard=False,
+             log_to_driver=False, object_store_memory=1 << 30)
     data_ref = ray.put(data)
     cases = []  # (name, world, run)
-    for world in (1, 2):
+    for world in (1, 2) if not args.gpu or n_gpus >= 2 else (1,):
         proc = f"{world} process{'es' if world > 1 else ''}"
         cases.append((f"plain PyTorch, {proc}", world,
                       lambda w=world: plain(args, model_cfg, data, w)))

@@ -8,6 +8,7 @@ re-run skips finished identities and a lost worker leaves neither a duplicate no
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -202,6 +203,32 @@ def build_dataset(cfg: "Pain3DConfig", todo: list[int]):
     return ds
 
 
+def _finished(ds, t0: float):
+    """One summary per identity as its shard lands."""
+    for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+        for k in range(len(batch["identity"])):
+            s = {key: (v[k].tolist() if isinstance(v[k], np.ndarray) else
+                       v[k].item() if hasattr(v[k], "item") else v[k])
+                 for key, v in batch.items()}
+            s["finished_after_s"] = time.time() - t0  # for steady-state throughput
+            yield s
+
+
+@contextlib.contextmanager
+def _reservation(enabled: bool):
+    """Ray Data's per-operator resource reservation for the graph built inside, the driver's
+    setting restored after (training in the same process keeps its own)."""
+    from ray.data import DataContext
+
+    ctx = DataContext.get_current()
+    before = ctx.op_resource_reservation_enabled
+    ctx.op_resource_reservation_enabled = enabled
+    try:
+        yield
+    finally:
+        ctx.op_resource_reservation_enabled = before
+
+
 def _task_concurrency(tc) -> dict:
     return {"concurrency": tc.max_concurrency} if tc.max_concurrency else {}
 
@@ -227,13 +254,8 @@ def run(cfg: "Pain3DConfig", progress=None) -> GenerationResult:
     summaries: list[dict] = []
     try:
         if todo:
-            ds = build_dataset(cfg, todo)
-            for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-                for k in range(len(batch["identity"])):
-                    s = {key: (v[k].tolist() if isinstance(v[k], np.ndarray) else
-                               v[k].item() if hasattr(v[k], "item") else v[k])
-                         for key, v in batch.items()}
-                    s["finished_after_s"] = time.time() - t0  # for steady-state throughput
+            with _reservation(g.stage_reservation):  # read while the graph executes
+                for s in _finished(build_dataset(cfg, todo), t0):
                     summaries.append(s)
                     if progress:
                         progress(1)

@@ -16,7 +16,8 @@ from faces.au import PSPI_MAX
 from pipelines import storage
 
 GROUP_COLS = ("age_group", "gender", "ethnicity")
-CONTENT_EXCLUDE = {"generate": {"identities", "start", "out", "overwrite", "ray"}}
+CONTENT_EXCLUDE = {"generate": {"identities", "start", "out", "overwrite", "ray",
+                                "stage_reservation"}}
 ENCODING_DEFAULTS = {"codec": "png", "png_level": 1}
 RESOURCE_KEYS = {"num_gpus", "num_cpus", "batch_size", "concurrency", "max_concurrency"}
 
