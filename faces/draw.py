@@ -4,8 +4,9 @@ A mesh is drawn indexed over its unique (vertex, UV) corners: a UV seam duplicat
 vertices on it, so the vertex shader runs once per corner that differs, not per triangle
 corner (8.6 k instead of 49 k for the built-in head). Three GL buffers per draw:
 - the index buffer and UVs: per topology, made once;
-- colours, vertex-colour output and materials: per (topology, colour arrays), i.e. once per
-  identity for its head, hair and body;
+- colours, vertex-colour output and materials, and the index buffer sorted by material (each
+  material's triangles drawn by a program made for it): per (topology, colour arrays), i.e.
+  once per identity for its head, hair and body;
 - positions and normals: per vertex array, i.e. once per expression, shared by its views.
 Entries are keyed by the arrays' ids and hold the arrays, so an id is never reused while its
 entry lives; arrays are treated as immutable once drawn (the pipeline makes new ones).
@@ -55,6 +56,20 @@ def static_data(topo: Topology, n_vertices: int, colors, vcolor, materials) -> n
     return np.concatenate([topo.uv, col, vcol, mat[topo.remap, None]], 1).astype(np.float32)
 
 
+def material_ranges(topo: Topology, n_vertices: int, materials) -> tuple[np.ndarray, list]:
+    """The index buffer with triangles grouped by material, and (material, first index,
+    index count) per group. A triangle's material is its last corner's: GL's provoking
+    vertex, which the shader's flat material reads."""
+    mat = np.zeros(n_vertices, np.int64) if materials is None else np.broadcast_to(
+        np.rint(np.asarray(materials, np.float64)).astype(np.int64), (n_vertices,))
+    tri = topo.index.reshape(-1, 3)
+    tri_mat = mat[topo.remap[tri[:, 2]]]
+    order = np.argsort(tri_mat, kind="stable")
+    kinds, first, counts = np.unique(tri_mat[order], return_index=True, return_counts=True)
+    ranges = [(int(k), 3 * int(f), 3 * int(c)) for k, f, c in zip(kinds, first, counts)]
+    return np.ascontiguousarray(tri[order]).reshape(-1), ranges
+
+
 def dynamic_data(mesh: Mesh, topo: Topology) -> np.ndarray:
     """(U, 6) rows of position and normal."""
     v = np.asarray(mesh.vertices, np.float32)
@@ -100,29 +115,28 @@ class DrawCache:
 
     def __init__(self, ctx):
         self.ctx = ctx
-        self.topologies = _Lru(8)  # (Topology, index buffer, uv is inside static)
+        self.topologies = _Lru(8)
         self.statics = _Lru(16)
         self.dynamics = _Lru(16)
 
     def buffers(self, mesh: Mesh, colors, vcolor, materials):
-        """(static buffer, dynamic buffer, index buffer) of one draw."""
+        """(static buffer, dynamic buffer, index buffer, material ranges) of one draw."""
         faces, uv = mesh.faces, mesh.corner_uv
-        topo, ibo = self.topologies.get(
-            ("t", id(faces), id(uv), mesh.n_vertices), (faces, uv),
-            lambda: self._topology(faces, uv, mesh.n_vertices))
-        static = self.statics.get(
+        topo = self.topologies.get(("t", id(faces), id(uv), mesh.n_vertices), (faces, uv),
+                                   lambda: topology(faces, uv, mesh.n_vertices))
+        static, ibo, ranges = self.statics.get(
             ("s", id(faces), id(uv), id(colors), id(vcolor), id(materials)),
             (faces, uv, colors, vcolor, materials),
-            lambda: self.ctx.buffer(static_data(topo, mesh.n_vertices, colors, vcolor,
-                                                materials).tobytes()))
+            lambda: self._static(topo, mesh.n_vertices, colors, vcolor, materials))
         dynamic = self.dynamics.get(
             ("d", id(mesh.vertices), id(faces), id(uv)), (mesh.vertices, faces, uv),
             lambda: self.ctx.buffer(dynamic_data(mesh, topo).tobytes()))
-        return static, dynamic, ibo
+        return static, dynamic, ibo, ranges
 
-    def _topology(self, faces, uv, n_vertices):
-        topo = topology(faces, uv, n_vertices)
-        return topo, self.ctx.buffer(topo.index.tobytes())
+    def _static(self, topo, n_vertices, colors, vcolor, materials):
+        index, ranges = material_ranges(topo, n_vertices, materials)
+        data = static_data(topo, n_vertices, colors, vcolor, materials)
+        return self.ctx.buffer(data.tobytes()), self.ctx.buffer(index.tobytes()), ranges
 
     def release(self):
         for c in (self.topologies, self.statics, self.dynamics):

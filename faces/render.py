@@ -185,11 +185,12 @@ class Renderer:
                 o.release()
         return out, out[..., 3] > 0.5
 
-    def _program(self, outputs: tuple[str, ...]):
-        if outputs not in self._progs:
-            self._progs[outputs] = self.ctx.program(vertex_shader=VERT,
-                                                    fragment_shader=fragment_shader(outputs))
-        return self._progs[outputs]
+    def _program(self, outputs: tuple[str, ...], material: int | None = None):
+        key = (outputs, material)
+        if key not in self._progs:
+            self._progs[key] = self.ctx.program(
+                vertex_shader=VERT, fragment_shader=fragment_shader(outputs, material))
+        return self._progs[key]
 
     def _fbo(self, size: int, outputs: tuple[str, ...]):
         """The framebuffer of an output set; the mask is read from a colour attachment's
@@ -243,8 +244,7 @@ class Renderer:
 
     def _render(self, mesh, camera, size, texture, vertex_colors, lighting, outputs, background,
                 materials=None, extras=(), vcolor=None):
-        ctx, prog = self.ctx, self._program(outputs)
-        self._set_uniforms(prog, camera, lighting)
+        ctx = self.ctx
         fbo, names = self._fbo(size, outputs)
         fbo.use()
         ctx.viewport = (0, 0, size, size)
@@ -255,18 +255,25 @@ class Renderer:
         draws = [(mesh, vertex_colors, vcolor, materials, tex)]
         draws += [(x.mesh, x.colors, x.vcolor, MATERIALS[x.material]
                    if isinstance(x.material, str) else x.material, None) for x in extras]
+        shaded, ready = "rgb" in outputs, set()
         for m, colors, vcol, mats, t in draws:
-            static, dynamic, ibo = self._draws.buffers(m, colors, vcol, mats)
-            # skip_errors: attributes an output subset doesn't use are compiled away
-            vao = ctx.vertex_array(prog, [(dynamic, "3f 3f", "in_pos", "in_normal"),
-                                          (static, "2f 3f 3f 1f", "in_uv", "in_color",
-                                           "in_vcolor", "in_material")],
-                                   index_buffer=ibo, index_element_size=4, skip_errors=True)
-            (t or self._white).use(location=0)
-            if "has_texture" in prog:
-                prog["has_texture"].value = t is not None
-            vao.render()
-            vao.release()
+            static, dynamic, ibo, ranges = self._draws.buffers(m, colors, vcol, mats)
+            # only the lit photo depends on the material: one program per material then
+            for mat, first, count in ranges if shaded else [(None, 0, len(m.faces) * 3)]:
+                prog = self._program(outputs, mat)
+                if mat not in ready:
+                    self._set_uniforms(prog, camera, lighting)
+                    ready.add(mat)
+                # skip_errors: attributes an output subset doesn't use are compiled away
+                vao = ctx.vertex_array(prog, [(dynamic, "3f 3f", "in_pos", "in_normal"),
+                                              (static, "2f 3f 3f 1f", "in_uv", "in_color",
+                                               "in_vcolor", "in_material")],
+                                       index_buffer=ibo, index_element_size=4, skip_errors=True)
+                (t or self._white).use(location=0)
+                if "has_texture" in prog:
+                    prog["has_texture"].value = t is not None
+                vao.render(vertices=count, first=first)
+                vao.release()
         return self._read(fbo, names, size, background, "mask" in outputs)
 
     @staticmethod

@@ -69,14 +69,14 @@ void main() {
     float wrap = 0.0;
     vec3 scatter = vec3(0.0);
     vec3 spec = vec3(0.0);
-    if (v_material == 0) {          // skin
+    if (MAT == 0) {          // skin
         wrap = max((ndl + 0.35) / 1.35, 0.0);
         scatter = vec3(0.20, 0.05, 0.02) * smoothstep(-0.35, 0.1, ndl) * (1.0 - smoothstep(0.1, 0.6, ndl));
         spec = vec3(pow(ndh, 36.0) * 0.07 + fres * 0.05 * max(ndl, 0.0));
-    } else if (v_material == 1) {   // eye
+    } else if (MAT == 1) {   // eye
         wrap = max(ndl, 0.0);
         spec = vec3(pow(ndh, 220.0) * 0.9);
-    } else if (v_material == 2) {   // hair
+    } else if (MAT == 2) {   // hair
         vec3 t = normalize(up_dir - n * dot(up_dir, n) + vec3(1e-5));
         float s = floor(v_uv.x * 900.0);
         lin *= 0.72 + 0.28 * hash(s) + 0.12 * sin(v_uv.y * 90.0 + 6.0 * hash(s + 3.0));
@@ -101,9 +101,11 @@ void main() {
 OUT_TYPES = {"rgb": "vec4", "vcolor": "vec4", "depth": "float", "mask": "float"}
 
 
-def fragment_shader(outputs: tuple[str, ...]) -> str:
+def fragment_shader(outputs: tuple[str, ...], material: int | None = None) -> str:
     """Requested outputs get consecutive locations (matching the framebuffer's attachments);
-    the others become locals that the compiler drops."""
+    the others become locals that the compiler drops. ``material``: a program for triangles
+    of that material only (its branch alone survives; llvmpipe otherwise runs every branch
+    of the material switch on every pixel), None: the per-vertex switch."""
     decl = []
     for name in OUTPUTS:
         if name in outputs:
@@ -111,7 +113,9 @@ def fragment_shader(outputs: tuple[str, ...]) -> str:
     body = FRAG_BODY
     locals_ = "".join(f"    {OUT_TYPES[n]} out_{n};\n" for n in OUTPUTS if n not in outputs)
     body = body.replace("void main() {\n", "void main() {\n" + locals_, 1)
-    return FRAG_HEAD + "\n".join(decl) + "\n" + body
+    mat = f"#define MAT {int(material)}\n" if material is not None else "#define MAT v_material\n"
+    head = FRAG_HEAD.replace("#version 330\n", "#version 330\n" + mat, 1)
+    return head + "\n".join(decl) + "\n" + body
 
 
 

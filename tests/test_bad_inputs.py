@@ -60,6 +60,7 @@ GENERATE_CASES = [  # (id, extra argv, what the message must name)
     ("unknown preset", ["--config", "no-such-preset"], ["unknown preset 'no-such-preset'"]),
     ("unknown backend", ["generate.stages.texturing.backend=magic"],
      ["unknown generate.stages.texturing.backend 'magic'"]),
+    ("unknown codec", ["generate.codec=jpeg"], ["unknown generate.codec 'jpeg'", "webp"]),
     ("zero identities", ["--identities", "0"], ["'generate.identities' must be between 1 and 100,000"]),
     ("negative start", ["--start", "-3"], ["'generate.start' must be between 0 and"]),
     ("unknown config key", ["render.sise=64"], ["unknown config key 'render.sise'"]),

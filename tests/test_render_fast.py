@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from faces.draw import dynamic_data, static_data, topology
+from faces.draw import dynamic_data, material_ranges, static_data, topology
 from faces.geometry import Mesh
 
 
@@ -48,6 +48,10 @@ def test_indexed_topology_rebuilds_every_corner():
     st = static_data(topo, 6, colors, heat, np.arange(6))
     assert np.allclose(st[corners, 2:5], colors[f.ravel()] / 255.0)
     assert np.all(st[:, 5:8] == 0) and np.array_equal(st[corners, 8], f.ravel())
+    mats = np.array([0, 2, 1, 2, 0, 1], np.float32)  # per vertex; a triangle takes its last
+    index, ranges = material_ranges(topo, 6, mats)  # last corners 2, 3, 5, 0: 1, 2, 1, 0
+    assert ranges == [(0, 0, 3), (1, 3, 6), (2, 9, 3)]
+    assert np.array_equal(topo.remap[index.astype(int)].reshape(-1, 3), f[[3, 0, 2, 1]])
     bare = topology(f, None, 6)  # no UVs: one corner per vertex
     assert np.array_equal(bare.remap, np.arange(6)) and np.array_equal(bare.index, f.ravel())
 

@@ -1,0 +1,41 @@
+"""The benchmark scripts that the GPU machines and the paper-scale run use start and report
+consistent figures (speed is never asserted)."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _run(args, tmp_path, timeout):
+    out = tmp_path / "figures.json"
+    r = subprocess.run([sys.executable, *args, "--json", str(out)], cwd=ROOT, timeout=timeout,
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return json.loads(out.read_text()), r.stdout
+
+
+@pytest.mark.slow
+def test_diffusion_benchmark_runs_on_the_tiny_pipelines(tmp_path):
+    """The full-size benchmark's code path (bare diffusers loop, then pain3d's actor pool)
+    on the tiny random pipelines, on the CPU."""
+    fig, out = _run(["benchmarks/diffusion.py", "--tiny", "--device", "cpu", "--images", "6",
+                     "--batch", "2", "--steps", "2", "--prior-steps", "2", "--size", "64"],
+                    tmp_path, 600)
+    assert fig["bare_images_s"] > 0 and fig["pool_images_s"] > 0
+    assert fig["ratio"] == pytest.approx(fig["pool_images_s"] / fig["bare_images_s"])
+    assert "ratio pool / bare" in out
+
+
+@pytest.mark.slow
+def test_scale_benchmark_extrapolates_from_its_own_run(tmp_path):
+    fig, out = _run(["benchmarks/scale.py", "--identities", "4"], tmp_path, 900)
+    assert fig["identities"] == 4 and fig["frames"] == 4 * 33
+    expect = (fig["startup_s"] + 2499 * 33 / fig["steady_fps"]) / 60
+    assert fig["paper_estimate_min"] == pytest.approx(expect)
+    assert len(fig["quarter_peaks_gb"]) == 4 and 0.2 < fig["peak_gb"] < 20
+    assert fig["ray_init_s"] < fig["startup_s"] < fig["total_s"]
+    assert "paper scale (2500 identities, 82500 frames)" in out
