@@ -52,9 +52,6 @@ class GenerateConfig:
     write_meshes: bool = True
     codec: str = "png"  # image/heatmap/mask bytes: png | webp (lossless); see tasks.CODECS
     png_level: int = 1  # zlib level of png: 1 (fast) .. 9 (small)
-    # Ray Data's per-stage reservation (half the cluster split evenly between the stages) left
-    # cores idle on a 2-core laptop: 25 -> 32 frames/s steady without it (BENCHMARKS.md)
-    stage_reservation: bool = False
     stages: StagesConfig = field(default_factory=StagesConfig)
     qa: QAConfig = field(default_factory=QAConfig)
     ray: RayInitConfig = field(default_factory=RayInitConfig)

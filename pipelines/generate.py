@@ -8,7 +8,6 @@ re-run skips finished identities and a lost worker leaves neither a duplicate no
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
@@ -214,21 +213,6 @@ def _finished(ds, t0: float):
             yield s
 
 
-@contextlib.contextmanager
-def _reservation(enabled: bool):
-    """Ray Data's per-operator resource reservation for the graph built inside, the driver's
-    setting restored after (training in the same process keeps its own)."""
-    from ray.data import DataContext
-
-    ctx = DataContext.get_current()
-    before = ctx.op_resource_reservation_enabled
-    ctx.op_resource_reservation_enabled = enabled
-    try:
-        yield
-    finally:
-        ctx.op_resource_reservation_enabled = before
-
-
 def _task_concurrency(tc) -> dict:
     return {"concurrency": tc.max_concurrency} if tc.max_concurrency else {}
 
@@ -254,11 +238,10 @@ def run(cfg: "Pain3DConfig", progress=None) -> GenerationResult:
     summaries: list[dict] = []
     try:
         if todo:
-            with _reservation(g.stage_reservation):  # read while the graph executes
-                for s in _finished(build_dataset(cfg, todo), t0):
-                    summaries.append(s)
-                    if progress:
-                        progress(1)
+            for s in _finished(build_dataset(cfg, todo), t0):
+                summaries.append(s)
+                if progress:
+                    progress(1)
     except BaseException:  # a failure or Ctrl-C: a first run leaves nothing dataset-like
         if fresh:
             discard_unstarted_output(loc, made_root, generate_inputs(cfg))

@@ -16,8 +16,7 @@ from faces.au import PSPI_MAX
 from pipelines import storage
 
 GROUP_COLS = ("age_group", "gender", "ethnicity")
-CONTENT_EXCLUDE = {"generate": {"identities", "start", "out", "overwrite", "ray",
-                                "stage_reservation"}}
+CONTENT_EXCLUDE = {"generate": {"identities", "start", "out", "overwrite", "ray"}}
 ENCODING_DEFAULTS = {"codec": "png", "png_level": 1}
 RESOURCE_KEYS = {"num_gpus", "num_cpus", "batch_size", "concurrency", "max_concurrency"}
 
