@@ -9,11 +9,13 @@ from actors.qa import QAConfig
 
 @dataclass
 class TaskConfig:
-    """A CPU stage that runs as Ray Data tasks (render + heatmaps, encode + write)."""
+    """A CPU stage without a model (render + heatmaps, encode + write): an actor pool of 1 to
+    ``max_concurrency`` actors, each holding ``num_cpus``, so that a process keeps its EGL
+    context and face model (pipelines/generate.py RenderStage)."""
 
-    num_cpus: float = 1.0
+    num_cpus: float = 0.5
     batch_size: int = 1
-    max_concurrency: int | None = None  # None: as many tasks as there are CPUs
+    max_concurrency: int | None = None  # None: as many actors as the cluster's CPUs allow
 
 
 def _stage(backend="builtin", **kw) -> StageConfig:
