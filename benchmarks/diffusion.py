@@ -137,10 +137,12 @@ def pool(paths, args, n_images: int) -> float:
                         batch_format="numpy")
     ds = ds.map_batches(stage_actor("rigging"), fn_constructor_kwargs={
         "cfg": cfg.generate.stages.rigging, "context": _context()}, batch_size=args.batch,
-        compute=ActorPoolStrategy(size=1), batch_format="numpy")
+        num_cpus=cfg.generate.stages.rigging.num_cpus, compute=ActorPoolStrategy(size=1),
+        batch_format="numpy")
     sc = stage_config(paths, args)
     ds = ds.map_batches(stage_actor("neutral_face"), fn_constructor_kwargs={
-        "cfg": sc, "context": _context()}, batch_size=args.batch, num_gpus=sc.num_gpus or None,
+        "cfg": sc, "context": _context()}, batch_size=args.batch, num_cpus=sc.num_cpus,
+        num_gpus=sc.num_gpus or None,
         compute=ActorPoolStrategy(size=1), batch_format="numpy")
     times, counts = [], []
     for b in ds.iter_batches(batch_size=None, batch_format="numpy"):
@@ -168,7 +170,7 @@ def _batches(args) -> list[dict]:
     from cluster.config import load_config
     from pipelines.inprocess import run_stages, stage_steps
 
-    steps = stage_steps(load_config("local"))
+    steps = stage_steps(load_config("local", ["generate.stages.qa.backend=none"]))
     rows = [run_stages(steps, i, until="rigging") for i in range(args.images)]
     return [{k: np.concatenate([r[k] for r in rows[j:j + args.batch]])
              for k in ("identity", "prompt", "vertices", "seed")}

@@ -1,7 +1,7 @@
 """Generation throughput: end-to-end frames/s of `pain3d generate` (local preset, local Ray)
 against the slowest stage alone on the same identities, in the same run.
 
-    python benchmarks/pipeline.py [--identities 8] [--num-cpus 2] [override ...]
+    python benchmarks/pipeline.py [--identities 48] [--num-cpus 2] [override ...]
 
 1. Every stage runs once, in this process, over the same identities: its time per
    identity and share of the total (the work the pipeline must overlap).
@@ -56,7 +56,7 @@ def cpu_busy(before, after) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--identities", type=int, default=8)
+    ap.add_argument("--identities", type=int, default=48)
     ap.add_argument("--num-cpus", type=int, default=2, help="CPUs of the local Ray")
     ap.add_argument("--json", help="also write the figures here")
     ap.add_argument("overrides", nargs="*")

@@ -1,6 +1,6 @@
 """The one render loop: an identity's scene and dressing, then every (expression, view).
 
-The pipeline's render task and the preview both call :func:`render_views`, so a frame and its
+The pipeline's render stage and the preview both call :func:`render_views`, so a frame and its
 heatmap are made the same way everywhere. Dressing (hair, lashes, body) is for the built-in
 head, whose topology it knows; other face models are rendered bare, as before.
 """
