@@ -2,12 +2,13 @@
 
 A mesh is drawn indexed over its unique (vertex, UV) corners: a UV seam duplicates only the
 vertices on it, so the vertex shader runs once per corner that differs, not per triangle
-corner (8.6 k instead of 49 k for the built-in head). Three GL buffers per draw:
-- the index buffer and UVs: per topology, made once;
-- colours, vertex-colour output and materials, and the index buffer sorted by material (each
-  material's triangles drawn by a program made for it): per (topology, colour arrays), i.e.
-  once per identity for its head, hair and body;
-- positions and normals: per vertex array, i.e. once per expression, shared by its views.
+corner (8.6 k instead of 49 k for the built-in head). Made at three rates:
+- the unique corners and their UVs (a Topology, no GL object): per topology, once;
+- a buffer of UVs, colours, vertex-colour output and materials, and the index buffer sorted
+  by material (each material's triangles drawn by a program made for it): per (topology,
+  colour arrays), i.e. once per identity for its head, hair and body;
+- a buffer of positions and normals: per vertex array, i.e. once per expression, shared by
+  its views.
 Entries are keyed by the arrays' ids and hold the arrays, so an id is never reused while its
 entry lives; arrays are treated as immutable once drawn (the pipeline makes new ones).
 """
@@ -98,11 +99,6 @@ class _Lru:
             _release(self.items.popitem(last=False)[1][1])
         return value
 
-    def clear(self):
-        for _, value in self.items.values():
-            _release(value)
-        self.items.clear()
-
 
 def _release(value):
     for o in value if isinstance(value, tuple) else (value,):
@@ -137,7 +133,3 @@ class DrawCache:
         index, ranges = material_ranges(topo, n_vertices, materials)
         data = static_data(topo, n_vertices, colors, vcolor, materials)
         return self.ctx.buffer(data.tobytes()), self.ctx.buffer(index.tobytes()), ranges
-
-    def release(self):
-        for c in (self.topologies, self.statics, self.dynamics):
-            c.clear()

@@ -193,10 +193,6 @@ class Renderer:
         return self._progs[key]
 
     def _fbo(self, size: int, outputs: tuple[str, ...]):
-        """The framebuffer of an output set; the mask is read from a colour attachment's
-        alpha (1 wherever anything is drawn) when there is one, saving an attachment."""
-        if "mask" in outputs and ("rgb" in outputs or "vcolor" in outputs):
-            outputs = tuple(n for n in outputs if n != "mask")
         key = (size, outputs)
         if key not in self._fbos:
             fmt = {"rgb": (4, "f1"), "vcolor": (4, "f1"), "depth": (1, "f4"), "mask": (1, "f1")}
@@ -244,8 +240,8 @@ class Renderer:
 
     def _render(self, mesh, camera, size, texture, vertex_colors, lighting, outputs, background,
                 materials=None, extras=(), vcolor=None):
-        ctx = self.ctx
-        fbo, names = self._fbo(size, outputs)
+        ctx, drawn = self.ctx, _attachments(outputs)
+        fbo, names = self._fbo(size, drawn)
         fbo.use()
         ctx.viewport = (0, 0, size, size)
         fbo.clear(0.0, 0.0, 0.0, 0.0, depth=1.0)
@@ -260,7 +256,7 @@ class Renderer:
             static, dynamic, ibo, ranges = self._draws.buffers(m, colors, vcol, mats)
             # only the lit photo depends on the material: one program per material then
             for mat, first, count in ranges if shaded else [(None, 0, len(m.faces) * 3)]:
-                prog = self._program(outputs, mat)
+                prog = self._program(drawn, mat)
                 if mat not in ready:
                     self._set_uniforms(prog, camera, lighting)
                     ready.add(mat)
@@ -314,6 +310,14 @@ class Renderer:
             tex.repeat_x, tex.repeat_y = True, False
             self._tex, self._tex_key = tex, key
         return self._tex
+
+
+def _attachments(outputs: tuple[str, ...]) -> tuple[str, ...]:
+    """The outputs a pass draws: the mask is read from a colour attachment's alpha (1
+    wherever anything is drawn) when there is one, saving an attachment."""
+    if "mask" in outputs and ("rgb" in outputs or "vcolor" in outputs):
+        return tuple(n for n in outputs if n != "mask")
+    return outputs
 
 
 def _load_triton_first() -> None:

@@ -138,8 +138,8 @@ def png_bytes(a: np.ndarray, compress_level: int = 1) -> bytes:
     return encode_image(a, "png", compress_level)
 
 
-# Lossless WebP at its fastest effort: about as fast as PNG level 1 to encode, a third smaller
-# and faster to decode (benchmarks/render.py); grey arrays come back as RGB with equal channels.
+# Lossless WebP at its fastest effort: 19% fewer bytes than PNG level 1, decoded as fast, 1.4x
+# its encoding time (benchmarks/render.py); grey arrays come back as RGB with equal channels.
 CODECS = {"png": lambda level: {"format": "PNG", "compress_level": level},
           "webp": lambda level: {"format": "WEBP", "lossless": True, "method": 0, "quality": 50}}
 
