@@ -188,6 +188,15 @@ def main() -> None:
     ap.add_argument("--tiny", action="store_true", help="tiny test pipelines (CPU smoke run)")
     ap.add_argument("--json", help="also write the figures here")
     args = ap.parse_args()
+    if args.images < 2 * args.batch:
+        ap.error(f"--images must be at least two batches (one warms up), got {args.images} "
+                 f"with --batch {args.batch}")
+    if args.device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            ap.error("--device cuda: no CUDA device is visible; run this on a GPU machine, or "
+                     "--tiny --device cpu to check the script")
     with tempfile.TemporaryDirectory() as tmp:
         if args.tiny:
             from actors.tiny_diffusion import make_tiny_kandinsky

@@ -77,6 +77,9 @@ def main() -> None:
     ap.add_argument("--json", help="also write the figures here")
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args()
+    if args.identities < 4:
+        ap.error(f"--identities must be >= 4 (a first, a middle and a last identity), "
+                 f"got {args.identities}")
     import ray
 
     from cluster.config import load_config
