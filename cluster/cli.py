@@ -116,10 +116,16 @@ def cmd_import(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from pipelines.card import write_card
+    from functools import partial
 
-    path = write_card(args.dataset, args.out)
-    print(f"wrote {path}")
+    from tqdm import tqdm
+
+    from pipelines.report import write_report
+
+    bar = partial(tqdm, desc="report", unit="identity", file=sys.stderr, dynamic_ncols=True)
+    page = write_report(args.dataset, args.out, args.run, args.ablation, args.sweep,
+                        args.identities, args.frame_size, progress=bar)
+    print(f"wrote {page} (open it in a browser; the folder is self-contained)")
     return 0
 
 
@@ -159,6 +165,20 @@ def cmd_submit(args) -> int:
     return 0
 
 
+def cmd_demo(args) -> int:
+    from cluster.demo import demo_config, run_demo
+
+    d, cfg = demo_config(args)
+    t0 = time.time()
+    state = run_demo(d, cfg, args.verbose)
+    ev = state["done"]["evaluate"]
+    print(f"demo finished in {time.time() - t0:.0f} s ({d.identities} identities): test macro "
+          f"AUROC teacher {ev['teacher']['macro_auroc']:.3f}, distilled student "
+          f"{ev['student']['macro_auroc']:.3f}")
+    print(f"report: {state['done']['report']['page']}")
+    return 0
+
+
 def cmd_make_tiny_diffusion(args) -> int:
     from actors.tiny_diffusion import make_tiny_kandinsky
 
@@ -184,6 +204,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="preview.png", help="PNG to write (default preview.png)")
     add_config_args(p)
     p.set_defaults(func=cmd_preview)
+
+    dm = sub.add_parser("demo", help="the whole loop on the built-in models: generate, teacher, "
+                        "distilled student, evaluate, HTML report (resumable)")
+    dm.add_argument("--out", default="demo", help="folder for everything (default demo/)")
+    dm.add_argument("--identities", type=int, default=24, help="identities (default 24)")
+    add_config_args(dm)
+    dm.set_defaults(func=cmd_demo)
 
     g = sub.add_parser("generate", help="generate the dataset on Ray (RAY_ADDRESS or a local Ray)")
     g.add_argument("--identities", type=int, default=None, help="how many identities")
@@ -217,9 +244,18 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_args(im)
     im.set_defaults(func=cmd_import)
 
-    r = sub.add_parser("report", help="dataset card: PSPI histogram, demographics, preview")
+    r = sub.add_parser("report", help="HTML report: gallery with filters, PSPI and demographic "
+                       "plots, QA; training runs, an ablation and a sweep when given")
     r.add_argument("dataset", help="pain3d dataset (folder or s3://) or a 3DPain-layout folder")
-    r.add_argument("--out", default=None, help="card folder (default DATASET/card)")
+    r.add_argument("--out", default=None, help="report folder (default DATASET/report)")
+    r.add_argument("--run", action="append", default=[], metavar="RUN",
+                   help="a training run folder (train.storage/NAME); repeat for several")
+    r.add_argument("--ablation", default=None, help="an ablation folder (pain3d ablate)")
+    r.add_argument("--sweep", default=None, help="a sweep folder (pain3d tune)")
+    r.add_argument("--identities", type=int, default=48,
+                   help="identities in the gallery, the first by index (default 48)")
+    r.add_argument("--frame-size", type=int, default=192,
+                   help="side of the gallery's frame copies in pixels (default 192)")
     r.set_defaults(func=cmd_report)
 
     tr = sub.add_parser("train", help="train the teacher (heatmaps) or the student (RGB) on Ray")

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import shutil
-import uuid
 from collections import Counter
 from pathlib import Path
 
@@ -96,67 +94,86 @@ def _preview_png(table, ids: list[int], path: Path, tile: int = 160) -> None:
     grid.save(path)
 
 
-def write_card(dataset: str, out: str | None = None, preview_identities: int = 6) -> Path:
-    if out is None:
-        if dataset.startswith("s3://"):
-            raise ValueError("for an s3:// dataset, give --out: a local folder for the card")
-        out = str(Path(dataset) / "card")
-    dest = Path(out)
-    # a card is always rebuilt, but only over a card pain3d wrote
-    guard.check_output_folder(out, [dataset], overwrite=True, inside_ok=True)
-    table = load_frames(dataset)
-    if table.num_rows == 0:
-        raise ValueError(f"{dataset} holds no frames")
-    tmp = dest.with_name(f".{dest.name}.tmp-{uuid.uuid4().hex[:8]}")
-    tmp.mkdir(parents=True)
-    try:
-        guard.mark_root(storage.resolve(str(tmp)), "card", owns_root=True)
-        stats = table.select(STAT_COLS).to_pylist()
-        pspi = np.array([s["pspi"] for s in stats])
-        has_heat = np.asarray(table.column("heatmap").is_valid())  # none in real data
-        frames = np.bincount(pspi, minlength=PSPI_MAX + 1)
-        heat = np.bincount(pspi[has_heat], minlength=PSPI_MAX + 1)
-        first = {}
-        for s in stats:
-            first.setdefault(s["identity"], s)
-        groups = {c: Counter(s[c] for s in first.values()) for c in GROUP_COLS}
-        _hist_png(frames, heat, tmp / "pspi_histogram.png")
-        _demo_png(groups, tmp / "demographics.png")
-        ids = sorted(first)[:preview_identities]
-        _preview_png(table.drop(["mask"]), ids, tmp / "preview.png")
-        manifest = {}
-        if not dataset.startswith("s3://") and (Path(dataset) / "manifest.json").exists():
-            manifest = json.loads((Path(dataset) / "manifest.json").read_text())
-        elif dataset.startswith("s3://"):
-            manifest = storage.read_json(storage.resolve(dataset), "manifest.json") or {}
-        lines = [f"# Dataset card: {dataset}", "",
-                 f"- identities: {len(first)}", f"- frames: {len(stats)}",
-                 f"- heatmaps: {int(has_heat.sum())}",
-                 f"- views per expression: {len(set(s['view'] for s in stats))}"]
-        if manifest:
-            lines += [f"- config hash: `{manifest.get('config_hash', '?')}`",
-                      f"- code version: `{manifest.get('code_version', '?')}`"]
-        lines += ["", "## PSPI distribution (cf. the paper's Fig. 4)", "",
-                  "![PSPI histogram](pspi_histogram.png)", "",
-                  "| PSPI | " + " | ".join(map(str, range(PSPI_MAX + 1))) + " |",
-                  "|---" * (PSPI_MAX + 2) + "|",
-                  "| frames | " + " | ".join(map(str, frames)) + " |",
-                  "| heatmaps | " + " | ".join(map(str, heat)) + " |", "",
-                  "## Demographics (identities; cf. the paper's Table 1)", "",
-                  "![demographics](demographics.png)", ""]
-        for col in GROUP_COLS:
-            lines += [f"| {col} | identities |", "|---|---|"]
-            lines += [f"| {k} | {v} |" for k, v in sorted(groups[col].items())] + [""]
-        lines += ["## Preview", "", "![preview](preview.png)", ""]
-        qa = qa_summary(table)
-        if qa is not None:
-            qa_png(table, tmp / "qa.png")
-            lines += card_lines(qa)
-        (tmp / "card.md").write_text("\n".join(lines))
-        if dest.exists():
-            guard.guarded_delete(storage.resolve(out), "", [dataset])
-        tmp.rename(dest)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)  # this call's own temporary folder
-        raise
-    return dest / "card.md"
+BLOBS = ("image", "heatmap", "mask")
+
+
+def light_frames(dataset: str):
+    """The frames table without its image columns (statistics, QA, gallery metadata), plus
+    ``has_heatmap``; the heatmap bytes are dropped batch by batch as they are read."""
+    from pipelines.layout3dpain import frames_loc, is_3dpain_layout
+    from pipelines.manifest import frames_dataset, read_frames
+
+    if is_3dpain_layout(dataset):  # its reader builds every column anyway
+        t = load_frames(dataset)
+        return t.drop(list(BLOBS)).append_column("has_heatmap", t.column("heatmap").is_valid())
+    loc = frames_loc(dataset)  # a missing dataset: one sentence
+    ds = frames_dataset(loc)
+    cols = {c: pc.field(c) for c in ds.schema.names if c not in BLOBS}
+    cols["has_heatmap"] = pc.is_valid(pc.field("heatmap"))
+    return read_frames(loc, cols, ds)
+
+
+def _with_images(dataset: str, ids: list[int]):
+    """The frames of ``ids`` with their image and heatmap bytes."""
+    import pyarrow as pa
+
+    from pipelines.layout3dpain import iter_frames
+
+    batches = [b for b in iter_frames(dataset, ids)]
+    return pa.Table.from_batches(batches).drop(["mask"])
+
+
+def _manifest(dataset: str) -> dict:
+    if dataset.startswith("s3://"):
+        return storage.read_json(storage.resolve(dataset), "manifest.json") or {}
+    p = Path(dataset) / "manifest.json"
+    return json.loads(p.read_text()) if p.exists() else {}
+
+
+def card_into(dataset: str, table, folder: Path, preview_identities: int = 6) -> dict:
+    """Writes card.md and its figures (PSPI histogram, demographics, preview, QA) into
+    ``folder``; ``table``: the frames without images (``light_frames``). Returns the counts."""
+    stats = table.select(STAT_COLS).to_pylist()
+    pspi = np.array([s["pspi"] for s in stats])
+    has_heat = (np.asarray(table.column("has_heatmap")) if "has_heatmap" in table.column_names
+                else np.zeros(len(stats), bool))
+    frames = np.bincount(pspi, minlength=PSPI_MAX + 1)
+    heat = np.bincount(pspi[has_heat], minlength=PSPI_MAX + 1)
+    first = {}
+    for s in stats:
+        first.setdefault(s["identity"], s)
+    groups = {c: Counter(s[c] for s in first.values()) for c in GROUP_COLS}
+    _hist_png(frames, heat, folder / "pspi_histogram.png")
+    _demo_png(groups, folder / "demographics.png")
+    ids = sorted(first)[:preview_identities]
+    _preview_png(_with_images(dataset, ids), ids, folder / "preview.png")
+    manifest = _manifest(dataset)
+    lines = [f"# Dataset card: {dataset}", "",
+             f"- identities: {len(first)}", f"- frames: {len(stats)}",
+             f"- heatmaps: {int(has_heat.sum())}",
+             f"- views per expression: {len(set(s['view'] for s in stats))}"]
+    if manifest:
+        lines += [f"- config hash: `{manifest.get('config_hash', '?')}`",
+                  f"- code version: `{manifest.get('code_version', '?')}`"]
+    lines += ["", "## PSPI distribution (cf. the paper's Fig. 4)", "",
+              "![PSPI histogram](pspi_histogram.png)", "",
+              "| PSPI | " + " | ".join(map(str, range(PSPI_MAX + 1))) + " |",
+              "|---" * (PSPI_MAX + 2) + "|",
+              "| frames | " + " | ".join(map(str, frames)) + " |",
+              "| heatmaps | " + " | ".join(map(str, heat)) + " |", "",
+              "## Demographics (identities; cf. the paper's Table 1)", "",
+              "![demographics](demographics.png)", ""]
+    for col in GROUP_COLS:
+        lines += [f"| {col} | identities |", "|---|---|"]
+        lines += [f"| {k} | {v} |" for k, v in sorted(groups[col].items())] + [""]
+    lines += ["## Preview", "", "![preview](preview.png)", ""]
+    qa = qa_summary(table)
+    if qa is not None:
+        qa_png(table, folder / "qa.png")
+        lines += card_lines(qa)
+    (folder / "card.md").write_text("\n".join(lines))
+    return {"identities": len(first), "frames": len(stats), "heatmaps": int(has_heat.sum()),
+            "pspi_frames": frames.tolist(), "pspi_heatmaps": heat.tolist(),
+            "groups": {c: dict(sorted(groups[c].items())) for c in GROUP_COLS},
+            "manifest": {k: manifest.get(k) for k in ("config_hash", "code_version")},
+            "qa": qa}

@@ -272,7 +272,7 @@ def load_frames_columns(path: str, columns: list[str]) -> pa.Table:
         t = read_3dpain(path)
         _require(path, t.column_names, columns)
         return t.select(columns)
-    loc = _frames_loc(path)
+    loc = frames_loc(path)
     ds = frames_dataset(loc)
     _require(path, ds.schema.names, columns)
     return read_frames(loc, columns, ds)
@@ -284,7 +284,7 @@ def require_columns(path: str, columns: list[str]) -> None:
         _require(path, _frames(path).schema.names, columns)
 
 
-def _frames_loc(path: str) -> storage.Location:
+def frames_loc(path: str) -> storage.Location:
     loc = storage.resolve(path)
     if loc.fs.get_file_info(loc.join("frames")).type == pafs.FileType.NotFound:
         raise FileNotFoundError(f"{path} holds neither frames/ (pain3d) nor images/ + "
@@ -293,7 +293,7 @@ def _frames_loc(path: str) -> storage.Location:
 
 
 def _frames(path: str):
-    return frames_dataset(_frames_loc(path))
+    return frames_dataset(frames_loc(path))
 
 
 def iter_frames(path: str, ids: list[int], batch: int = 64):
@@ -309,7 +309,7 @@ def iter_frames(path: str, ids: list[int], batch: int = 64):
         yield from t.filter(pc.is_in(t.column("identity"), pa.array(ids, pa.int64()))
                             ).to_batches(max_chunksize=batch)
         return
-    loc = _frames_loc(path)
+    loc = frames_loc(path)
     paths = [loc.join("frames", shard_name(i)) for i in sorted(set(ids))]
     paths = [p for p in paths if loc.fs.get_file_info(p).type == pafs.FileType.File]
     if paths:
@@ -321,4 +321,4 @@ def load_frames(path: str) -> pa.Table:
     """Frames table from a pain3d dataset (frames/*.parquet) or a 3DPain-layout folder."""
     if is_3dpain_layout(path):
         return read_3dpain(path)
-    return read_frames(_frames_loc(path))
+    return read_frames(frames_loc(path))

@@ -89,9 +89,9 @@ def test_report_never_replaces_a_user_folder_or_the_dataset(d3, sandbox, capsys)
     assert_kept(before, sandbox)
     rc, err, lines = _run(["report", d3, "--out", d3], capsys)
     _one_line(rc, err, lines, "holds the input")
-    for _ in range(2):  # the default card folder is rebuilt in place
+    for _ in range(2):  # the default report folder is rebuilt in place
         assert _run(["report", d3], capsys)[0] == 0
-    assert (d3 / "card" / "card.md").is_file() and (d3 / "frames").is_dir()
+    assert (d3 / "report" / "index.html").is_file() and (d3 / "frames").is_dir()
 
 
 def test_first_generate_refuses_a_folder_with_the_users_frames(sandbox, capsys):

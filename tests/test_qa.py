@@ -105,7 +105,7 @@ def test_qa_stage_in_a_12_identity_run(tmp_path_factory, ray_local):
     import pyarrow.compute as pc
 
     from cluster.cli import main
-    from pipelines.card import write_card
+    from pipelines.report import write_report
     from pipelines.layout3dpain import load_frames_columns
     from train.data import qa_failures, split_datasets
 
@@ -128,8 +128,19 @@ def test_qa_stage_in_a_12_identity_run(tmp_path_factory, ray_local):
     assert len(failed) == qa["failed_frames"]
     assert failed == {s for s, p in zip(t.column("sample_id").to_pylist(),
                                         t.column("qa_pass").to_pylist()) if not p}
-    card = write_card(out)
-    assert "AU read-back" in card.read_text() and (card.parent / "qa.png").exists()
+    page = write_report(out, identities=2)
+    assert "AU read-back" in (page.parent / "card.md").read_text()
+    assert "AU read-back QA" in page.read_text() and (page.parent / "qa.png").exists()
+    from tests.test_report import gallery_json  # the gallery shows each frame's readings
+
+    frames = {f["id"]: dict(f["qa"]) for e in gallery_json(page)["identities"]
+              for f in e["frames"]}
+    rows = {r["sample_id"]: r for r in t.to_pylist()}
+    assert len(frames) == 66
+    for sid, q in frames.items():
+        assert q["pass"] == rows[sid]["qa_pass"]
+        au6 = rows[sid]["qa_AU6"]
+        assert q.get("AU6") == (None if au6 is None else pytest.approx(au6, abs=1e-3))
     keep = [s for s in t.column("sample_id").to_pylist() if s.startswith("000000_")]
     some = set(keep[:5])
     ds = split_datasets(out, {"train": [0], "val": [0]}, 32, exclude=some)

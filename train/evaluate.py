@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from train import plots
 from train.data import decode_batch
 from train.loop import load_model, predict, scores
 from train.heads import PSPI_MAX
@@ -70,15 +71,16 @@ def evaluate(checkpoint: str, data: str, mode: str, split: dict, which: str = "t
               "frames": int(len(p["y"])), "metrics": metrics, "neutral_shots": shots,
               "pain_only": pain_only_metrics(p.get("logits"), p["y"], p.get("reg")),
               "thresholds": {f"pspi_ge{k}": v for k, v in thresholds.items()},
-              "thresholds_from": source, "groups": groups}
+              "thresholds_from": source, "groups": groups,
+              "confusion": plots.confusion_matrix(p["y"], _predicted_class(p), PSPI_MAX + 1)}
     if out:
         folder = Path(out)
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "metrics.json").write_text(json.dumps(report, indent=1))
         (folder / "metrics.md").write_text(_markdown(report))
-        _confusion_png(p["y"], _predicted_class(p), folder / "confusion.png")
+        plots.confusion_png(report["confusion"], folder / "confusion.png")
         if history:
-            _curves_png(history, folder / "curves.png")
+            plots.curves_png(history, folder / "curves.png")
     return report
 
 
@@ -108,46 +110,3 @@ def _markdown(r: dict) -> str:
             lines.append(f"| {g} | " + " | ".join(f"{gm.get(k, float('nan')):.3f}" for k in keys)
                          + " |")
     return "\n".join(lines) + "\n"
-
-
-def _confusion_png(y, pred, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from sklearn.metrics import confusion_matrix
-
-    cm = confusion_matrix(y, pred, labels=list(range(17)))
-    fig, ax = plt.subplots(figsize=(6.5, 5.5), dpi=110)
-    im = ax.imshow(cm, cmap="Blues")
-    ax.set_xlabel("predicted PSPI")
-    ax.set_ylabel("true PSPI")
-    ax.set_xticks(range(17))
-    ax.set_yticks(range(17))
-    ax.set_title("Confusion matrix")
-    fig.colorbar(im, ax=ax, shrink=0.8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-
-
-def _curves_png(history: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    ep = [h["epoch"] for h in history]
-    fig, ax = plt.subplots(1, 2, figsize=(10, 3.6), dpi=110)
-    ax[0].plot(ep, [h["train_loss"] for h in history], marker="o")
-    ax[0].set_title("training loss")
-    for k in ("val_macro_auroc", "val_acc", "val_acc_pm1", "val_acc_pm2"):
-        ax[1].plot(ep, [h.get(k, np.nan) for h in history], marker="o", label=k[4:])
-    ax[1].set_title("validation")
-    ax[1].legend(frameon=False, loc="lower right")
-    for a in ax:
-        a.set_xlabel("epoch")
-        a.spines[["top", "right"]].set_visible(False)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
