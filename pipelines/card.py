@@ -1,5 +1,6 @@
-"""Dataset card: card.md with a PSPI histogram (as the paper's Fig. 4), a demographic table
-(as its Table 1) and a preview grid, all computed from the dataset itself."""
+"""Dataset card, part of the HTML report (``pipelines/report.py``): card.md with a PSPI
+histogram (as the paper's Fig. 4), a demographic table (as its Table 1) and a preview grid,
+all computed from the dataset itself."""
 from __future__ import annotations
 
 import io
@@ -12,7 +13,7 @@ import pyarrow.compute as pc
 from PIL import Image, ImageDraw
 
 from faces.au import PSPI_MAX
-from pipelines import guard, storage
+from pipelines import storage
 from pipelines.layout3dpain import load_frames
 from pipelines.manifest import GROUP_COLS
 from pipelines.qa_report import card_lines, qa_png, qa_summary

@@ -122,7 +122,7 @@ def sweep_section(path: str, folder: Path) -> dict:
              num(r.get("val_acc")), num(r.get("val_acc_pm1")), r.get("epochs", ""),
              r.get("status", "")] for r in rows]
     shown = []
-    for i, name in enumerate(SWEEP_PLOTS):
+    for name in SWEEP_PLOTS:
         if (Path(path) / name).is_file():
             shutil.copyfile(Path(path) / name, folder / f"sweep-{name}")
             shown.append(f"sweep-{name}")

@@ -14,12 +14,12 @@ from cluster.cli import main
 
 CHROMIUM, DRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--window-size=1280,900"]  # no network here: Chromium's own calls would be refused
+         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+# (no network here: without the last three, Chromium's own calls are refused, many at a time)
 
 
-@pytest.fixture(scope="module")
-def browser():
+def chrome(width: int = 1280, height: int = 900):
+    """Headless Debian Chromium under its own chromedriver (also used by docs/report_shots.py)."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -28,9 +28,14 @@ def browser():
                         "chromium-driver)"
     opts = webdriver.ChromeOptions()
     opts.binary_location = CHROMIUM
-    for f in FLAGS:
+    for f in FLAGS + [f"--window-size={width},{height}"]:
         opts.add_argument(f)
-    d = webdriver.Chrome(service=Service(DRIVER), options=opts)  # no driver download
+    return webdriver.Chrome(service=Service(DRIVER), options=opts)  # no driver download
+
+
+@pytest.fixture(scope="module")
+def browser():
+    d = chrome()
     yield d
     d.quit()
 
