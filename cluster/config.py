@@ -165,6 +165,11 @@ def _set_dotted(d: dict, dotted: str, value):
 
 
 def resolve_preset(name_or_path: str) -> Path:
+    """A bare preset name is the preset, whatever lies in the working folder (the demo's
+    default output is a folder called demo); anything else is a path."""
+    preset = PRESET_DIR / f"{name_or_path}.yaml"
+    if "/" not in name_or_path and Path(name_or_path).suffix == "" and preset.is_file():
+        return preset
     p = Path(name_or_path)
     if p.is_dir():
         raise ConfigError(f"--config {p} is a folder; give a YAML file or a preset name "
@@ -173,10 +178,7 @@ def resolve_preset(name_or_path: str) -> Path:
         if not p.is_file():
             raise ConfigError(f"config file {p} does not exist; presets: {preset_names()}")
         return p
-    cand = PRESET_DIR / f"{name_or_path}.yaml"
-    if not cand.is_file():
-        raise ConfigError(f"unknown preset {name_or_path!r}; presets: {preset_names()}")
-    return cand
+    raise ConfigError(f"unknown preset {name_or_path!r}; presets: {preset_names()}")
 
 
 def preset_names() -> list[str]:

@@ -81,3 +81,16 @@ def test_demo_runs_the_loop_and_resumes(tmp_path, ray_local, capsys):
     err = capsys.readouterr().err
     assert err.count("done before, skipped") == 4 and "[5/5] report: done" in err
     assert (out / "runs" / "student" / "eval-test" / "metrics.json").stat().st_mtime == mtime
+
+
+def test_a_folder_named_like_a_preset_does_not_hide_it(tmp_path, monkeypatch):
+    """The demo's default output is ./demo: a re-run from the same folder must still find
+    configs/demo.yaml (it once read the output folder as the config)."""
+    from cluster.config import PRESET_DIR, resolve_preset
+
+    monkeypatch.chdir(tmp_path)
+    for name in ("demo", "local"):
+        (tmp_path / name).mkdir()
+        assert resolve_preset(name) == PRESET_DIR / f"{name}.yaml"
+    (tmp_path / "mine.yaml").write_text("seed: 3\n")
+    assert resolve_preset("mine.yaml").resolve() == tmp_path / "mine.yaml"
