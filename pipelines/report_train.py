@@ -93,7 +93,9 @@ def ablation_section(path: str) -> dict:
     s = json.loads((Path(path) / "ablation.json").read_text())
     paper = s.get("paper", {})
     rows = []
-    for key, t in s["rows"].items():
+    order = list(ROWS)  # the table's order (ablation.json's keys are sorted on writing)
+    for key, t in sorted(s["rows"].items(),
+                         key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order)):
         label = ROWS[key].label if key in ROWS else key
         rows.append({"label": label, "n": t["pain_only"]["macro_auroc"][2],
                      "pain_only": [_cell(t["pain_only"][c]) for c in COLUMNS],

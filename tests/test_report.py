@@ -132,8 +132,9 @@ def test_training_sections(data10, tmp_path):
                for a in (0.70, 0.74)]
     abl = tmp_path / "abl"
     abl.mkdir()
-    (abl / "ablation.json").write_text(json.dumps(
-        {"seeds": 2, "rows": summarise({"baseline": reports}), "failures": []}))
+    rows = summarise({"baseline": reports, "au_queries": reports[::-1]})
+    (abl / "ablation.json").write_text(json.dumps(  # sorted keys, as storage writes it
+        {"seeds": 2, "rows": rows, "failures": []}, sort_keys=True))
     out = tmp_path / "r"
     assert main(["report", data10, "--out", str(out), "--identities", "2", "--run", str(run),
                  "--ablation", str(abl), "--sweep", str(sweep)]) == 0
@@ -144,6 +145,7 @@ def test_training_sections(data10, tmp_path):
     for png in ("run0-curves.png", "run0-eval-test-confusion.png"):
         assert (out / png).is_file() and f'src="{png}"' in html
     assert f"<td>{ROWS['baseline'].label}</td><td>2</td><td>0.720 ± 0.028</td>" in html
+    assert html.index(ROWS["baseline"].label) < html.index(ROWS["au_queries"].label)
     assert html.index("t2") < html.index("t1 (paper&#39;s weights)")  # best first
     assert "stopped early (ASHA)" in html
     assert len(gallery_json(out / "index.html")["identities"]) == 2
