@@ -120,8 +120,7 @@ def _with_images(dataset: str, ids: list[int]):
 
     from pipelines.layout3dpain import iter_frames
 
-    batches = [b for b in iter_frames(dataset, ids)]
-    return pa.Table.from_batches(batches).drop(["mask"])
+    return pa.Table.from_batches(list(iter_frames(dataset, ids))).drop(["mask"])
 
 
 def _manifest(dataset: str) -> dict:
@@ -136,8 +135,7 @@ def card_into(dataset: str, table, folder: Path, preview_identities: int = 6) ->
     ``folder``; ``table``: the frames without images (``light_frames``). Returns the counts."""
     stats = table.select(STAT_COLS).to_pylist()
     pspi = np.array([s["pspi"] for s in stats])
-    has_heat = (np.asarray(table.column("has_heatmap")) if "has_heatmap" in table.column_names
-                else np.zeros(len(stats), bool))
+    has_heat = np.asarray(table.column("has_heatmap"))
     frames = np.bincount(pspi, minlength=PSPI_MAX + 1)
     heat = np.bincount(pspi[has_heat], minlength=PSPI_MAX + 1)
     first = {}

@@ -82,13 +82,8 @@ def run_section(run: str, folder: Path, index: int) -> dict:
             "evaluations": evals}
 
 
-def _cell(ms) -> str:
-    mean, std, n = ms
-    return "n/a" if not n else f"{mean:.3f} ± {std:.3f}" if n > 1 else f"{mean:.3f}"
-
-
 def ablation_section(path: str) -> dict:
-    from train.ablate import COLUMNS, ROWS
+    from train.ablate import COLUMNS, ROWS, cell
 
     s = json.loads((Path(path) / "ablation.json").read_text())
     paper = s.get("paper", {})
@@ -98,8 +93,8 @@ def ablation_section(path: str) -> dict:
                          key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order)):
         label = ROWS[key].label if key in ROWS else key
         rows.append({"label": label, "n": t["pain_only"]["macro_auroc"][2],
-                     "pain_only": [_cell(t["pain_only"][c]) for c in COLUMNS],
-                     "all": [_cell(t["all"][c]) for c in COLUMNS],
+                     "pain_only": [cell(t["pain_only"][c]) for c in COLUMNS],
+                     "all": [cell(t["all"][c]) for c in COLUMNS],
                      "paper": [_fmt(paper[key][c], ".2f") if key in paper else "—"
                                for c in COLUMNS]})
     return {"path": path, "seeds": s.get("seeds"), "columns": list(COLUMNS), "rows": rows,
@@ -130,8 +125,10 @@ def sweep_section(path: str, folder: Path) -> dict:
             shown.append(f"sweep-{name}")
     final = None
     if (Path(path) / "final.json").is_file():
+        from train.ablate import cell
+
         fj = json.loads((Path(path) / "final.json").read_text())
         final = {"seeds": fj.get("seeds"), "columns": list(next(iter(fj["rows"].values()))),
-                 "rows": [(label, [_cell(v) for v in cols.values()])
+                 "rows": [(label, [cell(v) for v in cols.values()])
                           for label, cols in fj["rows"].items()]}
     return {"path": path, "head": head, "rows": body, "plots": shown, "final": final}

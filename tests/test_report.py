@@ -120,6 +120,8 @@ def _sweep_folder(root: Path) -> Path:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
+    (sw / "final.json").write_text(json.dumps({"seeds": 2, "rows": {
+        "best": {"macro_auroc": [0.8, 0.01, 2], "acc": [0.3, 0.02, 2]}}}))
     return sw
 
 
@@ -148,6 +150,7 @@ def test_training_sections(data10, tmp_path):
     assert html.index(ROWS["baseline"].label) < html.index(ROWS["au_queries"].label)
     assert html.index("t2") < html.index("t1 (paper&#39;s weights)")  # best first
     assert "stopped early (ASHA)" in html
+    assert "<td>best</td><td>0.800 ± 0.010</td><td>0.300 ± 0.020</td>" in html
     assert len(gallery_json(out / "index.html")["identities"]) == 2
 
 

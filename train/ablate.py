@@ -157,7 +157,8 @@ def summarise(runs: dict[str, list]) -> dict:
     return table
 
 
-def _cell(ms) -> str:
+def cell(ms) -> str:
+    """A (mean, std, n) triple as a table cell (also the HTML report's)."""
     mean, std, n = ms
     return "n/a" if n == 0 else f"{mean:.3f} ± {std:.3f}" if n > 1 else f"{mean:.3f}"
 
@@ -182,7 +183,7 @@ def markdown(summary: dict) -> str:
     for key in t:
         n = t[key]["pain_only"]["macro_auroc"][2]
         lines.append(f"| {ROWS[key].label} | {n} | " + " | ".join(
-            _cell(t[key]["pain_only"][c]) for c in COLUMNS) + f" | {_paper(key)} |")
+            cell(t[key]["pain_only"][c]) for c in COLUMNS) + f" | {_paper(key)} |")
     lines += ["", "Paired difference to the row it adds to (pain frames only; mean ± std over "
               "seeds, paired t-test p):", "", "| model | vs | " + " | ".join(COLUMNS) + " |",
               "|---" * (len(COLUMNS) + 2) + "|"]
@@ -195,7 +196,7 @@ def markdown(summary: dict) -> str:
     lines += ["", "## All frames (PSPI 0-16, 17 classes; neutral frames included: not the "
               "paper's protocol)", "", "| model | " + " | ".join(COLUMNS) + " |",
               "|---" * (len(COLUMNS) + 1) + "|"]
-    lines += [f"| {ROWS[key].label} | " + " | ".join(_cell(t[key]["all"][c]) for c in COLUMNS)
+    lines += [f"| {ROWS[key].label} | " + " | ".join(cell(t[key]["all"][c]) for c in COLUMNS)
               + " |" for key in t]
     if summary["failures"]:
         lines += ["", "## Failed runs (left out of the means above)", ""]
