@@ -58,11 +58,8 @@ def _render(folder: Path, **context) -> Path:
     return page
 
 
-def _build(dataset: str, folder: Path, runs, ablation, sweep, identities: int,
+def _build(dataset: str, light, folder: Path, runs, ablation, sweep, identities: int,
            frame_size: int, progress) -> None:
-    light = light_frames(dataset)
-    if light.num_rows == 0:
-        raise ValueError(f"{dataset} holds no frames")
     card = card_into(dataset, light, folder)
     ids = sorted({int(i) for i in light.column("identity").to_pylist()})[:identities]
     entries = identity_entries(light, ids)
@@ -91,12 +88,15 @@ def write_report(dataset: str, out: str | None = None, runs: list[str] = (),
     # a report is always rebuilt, but only over a folder pain3d wrote
     guard.check_output_folder(out, inputs, overwrite=True, inside_ok=True)
     check_inputs(list(runs), ablation, sweep)
+    light = light_frames(dataset)  # before any folder exists: a missing dataset makes none
+    if light.num_rows == 0:
+        raise ValueError(f"{dataset} holds no frames")
     dest = Path(out)
     tmp = dest.with_name(f".{dest.name}.tmp-{uuid.uuid4().hex[:8]}")
     tmp.mkdir(parents=True)
     try:
         guard.mark_root(storage.resolve(str(tmp)), "report", owns_root=True)
-        _build(dataset, tmp, list(runs), ablation, sweep, identities, frame_size, progress)
+        _build(dataset, light, tmp, list(runs), ablation, sweep, identities, frame_size, progress)
         if dest.exists():
             guard.guarded_delete(storage.resolve(out), "", inputs)
         tmp.rename(dest)

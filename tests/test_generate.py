@@ -208,6 +208,7 @@ def test_report_writes_card_and_plots(dataset8, tmp_path):
         im = Image.open(out / png)
         assert im.size[0] > 300 and np.asarray(im).std() > 10
     assert main(["report", str(tmp_path / "nothing-here")]) == 2
+    assert not (tmp_path / "nothing-here").exists()  # no folder made for a missing dataset
 
 
 @pytest.mark.slow
