@@ -1,7 +1,8 @@
 """Rigging stage: neutral mesh from shape parameters, then one rigged mesh per expression.
 
 Backends: ``builtin`` (the procedural head's AU rig), ``flame`` (FLAME with a linear AU
-basis), ``nfr`` (adapter to the user's Neural Face Rigging installation).
+basis), ``nfr`` (adapter to the user's Neural Face Rigging installation), ``learned``
+(paper 001's CGAN / CAAE, trained by ``pain3d train rig``).
 """
 from __future__ import annotations
 
@@ -99,4 +100,46 @@ class NFRRig:
             params.append(aus.astype(np.float32))
         batch["vertices"] = np.stack(verts)
         batch["expression_params"] = np.stack(params)
+        return batch
+
+
+@register("rigging", "learned")
+class LearnedRigBackend:
+    """Paper 001's learned rig: a checkpoint of ``pain3d train rig`` (``rigging.model``, its
+    ``model/`` folder or the checkpoint folder) generates each expression's parameters from
+    the six PSPI AUs; the face model (the one the rig learned, ``face.model``) makes the
+    mesh. CGAN draws z from the identity's seed; CAAE starts from the face at rest, as 001
+    does. The neutral expression stays the exact neutral, so heatmaps measure the rig's
+    motion; rows keep the requested AUs as labels and the generated parameters as
+    ``expression_params``. Requested non-PSPI AUs (pspi.extra_aus) are not rig inputs."""
+
+    def __init__(self, cfg: StageConfig, context: dict, device: str):
+        from actors.learned_rig import LearnedRig
+
+        if not cfg.model:
+            raise ValueError("rigging.backend 'learned' needs rigging.model: the checkpoint "
+                             "folder of pain3d train rig (its best_checkpoint.txt names it)")
+        self.rig = LearnedRig.load(cfg.model, device)
+        self.model = make_face_model(context["face"])
+        rest = self.model.expression_params({})
+        if self.rig.spec.face_model != self.model.name or len(rest) != self.rig.spec.n_params:
+            raise ValueError(f"rigging.model {cfg.model} learned {self.rig.spec.n_params} "
+                             f"parameters of the {self.rig.spec.face_model} face model; this "
+                             f"config's face.model {self.model.name} has {len(rest)}: train the "
+                             "rig on a dataset of this face model")
+        self.rest = rest
+        self.cols = [RIG_AUS.index(a) for a in self.rig.spec.aus]
+
+    def __call__(self, batch: dict) -> dict:
+        verts, params = [], []
+        for shape, aus, seed, ident in zip(batch["shape"], batch["aus"], batch["seed"],
+                                           batch["identity"]):
+            y = np.asarray(aus, np.float32)[:, self.cols]
+            p = self.rig.generate(y, source=np.tile(self.rest, (len(y), 1)),
+                                  seed=[int(seed), int(ident), 1])
+            p[~y.any(1)] = self.rest  # the neutral is the face at rest, exactly
+            verts.append(np.stack([self.model.posed_params(shape, q) for q in p]))
+            params.append(p)
+        batch["vertices"] = np.stack(verts).astype(np.float32)
+        batch["expression_params"] = np.stack(params).astype(np.float32)
         return batch

@@ -258,8 +258,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="side of the gallery's frame copies in pixels (default 192)")
     r.set_defaults(func=cmd_report)
 
-    tr = sub.add_parser("train", help="train the teacher (heatmaps) or the student (RGB) on Ray")
-    tr.add_argument("mode", choices=["teacher", "student"])
+    tr = sub.add_parser("train", help="train on Ray: the teacher (heatmaps), the student (RGB),"
+                        " the learned AU rig (paper 001) or the image-to-3D encoder (002)")
+    tr.add_argument("mode", choices=["teacher", "student", "rig", "encoder"])
     tr.add_argument("--data", required=True, help="dataset (pain3d folder/s3, or 3DPain layout)")
     tr.add_argument("--teacher", default=None, help="teacher checkpoint (student mode)")
     tr.add_argument("--no-distill", action="store_true",

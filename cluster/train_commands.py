@@ -10,13 +10,19 @@ from cluster.options import config_of
 from pipelines import guard
 
 
+JOBS = ("rig", "encoder")  # papers 001 and 002: their preset (configs/<job>.yaml) is a layer
+
+
 def train_config(args):
     """train: a plain run name, a resumable run for --resume, and a split that leaves no
     part empty for this dataset, all checked before Ray starts."""
     from train.run import check_resumable, plan_split
 
-    cfg = config_of(args)
+    cfg = config_of(args, layers=[args.mode] if args.mode in JOBS else [])
     args.name = guard.check_name("run", args.name or f"{args.mode}-s{cfg.seed}")
+    if args.mode in JOBS and (args.teacher or args.no_distill):
+        raise ConfigError(f"--teacher and --no-distill are for the student; pain3d train "
+                          f"{args.mode} takes neither")
     if getattr(args, "remote", False):  # submit: storage and data live on the cluster
         return cfg
     if args.resume:
@@ -28,12 +34,15 @@ def train_config(args):
 
 def cmd_train(args) -> int:
     from cluster.runtime import init_ray
-    from train.run import train
 
     cfg = train_config(args)
     if args.no_distill and args.teacher:
         raise ConfigError("--no-distill and --teacher contradict each other; give one")
     init_ray(cfg.generate.ray, args.verbose)
+    if args.mode in JOBS:
+        return _train_job(cfg, args)
+    from train.run import train
+
     res = train(cfg, args.mode, args.data, args.name, teacher=args.teacher, resume=args.resume,
                 distill=not args.no_distill)
     m = res.best_metrics
@@ -41,6 +50,30 @@ def cmd_train(args) -> int:
           f"{m.get('val_macro_auroc', float('nan')):.3f} (epoch {m.get('epoch', '?')}), "
           f"acc {m.get('val_acc', float('nan')):.3f}, +-1 {m.get('val_acc_pm1', float('nan')):.3f}"
           f"; best checkpoint {res.best_checkpoint}")
+    return 0
+
+
+def _train_job(cfg, args) -> int:
+    if args.mode == "rig":
+        from train.rig import train_rig
+
+        res, r = train_rig(cfg, args.data, args.name, resume=args.resume)
+        d = r["diversity"]
+        print(f"rig run {res.run} ({r['model']}): best val parameter MAE "
+              f"{res.best_metrics.get('val_param_mae', float('nan')):.3f} (epoch "
+              f"{res.best_metrics.get('epoch', '?')}); test AU read-back MAE "
+              f"{r['generated']['mae_mean']:.3f} (real parameters {r['real']['mae_mean']:.3f}), "
+              f"diversity {d['param_std']:.3f}; best checkpoint {res.best_checkpoint} -> "
+              f"{res.run}/rig_eval.md")
+        return 0
+    from train.encoder_job import train_encoder
+
+    res, r = train_encoder(cfg, args.data, args.name, resume=args.resume)
+    print(f"encoder run {res.run}: test expression-parameter r {r['expression_r']:.3f}, "
+          f"RMSE {r['expression_rmse']:.3f}" + (f", vertex error {r['vertex_mm']:.2f} mm"
+                                               if "vertex_mm" in r else "")
+          + f"; PSPI from parameters MAE {r['pspi_mae']:.2f}; best checkpoint "
+          f"{res.best_checkpoint} -> {res.run}/encoder_eval.md")
     return 0
 
 

@@ -57,6 +57,11 @@ class FaceModel(ABC):
     def posed(self, shape: np.ndarray, aus: dict[str, float]) -> np.ndarray: ...
 
     @abstractmethod
+    def posed_params(self, shape: np.ndarray, params: np.ndarray) -> np.ndarray:
+        """The mesh of expression parameters as :meth:`expression_params` gives them (a
+        learned rig's output goes through here)."""
+
+    @abstractmethod
     def appearance(self, demo: Demographics, rng: np.random.Generator,
                    dressing=None) -> Appearance:
         """The identity's albedo; a faces.dressing.Dressing colours brows and scalp."""
@@ -130,6 +135,15 @@ class BuiltinFaceModel(FaceModel):
         from faces.rig import apply_aus
 
         return apply_aus(self.neutral(shape), aus)
+
+    def posed_params(self, shape, params):
+        from faces.rig import RIG_AUS, apply_aus
+
+        p = np.clip(np.asarray(params, np.float64), 0.0, 5.0)  # the built-in's are AU levels
+        if p.shape != (len(RIG_AUS),):
+            raise ValueError(f"the built-in model's expression parameters are the {len(RIG_AUS)} "
+                             f"levels of {', '.join(RIG_AUS)}; got shape {p.shape}")
+        return apply_aus(self.neutral(shape), dict(zip(RIG_AUS, p.tolist())))
 
     def appearance(self, demo, rng, dressing=None):
         from faces.texture import make_texture
@@ -211,6 +225,13 @@ class FlameFaceModel(FaceModel):
     def posed(self, shape, aus):
         psi, jaw = self.basis.params(aus, self.flame.n_expression)
         return self.flame.forward(shape=shape, expression=psi, pose=self._pose(jaw))
+
+    def posed_params(self, shape, params):
+        p, n = np.asarray(params, np.float64), self.flame.n_expression
+        if p.shape != (n + 3,):
+            raise ValueError(f"this FLAME model's expression parameters are {n} + 3 jaw "
+                             f"values; got shape {p.shape}")
+        return self.flame.forward(shape=shape, expression=p[:n], pose=self._pose(p[n:]))
 
     def appearance(self, demo, rng, dressing=None):
         from faces.texture import _skin_tone

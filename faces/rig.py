@@ -280,3 +280,16 @@ def apply_aus(neutral: np.ndarray, aus: dict[str, float]) -> np.ndarray:
         R = rotation_x(-ang)  # negative: the chin goes down and back
         v = np.einsum("nij,nj->ni", R, v - pivot) + pivot
     return v.astype(np.float32)
+
+
+# Where each PSPI AU acts on the built-in head (faces.regions names): what a learned rig's
+# per-AU motion is measured over.
+AU_REGIONS = {"AU4": "brow", "AU6": "cheek", "AU7": "lower_lid", "AU9": "nose_wing",
+              "AU10": "upper_lip", "AU43": "upper_lid"}
+
+
+def region_motion(neutral: np.ndarray, posed: np.ndarray) -> dict[str, float]:
+    """Mean vertex displacement (mm) between two built-in meshes over each AU's region."""
+    regions = H.build_template().mesh.regions
+    d = np.linalg.norm(np.asarray(posed, np.float64) - neutral, axis=1) * 1000.0
+    return {au: float(d[regions[r]].mean()) for au, r in AU_REGIONS.items()}

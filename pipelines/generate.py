@@ -111,6 +111,10 @@ def preflight(cfg: "Pain3DConfig") -> None:
                 raise FileNotFoundError(f"face.{key} {path} does not exist; point it at your "
                                         "file (see configs/paper.yaml for what each one is)")
     st = cfg.generate.stages
+    if st.rigging.backend == "learned":  # its checkpoint, and that it fits face.model
+        from actors.rigging import LearnedRigBackend
+
+        LearnedRigBackend(st.rigging, {"face": cfg.face}, "cpu")
     if st.qa.backend == "mediapipe":
         from actors.qa import model_path
 

@@ -55,6 +55,14 @@ class ModelConfig:
     shared_encoder: bool = False  # the neutral frame through the same backbone (else a second)
     # classification: 17 PSPI logits; regression: sigmoid PSPI/16 + binary PSPI >= 1, 2, 3
     head: str = "classification"
+    # paper 003: 3D expression parameters beside the image. intermediate: their MLP feature
+    # joins CLS before the PSPI head; late_max | late_mean | late_weighted: a 3D classifier's
+    # probabilities combined with the 2D head's
+    fusion: str = "none"
+    fusion_params: str = "truth"  # truth: the row's expression_params; encoder: predicted
+    fusion_encoder: str | None = None  # checkpoint of pain3d train encoder (fusion_params)
+    fusion_hidden: int = 64
+    params_dim: int = 0  # set from the dataset when fusion is on
 
     def to_dict(self) -> dict:
         from dataclasses import asdict
@@ -85,9 +93,55 @@ class EvalConfig:
     neutral_shots: int = 1
 
 
+RIG_MODELS = ("cgan", "caae")
+
+
+@dataclass
+class RigConfig:
+    """``pain3d train rig`` (paper 001): an AU-conditioned generator of expression parameters.
+    Uses train's split, num_workers, cpus_per_worker, storage and checkpoint settings."""
+
+    model: str = "cgan"  # cgan: G(z, y); caae: G(E(source expression), y)
+    hidden: int = 256  # width of every 3-layer network
+    noise_dim: int = 100  # CGAN's z (001: 100)
+    latent_dim: int = 50  # CAAE's E(x) in [-1, 1] (001: 50)
+    range_weight: float = 10.0  # beta of the L1 range regulariser (001: 10)
+    recon_weight: float = 100.0  # lambda of CAAE's L1 reconstruction (001: 100)
+    # 001's soft labels y + N(mean, std) on the integer AU levels; std 0: off
+    soft_label_mean: float = -0.5
+    soft_label_std: float = 0.5
+    # CAAE: the expression discriminator also judges each source re-targeted to another
+    # row's AUs. Not in 001; without it the generator may ignore the AUs (README, learned rig)
+    retarget: bool = False
+    iterations: int = 3000  # optimiser steps of each network (001: 150k at lr 1e-5)
+    eval_every: int = 250  # steps between validation + checkpoint (one "epoch" of the bar)
+    batch_size: int = 64  # per worker (001: 64)
+    lr: float = 2e-4
+    diversity_samples: int = 64  # outputs drawn for one fixed AU vector in the evaluation
+
+
+@dataclass
+class EncoderConfig:
+    """``pain3d train encoder`` (paper 002): image -> expression (and shape) parameters, with
+    a 4-layer MLP reading PSPI and the AUs from the predicted parameters. The backbone, image
+    size, face crop, epochs and optimiser come from train and train.model."""
+
+    shape: bool = True  # also regress the identity's shape parameters
+    head_hidden: int = 256  # the intensity head's width
+    # loss weights: MSE on the standardised expression and shape parameters (002's L_3D-GT),
+    # then 002's intensity-aware loss: cross-entropy over PSPI 0-16 plus squared errors of
+    # the intensities (PSPI / 16 and each AU / its maximum)
+    expression: float = 1.0
+    shape_weight: float = 1.0
+    pspi_ce: float = 0.5
+    intensity_mse: float = 0.5
+
+
 @dataclass
 class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
+    rig: RigConfig = field(default_factory=RigConfig)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
     weights: LossWeights = field(default_factory=LossWeights)
     epochs: int = 100
     freeze_backbone_epochs: int = 5

@@ -26,8 +26,9 @@ class Watcher:
     """Polls the run's progress file in a daemon thread while the driver waits in fit()."""
 
     def __init__(self, storage_uri: str, name: str, epochs: int, desc: str,
-                 interval_s: float = 2.0):
+                 interval_s: float = 2.0, metric: str = "val_macro_auroc"):
         self.loc, self.rel = storage.resolve(storage_uri), f"{name}/{FILE}"
+        self.metric = metric
         self.epochs, self.desc, self.interval_s = epochs, desc, interval_s
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -53,8 +54,8 @@ class Watcher:
                     p = {}
                 if p.get("epochs_done", 0) > bar.n:
                     bar.update(p["epochs_done"] - bar.n)
-                    auroc = p.get("val_macro_auroc")
-                    bar.set_postfix(loss=f"{p.get('train_loss', float('nan')):.3f}",
-                                    val_auroc=f"{auroc:.3f}" if auroc is not None else "-")
+                    v = p.get(self.metric)
+                    bar.set_postfix({"loss": f"{p.get('train_loss', float('nan')):.3f}",
+                                     self.metric: f"{v:.3f}" if v is not None else "-"})
                 if stopping:
                     return

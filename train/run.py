@@ -52,21 +52,23 @@ def _frames_per_identity(data: str) -> dict[int, int]:
     return Counter(int(i) for i in t.column("identity").to_pylist())
 
 
-def fetch_checkpoint(uri: str) -> str:
-    """A local folder holding model.pt + model_config.json for a checkpoint given as a local
-    path or s3:// URI (a run checkpoint folder or its model/ subfolder)."""
+def fetch_checkpoint(uri: str, files: tuple[str, str] = ("model.pt", "model_config.json")
+                     ) -> str:
+    """A local folder holding a checkpoint's ``files`` (weights, config; ViTPain's unless
+    given) for a checkpoint given as a local path or s3:// URI (a run checkpoint folder or
+    its model/ subfolder)."""
+    what = f"pain3d checkpoint ({' and '.join(files)} expected)"
     if not uri.startswith("s3://"):
         p = Path(uri)
-        p = p / "model" if (p / "model" / "model.pt").exists() else p
-        if not (p / "model.pt").is_file() or not (p / "model_config.json").is_file():
-            raise FileNotFoundError(f"{uri} is not a pain3d checkpoint (model.pt and "
-                                    "model_config.json expected)")
+        p = p / "model" if (p / "model" / files[0]).exists() else p
+        if not all((p / f).is_file() for f in files):
+            raise FileNotFoundError(f"{uri} is not a {what}")
         return str(p)
     loc = storage.resolve(uri)
     tmp = tempfile.mkdtemp(prefix="pain3d-ckpt-")
     for sub in ("model/", ""):
         ok = True
-        for name in ("model.pt", "model_config.json", "checkpoint.json"):
+        for name in (*files, "checkpoint.json"):
             data = storage.read_bytes(loc, sub + name)
             if data is None:
                 ok = ok and name == "checkpoint.json"  # absent for bare models
@@ -74,7 +76,7 @@ def fetch_checkpoint(uri: str) -> str:
             Path(tmp, name).write_bytes(data)
         if ok:
             return tmp
-    raise FileNotFoundError(f"no pain3d checkpoint (model.pt, model_config.json) at {uri}")
+    raise FileNotFoundError(f"no {what} at {uri}")
 
 
 def plan_split(cfg: "Pain3DConfig", data: str) -> dict[str, list[int]]:
@@ -114,6 +116,24 @@ def check_resumable(storage_uri: str, name: str) -> None:
                                 "--resume first")
 
 
+def open_run(storage_uri: str, name: str, resume: bool) -> tuple[storage.Location, dict | None]:
+    """The storage of run ``name`` and its recorded split (None: a new run). A run that exists
+    is refused without ``resume``, a folder that is not a run always."""
+    guard.check_name("run", name)
+    loc = storage.resolve(storage_uri)
+    if not loc.is_s3:
+        loc.fs.create_dir(loc.root, recursive=True)
+    existing = storage.read_json(loc, f"{name}/split.json")
+    if existing is not None and not resume:
+        raise RunExists(f"run {name!r} already exists in {storage_uri}; pass --resume to "
+                        "continue it or choose another --name")
+    if existing is None and loc.fs.get_file_info(loc.join(name)).type != pafs.FileType.NotFound:
+        raise RunExists(f"{storage_uri}/{name} exists but is not a pain3d run (no split.json); "
+                        "choose another --name")
+    guard.mark_root(loc, "runs")
+    return loc, existing
+
+
 def train(cfg: "Pain3DConfig", mode: str, data: str, name: str, teacher: str | None = None,
           resume: bool = False, epoch_hook=None, distill: bool = True,
           seed: int | None = None, callbacks: list | None = None,
@@ -141,21 +161,10 @@ def train(cfg: "Pain3DConfig", mode: str, data: str, name: str, teacher: str | N
         from train.loop import load_model
 
         load_model(teacher_dir)  # fail here, with one sentence, not on every worker
-    guard.check_name("run", name)
     from train.model import check_model
 
     check_model(tc.model)
-    loc = storage.resolve(tc.storage)
-    if not loc.is_s3:
-        loc.fs.create_dir(loc.root, recursive=True)
-    existing = storage.read_json(loc, f"{name}/split.json")
-    if existing is not None and not resume:
-        raise RunExists(f"run {name!r} already exists in {tc.storage}; pass --resume to continue "
-                        "it or choose another --name")
-    if existing is None and loc.fs.get_file_info(loc.join(name)).type != pafs.FileType.NotFound:
-        raise RunExists(f"{tc.storage}/{name} exists but is not a pain3d run (no split.json); "
-                        "choose another --name")
-    guard.mark_root(loc, "runs")
+    loc, existing = open_run(tc.storage, name, resume)
     # one sentence now, not a worker traceback later (columns, an empty part of the split)
     if existing is not None:
         require_columns(data, READ_COLUMNS)
@@ -170,24 +179,33 @@ def train(cfg: "Pain3DConfig", mode: str, data: str, name: str, teacher: str | N
     sampling = class_weights(train_pspi, "inverse") if tc.sampling == "weighted" else None
     if teacher_dir is not None:
         check_teacher_split(teacher, teacher_dir, meta["split_hash"])
-    try:  # from the run folder's first file on: a failure or Ctrl-C before any checkpoint
-        storage.write_json(loc, f"{name}/split.json", split)  # removes the folder again
-        storage.write_json(loc, f"{name}/config.json", {
-            "mode": mode, "data": data, "teacher": teacher, "init": init,
-            "class_weights": weights, "sampling_weights": sampling, "config": cfg.to_dict()})
-        trainer = _trainer(cfg, mode, data, name, split, loc, {
+    files = {"split.json": split, "config.json": {
+        "mode": mode, "data": data, "teacher": teacher, "init": init, "class_weights": weights,
+        "sampling_weights": sampling, "config": cfg.to_dict()}}
+    result = fit_run(loc, name, existing, [data, teacher or ""], files, lambda: _trainer(
+        cfg, mode, data, name, split, loc, {
             "seed": cfg.seed if seed is None else seed, "teacher_dir": teacher_dir,
             "epoch_hook": epoch_hook, "meta": meta, "init_dir": init_dir,
-            "class_weights": weights}, callbacks, sampling)
-        with (Watcher(tc.storage, name, tc.epochs, f"{mode} {name}") if show_progress
-              else contextlib.nullcontext()):
-            result = _fit(trainer)
+            "class_weights": weights}, callbacks, sampling),
+        Watcher(tc.storage, name, tc.epochs, f"{mode} {name}") if show_progress else None)
+    return finish(result, loc, name, tc.storage, split)
+
+
+def fit_run(loc, name: str, existing, inputs: list[str], files: dict, make_trainer,
+            watcher=None):
+    """Writes the run's first files, builds the trainer and fits it. A failure or Ctrl-C
+    before the first checkpoint of a new run removes its folder again (never ``inputs``)."""
+    try:
+        for rel, obj in files.items():
+            storage.write_json(loc, f"{name}/{rel}", obj)
+        trainer = make_trainer()
+        with watcher or contextlib.nullcontext():
+            return _fit(trainer)
     except BaseException:
-        # the folder did not exist before this call (checked above)
+        # the folder did not exist before this call (open_run checked)
         if existing is None and not _has_checkpoint(loc, name):
-            guard.guarded_delete(loc, name, inputs=[data, teacher or ""])
+            guard.guarded_delete(loc, name, inputs=inputs)
         raise
-    return _finish(result, loc, name, tc.storage, split)
 
 
 def _pspi_of(data: str, ids: list[int]):
@@ -245,8 +263,7 @@ def _fit(trainer):
 def _trainer(cfg: "Pain3DConfig", mode: str, data: str, name: str, split: dict, loc,
              loop: dict, callbacks, sampling: list[float] | None = None):
     """The TorchTrainer of one run: datasets of the split, workers, storage, checkpoints."""
-    import ray.train
-    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import DataConfig
     from ray.train.torch import TorchTrainer
 
     tc = cfg.train
@@ -261,32 +278,48 @@ def _trainer(cfg: "Pain3DConfig", mode: str, data: str, name: str, split: dict, 
                               seed=loop["seed"], crop=tc.model.face_crop,
                               cache=tc.cache_decoded, exclude=exclude,
                               neutral=tc.model.neutral_reference, sampling=sampling)
-    use_gpu = tc.use_gpu
-    if use_gpu is None:
-        use_gpu = ray.cluster_resources().get("GPU", 0) >= 1
     return TorchTrainer(
         train_func,
         train_loop_config={"train": tc, "mode": mode, "n_train": n_train,
                            "progress_to": (tc.storage, name),
                            "threads": max(1, int(tc.cpus_per_worker)), **loop},
-        scaling_config=ScalingConfig(num_workers=tc.num_workers, use_gpu=use_gpu,
-                                     resources_per_worker={"CPU": tc.cpus_per_worker}),
-        datasets=datasets,
+        scaling_config=scaling(tc), datasets=datasets,
         # val is sharded too (each rank predicts a share, rank 0 scores the gathered union);
         # Ray's equal split may drop up to num_workers - 1 validation frames per epoch
         dataset_config=DataConfig(datasets_to_split=["train", "val"]),
-        run_config=RunConfig(
-            name=name, storage_path=tc.storage if not loc.is_s3 else loc.root,
-            storage_filesystem=loc.fs if loc.is_s3 else None,
-            failure_config=FailureConfig(max_failures=tc.max_failures), callbacks=callbacks,
-            checkpoint_config=CheckpointConfig(num_to_keep=tc.num_to_keep,
-                                               checkpoint_score_attribute="val_macro_auroc",
-                                               checkpoint_score_order="max")))
+        run_config=run_config(tc, loc, name, "val_macro_auroc", "max", callbacks))
 
 
-def _finish(result, loc, name: str, storage_uri: str, split: dict) -> TrainResult:
-    """After fit(): the best checkpoint, history.json, TensorBoard logs."""
-    best = result.get_best_checkpoint(metric="val_macro_auroc", mode="max")
+def scaling(tc):
+    """Ray Train's workers: ``train.num_workers``, on GPUs when asked or when the cluster has
+    them."""
+    import ray
+    from ray.train import ScalingConfig
+
+    use_gpu = tc.use_gpu
+    if use_gpu is None:
+        use_gpu = ray.cluster_resources().get("GPU", 0) >= 1
+    return ScalingConfig(num_workers=tc.num_workers, use_gpu=use_gpu,
+                         resources_per_worker={"CPU": tc.cpus_per_worker})
+
+
+def run_config(tc, loc, name: str, metric: str, order: str, callbacks=None):
+    """Where a run's checkpoints go, how many are kept (the best by ``metric``), retries."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig
+
+    return RunConfig(
+        name=name, storage_path=tc.storage if not loc.is_s3 else loc.root,
+        storage_filesystem=loc.fs if loc.is_s3 else None,
+        failure_config=FailureConfig(max_failures=tc.max_failures), callbacks=callbacks,
+        checkpoint_config=CheckpointConfig(num_to_keep=tc.num_to_keep,
+                                           checkpoint_score_attribute=metric,
+                                           checkpoint_score_order=order))
+
+
+def finish(result, loc, name: str, storage_uri: str, split: dict,
+           metric: str = "val_macro_auroc", order: str = "max") -> TrainResult:
+    """After fit(): the best checkpoint (by ``metric``), history.json, TensorBoard logs."""
+    best = result.get_best_checkpoint(metric=metric, mode=order)
     history = _history(result.checkpoint)
     best_path = best.path if best is not None else None
     if best_path and loc.is_s3 and not best_path.startswith("s3://"):
