@@ -164,3 +164,40 @@ def test_train_rig_on_two_ddp_workers_and_evaluate(data10, ray_local, tmp_path):
     assert "| generated |" in (run / "rig_eval.md").read_text()
     rig = LearnedRig.load(res.best_checkpoint)
     assert rig.spec.face_model == "builtin" and rig.spec.n_params == 9
+
+
+def test_generate_with_the_learned_rig_writes_a_complete_dataset(builtin_model, ray_local,
+                                                                   tmp_path):
+    import pyarrow.dataset as pads
+
+    from cluster.cli import main
+    from faces.au import pspi
+    from tests.conftest import tiny_args
+
+    pairs = _pairs(builtin_model, {a: [0, 1, 2, 3, 4, 5] for a in PSPI_AUS[:5]}, repeat=2)
+    rig = fit_pairs(pairs, RigConfig(model="cgan", eval_every=100, hidden=32), rounds=1)
+    save_rig(rig.net, rig.spec, tmp_path / "rig" / "model")
+    out = tmp_path / "ds"
+    assert main(["generate", "--out", str(out), *tiny_args(2, 48, 128),
+                 "generate.stages.rigging.backend=learned",
+                 f"generate.stages.rigging.model={tmp_path / 'rig'}"]) == 0
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["counts"]["frames"] == 2 * 11 * 3 and m["counts"]["heatmaps"] == 2 * 10 * 3
+    rows = pads.dataset(str(out / "frames")).to_table(
+        columns=["expression", "view", "pspi", "expression_params", *PSPI_AUS]).to_pylist()
+    assert all(r["pspi"] == int(pspi(r)) for r in rows)  # labels: the requested AUs
+    gen = np.array([r["expression_params"] for r in rows if r["expression"] > 0])
+    req = np.array([[r[a] for a in PSPI_AUS] for r in rows if r["expression"] > 0])
+    assert not np.allclose(gen[:, :6], req)  # the rig's own parameters, not the request
+    assert np.all(gen >= rig.lower) and np.all(gen <= rig.upper)
+    assert all(not any(r["expression_params"]) for r in rows if r["expression"] == 0)
+
+
+def test_generate_refuses_a_missing_rig_checkpoint_before_ray(tmp_path, capsys):
+    from cluster.cli import main
+
+    rc = main(["generate", "--out", str(tmp_path / "ds"), "--identities", "1",
+               "generate.stages.rigging.backend=learned",
+               f"generate.stages.rigging.model={tmp_path / 'nope'}"])
+    assert rc != 0 and "is not a learned-rig checkpoint" in capsys.readouterr().err
+    assert not (tmp_path / "ds").exists()

@@ -146,6 +146,9 @@ def decode_batch(batch: dict, size: int, keep_groups: bool = False, crop: bool =
            "identity": np.asarray(batch["identity"], np.int64)}
     if "neutral_image" in batch:
         out["neutral"] = ((neutral - MEAN) / STD).astype(dtype)
+    for c in PARAM_COLUMNS:  # the 3D ground truth, when read (encoder, fusion)
+        if c in batch:
+            out[c] = np.stack([np.asarray(v, np.float32) for v in batch[c]])
     if keep_groups:  # strings: fine for numpy batches, not for iter_torch_batches
         for g in GROUPS:
             out[g] = np.asarray(batch[g], dtype=object)
@@ -157,6 +160,7 @@ READ_COLUMNS = ["sample_id", "identity", "image", "heatmap", "mask", "pspi"] + l
 
 
 OPTIONAL_COLUMNS = ["head_box"]
+PARAM_COLUMNS = ("expression_params", "shape_params")
 
 
 def sample_frames(frames: pa.Table, ids: list[int], max_frames: int, seed: int) -> set[str]:
@@ -222,20 +226,22 @@ def split_datasets(data: str, split: dict[str, list[int]], size: int,
                    max_frames: int | None = None, decode_cpus: float = 1.0,
                    seed: int = 0, crop: bool = True, cache: bool = False,
                    exclude: set[str] | None = None, neutral: bool = False,
-                   sampling: list[float] | None = None) -> dict:
+                   sampling: list[float] | None = None, params: bool = False) -> dict:
     """Ray Datasets per split, decoding on Ray Data workers (streamed to the trainers). The
     train split's block order is reshuffled at every pass, seeded, and its order preserved,
     so one seed gives one sequence of epochs. ``cache``: decode once (float16) and keep the
     decoded frames in the object store for every epoch (small datasets: decoding costs about
     as much CPU as training the laptop model). ``exclude``: sample ids left out of the train
-    split (frames that failed QA); val and test stay whole, so runs stay comparable."""
+    split (frames that failed QA); val and test stay whole, so runs stay comparable.
+    ``params``: the rows' expression and shape parameters come along (the 3D ground truth)."""
 
     index = load_frames_columns(data, ["sample_id", "identity"]) if max_frames else None
     out = {}
     for name, ids in split.items():
         if not ids:
             continue
-        ds = _read(data, ids, ["neutral_sample_id"] if neutral else [])
+        ds = _read(data, ids, (["neutral_sample_id"] if neutral else [])
+                   + (list(PARAM_COLUMNS) if params else []))
         if neutral:  # before any filter: a shard's block holds its neutral frames
             from train.neutral import attach
 
