@@ -312,6 +312,14 @@ def _validate_train(cfg) -> None:
     if t.model.head not in HEADS:
         raise ConfigError(f"unknown train.model.head {t.model.head!r}; use one of "
                           f"{', '.join(HEADS)}")
+    if t.model.fusion != "none":  # paper 003: issue 17's last part, not built yet
+        raise ConfigError(f"train.model.fusion {t.model.fusion!r} is not available yet; leave it "
+                          "at none")
+    from train.config import RIG_MODELS
+
+    if t.rig.model not in RIG_MODELS:
+        raise ConfigError(f"unknown train.rig.model {t.rig.model!r}; use one of "
+                          f"{', '.join(RIG_MODELS)}")
     if t.model.shared_encoder and not t.model.neutral_reference:
         raise ConfigError("train.model.shared_encoder is set but train.model.neutral_reference "
                           "is off; turn the neutral reference on or leave shared_encoder false")
