@@ -109,6 +109,7 @@ def test_encoder_learns_parameters_of_held_out_identities(data10):
     assert shuffled["r"] < r["r"] - 0.15  # it is the frame's own face that is read
 
 
+@pytest.mark.slow  # a Ray Train job / a generation run
 def test_train_encoder_on_two_ddp_workers(data10, ray_local, tmp_path):
     from cluster.config import load_config
     from train.encoder_job import train_encoder

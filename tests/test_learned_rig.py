@@ -143,6 +143,7 @@ def test_the_rigging_backend_poses_generated_parameters(builtin_model, tmp_path)
     assert np.all(p >= rig.lower) and np.all(p <= rig.upper)
 
 
+@pytest.mark.slow  # a Ray Train job / a generation run
 def test_train_rig_on_two_ddp_workers_and_evaluate(data10, ray_local, tmp_path):
     from cluster.config import load_config
     from train.rig import train_rig
@@ -166,6 +167,7 @@ def test_train_rig_on_two_ddp_workers_and_evaluate(data10, ray_local, tmp_path):
     assert rig.spec.face_model == "builtin" and rig.spec.n_params == 9
 
 
+@pytest.mark.slow  # a Ray Train job / a generation run
 def test_generate_with_the_learned_rig_writes_a_complete_dataset(builtin_model, ray_local,
                                                                    tmp_path):
     import pyarrow.dataset as pads
