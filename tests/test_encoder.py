@@ -129,3 +129,7 @@ def test_train_encoder_on_two_ddp_workers(data10, ray_local, tmp_path):
     assert "| true parameters |" in (tmp_path / "enc" / "encoder_eval.md").read_text()
     model, face = load_encoder(res.best_checkpoint)
     assert face == "builtin" and model.expression.out_features == 9 and model.n_shape == 26
+    cfg.train.epochs = 5  # --resume: one more epoch from the last checkpoint
+    again, _ = train_encoder(cfg, data10, "enc", resume=True, show_progress=False)
+    assert [e["epochs_done"] for e in again.history] == [1, 2, 3, 4, 5]
+    assert again.history[:4] == h

@@ -165,6 +165,10 @@ def test_train_rig_on_two_ddp_workers_and_evaluate(data10, ray_local, tmp_path):
     assert "| generated |" in (run / "rig_eval.md").read_text()
     rig = LearnedRig.load(res.best_checkpoint)
     assert rig.spec.face_model == "builtin" and rig.spec.n_params == 9
+    cfg.train.rig.iterations = 90  # --resume: one more round from the last checkpoint
+    again, _ = train_rig(cfg, data10, "rig", resume=True, show_progress=False)
+    assert [h["epochs_done"] for h in again.history] == [1, 2, 3]
+    assert again.history[:2] == res.history
 
 
 @pytest.mark.slow  # a Ray Train job / a generation run

@@ -5,16 +5,13 @@ reference, from the true ones)."""
 from __future__ import annotations
 
 import math
-import tempfile
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from pipelines import storage
 from train import progress
-from train.encoder import ExpressionEncoder, encoder_loss, load_encoder, save_encoder
+from train.encoder import ExpressionEncoder, encoder_loss, save_encoder
 
 if TYPE_CHECKING:
     from cluster.config import Pain3DConfig
@@ -128,13 +125,11 @@ def _validate(model, shard, device, rank: int, world: int) -> dict:
 
 
 def _restore(model, opt, sched) -> tuple[int, list]:
-    import ray.train
+    from train.loop import load_state
 
-    ckpt = ray.train.get_checkpoint()
-    if ckpt is None:
+    state = load_state()
+    if state is None:
         return 0, []
-    with ckpt.as_directory() as d:
-        state = torch.load(Path(d) / "state.pt", map_location="cpu", weights_only=False)
     model.load_state_dict(state["model"])
     opt.load_state_dict(state["opt"])
     sched.load_state_dict(state["sched"])
@@ -142,17 +137,12 @@ def _restore(model, opt, sched) -> tuple[int, list]:
 
 
 def _checkpoint(model, opt, sched, epoch, history, metrics, rank, face_model) -> None:
-    import ray.train
+    from train.loop import report_checkpoint
 
-    with tempfile.TemporaryDirectory() as d:
-        checkpoint = None
-        if rank == 0:
-            torch.save({"model": model.state_dict(), "opt": opt.state_dict(),
-                        "sched": sched.state_dict(), "epoch": epoch, "history": history},
-                       Path(d) / "state.pt")
-            save_encoder(model, Path(d) / "model", face_model)
-            checkpoint = ray.train.Checkpoint.from_directory(d)
-        ray.train.report(metrics, checkpoint=checkpoint)
+    report_checkpoint(metrics, rank, lambda: {
+        "model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
+        "epoch": epoch, "history": history},
+        lambda folder: save_encoder(model, folder, face_model))
 
 
 def _stats(data: str, ids: list[int]) -> tuple[dict, str]:
@@ -187,8 +177,8 @@ def train_encoder(cfg: "Pain3DConfig", data: str, name: str, resume: bool = Fals
     from pipelines.layout3dpain import require_columns
     from train.data import PARAM_COLUMNS, READ_COLUMNS, split_datasets
     from train.progress import Watcher
-    from train.run import (fetch_checkpoint, finish, fit_run, open_run, plan_split, run_config,
-                           scaling)
+    from train.run import (count_frames, fetch_checkpoint, finish, fit_run, open_run,
+                           plan_split, run_config, scaling)
 
     tc = cfg.train
     require_columns(data, READ_COLUMNS + list(PARAM_COLUMNS))
@@ -198,7 +188,7 @@ def train_encoder(cfg: "Pain3DConfig", data: str, name: str, resume: bool = Fals
     dims = (len(stats["expression_mean"]), len(stats["shape_mean"]) if tc.encoder.shape else 0)
     if not tc.encoder.shape:
         stats = {k: v for k, v in stats.items() if k.startswith("expression")}
-    n_train = _count(data, split["train"], tc.max_frames)
+    n_train = count_frames(data, split["train"], tc.max_frames)
 
     def trainer():
         ds = split_datasets(data, {k: split[k] for k in ("train", "val")}, tc.model.img_size,
@@ -222,11 +212,3 @@ def train_encoder(cfg: "Pain3DConfig", data: str, name: str, resume: bool = Fals
     from train.encoder_eval import evaluate_encoder
 
     return res, evaluate_encoder(folder, data, split["test"], cfg, loc, name)
-
-
-def _count(data: str, ids: list[int], max_frames: int | None) -> int:
-    from train.run import _frames_per_identity
-
-    per = _frames_per_identity(data)
-    n = sum(per.get(i, 0) for i in ids)
-    return min(n, max_frames) if max_frames else n

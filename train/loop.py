@@ -187,16 +187,37 @@ def epoch_batches(shard, cfg, seed: int, epoch: int, rank: int, device=None):
         if cfg.shuffle_buffer else None)
 
 
-def _restore(w: steps.Worker) -> tuple[int, list[dict]]:
-    """(first epoch, history so far): from the latest checkpoint after a worker failure or
-    with --resume, else (0, [])."""
+def load_state(map_location="cpu") -> dict | None:
+    """The latest checkpoint's ``state.pt`` (after a worker failure or with --resume), else
+    None. Every Ray Train loop here (ViTPain, rig, encoder) checkpoints this way."""
     import ray.train
 
     ckpt = ray.train.get_checkpoint()
     if ckpt is None:
-        return 0, []
+        return None
     with ckpt.as_directory() as d:
-        state = torch.load(Path(d) / "state.pt", map_location=w.device, weights_only=False)
+        return torch.load(Path(d) / "state.pt", map_location=map_location, weights_only=False)
+
+
+def report_checkpoint(metrics: dict, rank: int, state, save) -> None:
+    """Reports an epoch; rank 0 also checkpoints ``state()`` as state.pt and the model that
+    ``save(folder)`` writes into model/."""
+    import ray.train
+
+    with tempfile.TemporaryDirectory() as d:
+        checkpoint = None
+        if rank == 0:
+            torch.save(state(), Path(d) / "state.pt")
+            save(Path(d) / "model")
+            checkpoint = ray.train.Checkpoint.from_directory(d)
+        ray.train.report(metrics, checkpoint=checkpoint)
+
+
+def _restore(w: steps.Worker) -> tuple[int, list[dict]]:
+    """(first epoch, history so far): from the latest checkpoint, else (0, [])."""
+    state = load_state(w.device)
+    if state is None:
+        return 0, []
     w.inner.load_state_dict(state["net"])
     w.opt.load_state_dict(state["opt"])
     w.sched.load_state_dict(state["sched"])
@@ -218,14 +239,6 @@ def _validate(w: steps.Worker, val_shard, rank: int, world: int) -> dict:
 
 
 def _checkpoint(w: steps.Worker, epoch: int, history: list, metrics: dict, rank: int) -> None:
-    import ray.train
-
-    with tempfile.TemporaryDirectory() as d:
-        checkpoint = None
-        if rank == 0:
-            torch.save({"net": w.inner.state_dict(), "opt": w.opt.state_dict(),
-                        "sched": w.sched.state_dict(), "epoch": epoch, "history": history},
-                       Path(d) / "state.pt")
-            save_model(w.model, Path(d) / "model", w.meta)
-            checkpoint = ray.train.Checkpoint.from_directory(d)
-        ray.train.report(metrics, checkpoint=checkpoint)
+    report_checkpoint(metrics, rank, lambda: {
+        "net": w.inner.state_dict(), "opt": w.opt.state_dict(), "sched": w.sched.state_dict(),
+        "epoch": epoch, "history": history}, lambda folder: save_model(w.model, folder, w.meta))

@@ -12,9 +12,7 @@ replicas still hold identical weights. A round of ``train.rig.eval_every`` steps
 from __future__ import annotations
 
 import math
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -23,7 +21,6 @@ import torch.nn.functional as F
 
 from actors.learned_rig import LearnedRig, RigSpec, make_rig_net, save_rig
 from faces.au import PSPI_AUS
-from pipelines import storage
 from train import progress
 
 if TYPE_CHECKING:
@@ -233,13 +230,11 @@ def fit_pairs(pairs: Pairs, rc, seed: int = 0, rounds: int = 1) -> LearnedRig:
 
 
 def _restore(net, opts) -> tuple[int, list]:
-    import ray.train
+    from train.loop import load_state
 
-    ckpt = ray.train.get_checkpoint()
-    if ckpt is None:
+    state = load_state()
+    if state is None:
         return 0, []
-    with ckpt.as_directory() as d:
-        state = torch.load(Path(d) / "state.pt", map_location="cpu", weights_only=False)
     net.load_state_dict(state["net"])
     for o, s in zip(opts, state["opts"]):
         o.load_state_dict(s)
@@ -247,16 +242,11 @@ def _restore(net, opts) -> tuple[int, list]:
 
 
 def _checkpoint(net, opts, spec, r: int, history: list, metrics: dict, rank: int) -> None:
-    import ray.train
+    from train.loop import report_checkpoint
 
-    with tempfile.TemporaryDirectory() as d:
-        checkpoint = None
-        if rank == 0:
-            torch.save({"net": net.state_dict(), "opts": [o.state_dict() for o in opts],
-                        "round": r, "history": history}, Path(d) / "state.pt")
-            save_rig(net, spec, Path(d) / "model")
-            checkpoint = ray.train.Checkpoint.from_directory(d)
-        ray.train.report(metrics, checkpoint=checkpoint)
+    report_checkpoint(metrics, rank, lambda: {
+        "net": net.state_dict(), "opts": [o.state_dict() for o in opts], "round": r,
+        "history": history}, lambda folder: save_rig(net, spec, folder))
 
 
 def train_rig(cfg: "Pain3DConfig", data: str, name: str, resume: bool = False,

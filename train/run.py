@@ -52,6 +52,15 @@ def _frames_per_identity(data: str) -> dict[int, int]:
     return Counter(int(i) for i in t.column("identity").to_pylist())
 
 
+def count_frames(data: str, ids: list[int], max_frames: int | None = None,
+                 excluded: int = 0) -> int:
+    """Training frames of the identities ``ids``, less ``excluded`` ones, at most
+    ``max_frames`` (what a run's steps per epoch are planned from)."""
+    per_id = _frames_per_identity(data)
+    n = sum(per_id.get(i, 0) for i in ids) - excluded
+    return min(n, max_frames) if max_frames else n
+
+
 def fetch_checkpoint(uri: str, files: tuple[str, str] = ("model.pt", "model_config.json")
                      ) -> str:
     """A local folder holding a checkpoint's ``files`` (weights, config; ViTPain's unless
@@ -267,12 +276,8 @@ def _trainer(cfg: "Pain3DConfig", mode: str, data: str, name: str, split: dict, 
     from ray.train.torch import TorchTrainer
 
     tc = cfg.train
-    per_id = _frames_per_identity(data)
-    n_train = sum(per_id.get(i, 0) for i in split["train"])
     exclude = qa_failures(data, split["train"]) if tc.exclude_qa_failures else None
-    n_train -= len(exclude or ())
-    if tc.max_frames:
-        n_train = min(n_train, tc.max_frames)
+    n_train = count_frames(data, split["train"], tc.max_frames, len(exclude or ()))
     datasets = split_datasets(data, {k: split[k] for k in ("train", "val")},
                               tc.model.img_size, tc.max_frames, tc.decode_cpus,
                               seed=loop["seed"], crop=tc.model.face_crop,
