@@ -372,6 +372,9 @@ def main(argv: list[str] | None = None) -> int:
         print(console.interrupted_line(args.command), file=sys.stderr)
         return console.INTERRUPTED_EXIT
     except Exception as e:  # noqa: BLE001 - user errors become one line; bugs keep tracebacks
+        if console.was_interrupted(e):
+            print(console.interrupted_line(args.command), file=sys.stderr)
+            return console.INTERRUPTED_EXIT
         msg = console.user_error(e)
         if msg is None:
             raise

@@ -51,6 +51,18 @@ def user_error(e: BaseException) -> str | None:
     return None
 
 
+def was_interrupted(e: BaseException) -> bool:
+    """True when a Ctrl-C / SIGTERM is behind ``e``: Python 3.11 wraps a KeyboardInterrupt
+    raised while a class is being built (a signal landing mid-import) in a RuntimeError."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, KeyboardInterrupt):
+            return True
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return False
+
+
 def _sigterm(signum, frame):
     """SIGTERM acts as Ctrl-C: whatever handles SIGINT now (Tune's graceful stop during a
     sweep, Python's KeyboardInterrupt otherwise) handles it."""

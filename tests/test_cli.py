@@ -100,3 +100,27 @@ def test_paper_preset_matches_the_paper_scale():
             st.inpainting.backend) == ("nfr", "kandinsky", "hunyuan3d", "kandinsky")
     assert all(getattr(st, n).num_gpus > 0 for n in st.MODEL_STAGES if n != "qa")
     assert (st.qa.backend, st.qa.num_gpus) == ("mediapipe", 0)  # the read-back is CPU work
+
+
+def test_signal_during_an_import_still_exits_130(monkeypatch, capsys):
+    """A SIGTERM landing while a library builds a class reaches us as RuntimeError
+    ('Error calling __set_name__ ...') with the KeyboardInterrupt inside; seen in CI."""
+    import cluster.cli as cli
+
+    class Interrupts:
+        def __set_name__(self, owner, name):
+            raise KeyboardInterrupt
+
+    def import_in_progress(args):
+        type("Manifest", (), {"paths": Interrupts()})
+
+    real_parse = cli.parse_args
+
+    def parse(parser, argv):
+        args = real_parse(parser, argv)
+        args.func = import_in_progress
+        return args
+
+    monkeypatch.setattr(cli, "parse_args", parse)
+    assert cli.main(["preview", "--out", "x.png"]) == 130
+    assert "interrupted" in capsys.readouterr().err
