@@ -293,7 +293,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="comma-separated rows (default: the paper's baseline,au_queries,"
                     "au_queries_distill,teacher); also neutral_reference, "
                     "neutral_reference_shared, neutral_reference_distill, lora, regression, "
-                    "both_heads, weighted_sampling")
+                    "both_heads, weighted_sampling, fusion_intermediate, fusion_late_max, "
+                    "fusion_late_mean, fusion_late_weighted (true 3D parameters; each with "
+                    "_encoder: an encoder's, train.model.fusion_encoder)")
     add_config_args(ab)
     ab.set_defaults(func=cmd_ablate)
 

@@ -312,9 +312,7 @@ def _validate_train(cfg) -> None:
     if t.model.head not in HEADS:
         raise ConfigError(f"unknown train.model.head {t.model.head!r}; use one of "
                           f"{', '.join(HEADS)}")
-    if t.model.fusion != "none":  # paper 003: issue 17's last part, not built yet
-        raise ConfigError(f"train.model.fusion {t.model.fusion!r} is not available yet; leave it "
-                          "at none")
+    _validate_fusion(t.model)
     from train.config import RIG_MODELS
 
     if t.rig.model not in RIG_MODELS:
@@ -323,6 +321,24 @@ def _validate_train(cfg) -> None:
     if t.model.shared_encoder and not t.model.neutral_reference:
         raise ConfigError("train.model.shared_encoder is set but train.model.neutral_reference "
                           "is off; turn the neutral reference on or leave shared_encoder false")
+
+
+def _validate_fusion(m) -> None:
+    from train.config import FUSION_PARAMS, FUSIONS
+
+    if m.fusion not in FUSIONS:
+        raise ConfigError(f"unknown train.model.fusion {m.fusion!r}; use one of "
+                          f"{', '.join(FUSIONS)}")
+    if m.fusion_params not in FUSION_PARAMS:
+        raise ConfigError(f"unknown train.model.fusion_params {m.fusion_params!r}; use one of "
+                          f"{', '.join(FUSION_PARAMS)}")
+    if m.late_fusion and not m.classifies:
+        raise ConfigError(f"train.model.fusion {m.fusion} combines class probabilities but "
+                          f"train.model.head is {m.head}; use head classification or both, or "
+                          "fusion intermediate")
+    if m.fusion != "none" and m.fusion_params == "encoder" and not m.fusion_encoder:
+        raise ConfigError("train.model.fusion_params is encoder but train.model.fusion_encoder "
+                          "is not set; set it to a pain3d train encoder checkpoint")
 
 
 def _validate_tune(cfg) -> None:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from pipelines import guard, storage
+from train.config import FUSIONS
 from train.evaluate import PAPER_TABLE2, evaluate
 from train.metrics import mean_std, paired
 from train.run import fetch_checkpoint, train
@@ -53,6 +54,11 @@ ROWS = {  # the paper's Table 2 first (the default rows), then the authors' late
     "weighted_sampling": Row("+ AU queries, weighted sampling",
                              train=(("sampling", "weighted"),)),
 }
+for _how in FUSIONS[1:]:  # paper 003: the frames' own 3D parameters, or an encoder's
+    for _params, _said in (("truth", "true"), ("encoder", "encoder-predicted")):
+        ROWS[f"fusion_{_how}" + ("_encoder" if _params == "encoder" else "")] = Row(
+            f"+ AU queries + {_how.replace('_', ' ')} fusion of {_said} 3D parameters",
+            model=(("fusion", _how), ("fusion_params", _params)))
 DEFAULT_ROWS = ("baseline", "au_queries", "au_queries_distill", "teacher")
 COLUMNS = ("macro_auroc", "acc", "acc_pm1", "acc_pm2")
 
@@ -70,7 +76,7 @@ def parse_rows(text: str | None) -> list[str]:
 
 def row_config(cfg, row: Row):
     """The config of one row: ``cfg`` with the row's settings (LoRA: ``lora.rank`` 8 unless
-    the config gives one; the teacher never takes a neutral reference)."""
+    the config gives one; the teacher never takes a neutral reference or 3D parameters)."""
     c = copy.deepcopy(cfg)
     c.train.model.au_queries = True
     for key, value in row.model:
@@ -82,6 +88,7 @@ def row_config(cfg, row: Row):
         setattr(c.train, key, value)
     if row.mode == "teacher":
         c.train.model.neutral_reference = c.train.model.shared_encoder = False
+        c.train.model.fusion = "none"
     return c
 
 

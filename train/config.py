@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 
 SAMPLING = ("uniform", "weighted")
+FUSIONS = ("none", "intermediate", "late_max", "late_mean", "late_weighted")
+FUSION_PARAMS = ("truth", "encoder")
 
 
 @dataclass
@@ -63,6 +65,9 @@ class ModelConfig:
     fusion_encoder: str | None = None  # checkpoint of pain3d train encoder (fusion_params)
     fusion_hidden: int = 64
     params_dim: int = 0  # set from the dataset when fusion is on
+    # set from fusion_encoder's checkpoint when training starts: the frozen encoder then
+    # lives inside the model, so a checkpoint needs nothing else at evaluation
+    fusion_encoder_spec: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         from dataclasses import asdict
@@ -82,6 +87,10 @@ class ModelConfig:
     @property
     def regresses(self) -> bool:
         return self.head in ("regression", "both")
+
+    @property
+    def late_fusion(self) -> bool:
+        return self.fusion.startswith("late_")
 
 
 @dataclass

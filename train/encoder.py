@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from train.config import ModelConfig
-from train.heads import N_AUS, N_PSPI, PSPI_MAX
+from train.heads import N_AUS, N_PSPI, PSPI_MAX, bn_mlp
 from train.model import make_encoder
 
 AU_SCALE = (5.0, 5.0, 5.0, 5.0, 5.0, 1.0)  # AU4 AU6 AU7 AU9 AU10 AU43 maxima
@@ -36,10 +36,7 @@ class IntensityHead(nn.Module):
 
     def __init__(self, n_in: int, hidden: int):
         super().__init__()
-        layers: list[nn.Module] = []
-        for a in (n_in, hidden, hidden):
-            layers += [nn.Linear(a, hidden), nn.BatchNorm1d(hidden), nn.LeakyReLU(0.2)]
-        self.net = nn.Sequential(*layers, nn.Linear(hidden, N_PSPI + 1 + N_AUS))
+        self.net = bn_mlp(n_in, hidden, N_PSPI + 1 + N_AUS, blocks=3)
         self.register_buffer("au_scale", torch.tensor(AU_SCALE))
 
     def forward(self, p: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -114,22 +111,35 @@ def save_encoder(model: ExpressionEncoder, folder: Path, face_model: str) -> Non
         "n_shape": model.n_shape, "hidden": model.hidden, "face_model": face_model}))
 
 
-def load_encoder(folder: str | Path, map_location="cpu") -> tuple[ExpressionEncoder, str]:
-    """(the encoder, the face model its parameters belong to)."""
+def encoder_spec(folder: str | Path) -> tuple[Path, dict]:
+    """(the folder holding encoder.pt, its encoder.json) of an encoder checkpoint."""
     folder = Path(folder)
     folder = folder / "model" if (folder / "model" / "encoder.json").is_file() else folder
     if not (folder / "encoder.json").is_file() or not (folder / "encoder.pt").is_file():
         raise FileNotFoundError(f"{folder} is not an encoder checkpoint (encoder.pt and "
                                 "encoder.json expected); train one with pain3d train encoder")
     try:
-        d = json.loads((folder / "encoder.json").read_text())
-        cfg = ModelConfig.from_dict(d["model"])
-        cfg.pretrained_file = None  # the checkpoint holds the weights
-        model = ExpressionEncoder(cfg, d["n_expression"], d["n_shape"], d["hidden"],
-                                  weights_follow=True)
-    except (json.JSONDecodeError, TypeError, KeyError) as e:
+        return folder, json.loads((folder / "encoder.json").read_text())
+    except json.JSONDecodeError as e:
         raise ValueError(f"{folder / 'encoder.json'} is not an encoder spec ({e}); re-train "
                          "with pain3d train encoder") from e
+
+
+def from_spec(spec: dict) -> ExpressionEncoder:
+    """An encoder shaped as ``spec`` (encoder.json) says, its weights still to be loaded."""
+    try:
+        cfg = ModelConfig.from_dict(spec["model"])
+        cfg.pretrained_file = None  # the checkpoint holds the weights
+        return ExpressionEncoder(cfg, spec["n_expression"], spec["n_shape"], spec["hidden"],
+                                 weights_follow=True)
+    except (TypeError, KeyError) as e:
+        raise ValueError(f"not an encoder spec ({e}); re-train with pain3d train encoder") from e
+
+
+def load_encoder(folder: str | Path, map_location="cpu") -> tuple[ExpressionEncoder, str]:
+    """(the encoder, the face model its parameters belong to)."""
+    folder, spec = encoder_spec(folder)
+    model = from_spec(spec)
     model.load_state_dict(torch.load(folder / "encoder.pt", map_location=map_location,
                                      weights_only=True))
-    return model.eval(), d["face_model"]
+    return model.eval(), spec["face_model"]

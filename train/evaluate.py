@@ -10,7 +10,7 @@ import torch
 
 from train import plots
 from train.data import decode_batch
-from train.loop import load_model, predict, scores
+from train.loop import fusion_parts, load_model, predict, scores
 from train.heads import PSPI_MAX
 from train.metrics import (GROUPS, calibrate_thresholds, compute_metrics, group_metrics,
                            pain_only_metrics, regression_class)
@@ -73,6 +73,8 @@ def evaluate(checkpoint: str, data: str, mode: str, split: dict, which: str = "t
               "thresholds": {f"pspi_ge{k}": v for k, v in thresholds.items()},
               "thresholds_from": source, "groups": groups,
               "confusion": plots.confusion_matrix(p["y"], _predicted_class(p), PSPI_MAX + 1)}
+    if model.cfg.late_fusion:  # the fused answer's parts, each alone (all frames)
+        report["fusion_parts"] = fusion_parts(p)
     if out:
         folder = Path(out)
         folder.mkdir(parents=True, exist_ok=True)
@@ -102,6 +104,10 @@ def _markdown(r: dict) -> str:
     lines += ["", f"## Pain frames only (PSPI 1-16, 16 classes; {po.get('frames', 0)} frames; "
               "the paper's Table 2 setting)", "", "| metric | value |", "|---|---|"]
     lines += [f"| {k} | {v:.3f} |" for k, v in po.items() if k != "frames"]
+    for part, pm in r.get("fusion_parts", {}).items():
+        lines += ["", f"## Late fusion: the {part.upper()} classifier alone (all frames)", "",
+                  "| metric | value |", "|---|---|"]
+        lines += [f"| {k} | {v:.3f} |" for k, v in pm.items()]
     for attr, per in r["groups"].items():
         keys = ("macro_auroc", "acc", "acc_pm1", "mae_argmax")
         lines += ["", f"## By {attr}", "", "| group | " + " | ".join(keys) + " |",

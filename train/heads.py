@@ -65,6 +65,19 @@ class PSPIHead(nn.Module):
         return self.net(cls)
 
 
+def bn_mlp(n_in: int, hidden: int, n_out: int, blocks: int, dropout: tuple = ()
+           ) -> nn.Sequential:
+    """``blocks`` x [Linear, BatchNorm, LeakyReLU] (then Dropout, at the given rates, after
+    the first blocks), and a linear output: 002's intensity head and 003's 3D classifier."""
+    layers: list[nn.Module] = []
+    for i in range(blocks):
+        layers += [nn.Linear(n_in if i == 0 else hidden, hidden), nn.BatchNorm1d(hidden),
+                   nn.LeakyReLU(0.2)]
+        if i < len(dropout):
+            layers.append(nn.Dropout(dropout[i]))
+    return nn.Sequential(*layers, nn.Linear(hidden, n_out))
+
+
 class NeutralFusion(nn.Module):
     """Pain tokens (queries) attend over the neutral frame's tokens (keys and values); the
     result is added back to the pain tokens and layer-normalised, so the model sees each

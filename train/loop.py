@@ -70,9 +70,9 @@ def average_outputs(outs: list[dict]) -> dict[str, torch.Tensor]:
     if len(outs) == 1:
         return outs[0]
     mean = {}
-    if "pspi_logits" in outs[0]:
-        mean["pspi_logits"] = torch.stack([o["pspi_logits"].float().softmax(-1)
-                                           for o in outs]).mean(0).log()
+    for k in ("pspi_logits", "pspi_logits_2d", "pspi_logits_3d"):  # late fusion: 2d, 3d
+        if k in outs[0]:
+            mean[k] = torch.stack([o[k].float().softmax(-1) for o in outs]).mean(0).log()
     if "binary_logits" in outs[0]:
         p = torch.stack([o["binary_logits"].float().sigmoid() for o in outs]).mean(0)
         mean["binary_logits"] = torch.logit(p)
@@ -95,11 +95,13 @@ def predict(model: ViTPain, batches, mode: str, device) -> dict[str, np.ndarray]
     """Per frame: ``logits`` (17 classes), ``reg`` (PSPI / 16) and ``binary`` (P(PSPI >= 1,
     2, 3)) as the model has them, ``au``; with labels ``y``, ``au_true`` and groups."""
     model.eval()
-    keys = {"pspi_logits": "logits", "pspi_reg": "reg", "binary_logits": "binary", "au": "au"}
+    keys = {"pspi_logits": "logits", "pspi_reg": "reg", "binary_logits": "binary", "au": "au",
+            "pspi_logits_2d": "logits_2d", "pspi_logits_3d": "logits_3d"}
     got: dict[str, list] = {}
     for b in batches:
         x = (b["heatmap"] if mode == "teacher" else b["image"]).to(device).float()
-        out = average_outputs([model(x, n) for n in _shots(b, device)])
+        params = model.params_of(x, b)
+        out = average_outputs([model(x, n, params) for n in _shots(b, device)])
         for k, name in keys.items():
             if k in out:
                 v = out[k].float()
@@ -114,6 +116,8 @@ def predict(model: ViTPain, batches, mode: str, device) -> dict[str, np.ndarray]
         empty = {"au": (0, N_AUS), "y": (0,), "au_true": (0, N_AUS)}
         if model.cfg.classifies:
             empty["logits"] = (0, N_PSPI)
+        if model.cfg.late_fusion:
+            empty.update(logits_2d=(0, N_PSPI), logits_3d=(0, N_PSPI))
         if model.cfg.regresses:
             empty.update(reg=(0,), binary=(0, len(BINARY_THRESHOLDS)))
         return {k: np.zeros(v, np.int64 if k == "y" else np.float32) for k, v in empty.items()}
@@ -164,7 +168,7 @@ def _setup(config: dict, rank: int, world: int) -> steps.Worker:
     init = load_model(config["init_dir"]).saved_state() if config.get("init_dir") else None
     w = steps.build(cfg, config["mode"], teacher, device, config["seed"] * 1000 + rank,
                     steps_per_epoch, wrap=_ddp if world > 1 else (lambda m: m), init=init,
-                    ce_weight=config.get("class_weights"))
+                    ce_weight=config.get("class_weights"), fusion=config.get("fusion_init"))
     w.meta = config.get("meta")
     return w
 
@@ -234,8 +238,16 @@ def _validate(w: steps.Worker, val_shard, rank: int, world: int) -> dict:
         p = {k: np.concatenate([q[k] for q in parts]) for k in p}
     if rank != 0:
         return {}
-    return {f"val_{k}": v for k, v in
-            compute_metrics(y=p["y"], au_pred=p["au"], au_true=p["au_true"], **scores(p)).items()}
+    m = compute_metrics(y=p["y"], au_pred=p["au"], au_true=p["au_true"], **scores(p))
+    for part, pm in fusion_parts(p).items():  # late fusion: each classifier alone
+        m[f"macro_auroc_{part}"] = pm["macro_auroc"]
+    return {f"val_{k}": v for k, v in m.items()}
+
+
+def fusion_parts(p: dict) -> dict[str, dict]:
+    """A late-fusion model's 2D head and 3D classifier scored alone (17 classes)."""
+    return {part: compute_metrics(p[f"logits_{part}"], p["y"]) for part in ("2d", "3d")
+            if f"logits_{part}" in p and len(p["y"])}
 
 
 def _checkpoint(w: steps.Worker, epoch: int, history: list, metrics: dict, rank: int) -> None:

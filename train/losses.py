@@ -6,6 +6,10 @@
 With regression heads (``train.model.head``): + l_reg MSE(r_s, PSPI/16) + l_bin sum_k
 BCE(b_k, PSPI >= k); a student without class logits distils its r_s towards the teacher's
 expected PSPI / 16 (MSE, weight l_pspi_d) instead of the KL term.
+
+Late fusion (paper 003, ``train/fusion.py``): the 2D head and the 3D classifier each get their
+own cross-entropy (weight l_pspi), and a learned fusion weight the cross-entropy of the fused
+answer with both classifiers held fixed; distillation acts on the fused answer.
 """
 from __future__ import annotations
 
@@ -60,7 +64,15 @@ def supervised(out: dict, pspi: torch.Tensor, aus: torch.Tensor, w: LossWeights,
     """The label terms of whichever heads ``out`` has."""
     parts = {"au_mse": F.mse_loss(out["au"], aus)}
     total = w.au * parts["au_mse"]
-    if "pspi_logits" in out:
+    if "pspi_logits_3d" in out:  # late fusion: each classifier on its own
+        parts["ce"] = F.cross_entropy(out["pspi_logits_2d"], pspi, weight=ce_weight)
+        parts["ce_3d"] = F.cross_entropy(out["pspi_logits_3d"], pspi, weight=ce_weight)
+        total = total + w.pspi * (parts["ce"] + parts["ce_3d"])
+        if "pspi_logits_weight" in out:
+            parts["ce_weight"] = F.nll_loss(out["pspi_logits_weight"], pspi, weight=ce_weight)
+            total = total + w.pspi * parts["ce_weight"]
+            parts["fusion_weight"] = out["fusion_weight"]  # reported, not a loss
+    elif "pspi_logits" in out:
         parts["ce"] = F.cross_entropy(out["pspi_logits"], pspi, weight=ce_weight)
         total = total + w.pspi * parts["ce"]
     if "pspi_reg" in out:

@@ -11,6 +11,11 @@ tokens before the heads), PSPI regression and binary heads beside or instead of 
 classes, and LoRA adapters on a frozen backbone (peft).
 
 With ``au_queries=False`` (the paper's baseline) the AUs come from the CLS token instead.
+
+Paper 003's fusion of 3D expression parameters (``train.model.fusion``, ``train/fusion.py``):
+a 3D feature concatenated to CLS before the PSPI heads, or a 3D classifier whose probabilities
+are combined with the PSPI head's. ``params_of`` gives a batch's parameters: the frames' own,
+or a frozen encoder's predictions (the encoder is part of the model and its checkpoint).
 """
 from __future__ import annotations
 
@@ -88,8 +93,11 @@ def check_model(cfg: ModelConfig) -> None:
     width fails here, on the driver, in one sentence, not on every training worker."""
     from dataclasses import replace
 
+    # fusion's 3D input (its width, an encoder) is filled in later, from the data or encoder
+    cfg = replace(cfg, pretrained_file=None, params_dim=cfg.params_dim or 1,
+                  fusion_params="truth")
     with torch.device("meta"):
-        ViTPain(replace(cfg, pretrained_file=None), weights_follow=True)
+        ViTPain(cfg, weights_follow=True)
 
 
 def is_backbone(name: str) -> bool:
@@ -115,12 +123,51 @@ class ViTPain(nn.Module):
                 self.neutral_backbone = make_encoder(cfg, warn=False)
         self.au_head = AUQueryHead(dim, hidden=cfg.head_hidden // 2) if cfg.au_queries \
             else CLSAUHead(dim, hidden=cfg.head_hidden // 2)
+        if cfg.fusion != "none":
+            self._add_fusion(cfg)
+        head_dim = dim + (cfg.fusion_hidden if cfg.fusion == "intermediate" else 0)
         if cfg.classifies:
-            self.pspi_head = PSPIHead(dim, cfg.head_hidden, cfg.dropout)
+            self.pspi_head = PSPIHead(head_dim, cfg.head_hidden, cfg.dropout)
         if cfg.regresses:
-            self.reg_head = PSPIHead(dim, cfg.head_hidden, cfg.dropout, n_out=1)
-            self.binary_head = PSPIHead(dim, cfg.head_hidden, cfg.dropout,
+            self.reg_head = PSPIHead(head_dim, cfg.head_hidden, cfg.dropout, n_out=1)
+            self.binary_head = PSPIHead(head_dim, cfg.head_hidden, cfg.dropout,
                                         n_out=len(BINARY_THRESHOLDS))
+
+    def _add_fusion(self, cfg: ModelConfig) -> None:
+        from train import fusion
+
+        if cfg.params_dim < 1:
+            raise ValueError("train.model.fusion needs train.model.params_dim, the expression "
+                             "parameters per frame (pain3d train sets it from the dataset)")
+        self.params_in = fusion.ParamsInput(cfg.params_dim)
+        if cfg.fusion == "intermediate":
+            self.params_feature = fusion.IntermediateFusion(cfg.params_dim, cfg.fusion_hidden)
+        else:
+            self.late = fusion.LateFusion(cfg.params_dim, cfg.fusion_hidden, cfg.fusion)
+        if cfg.fusion_params == "encoder":
+            from train.encoder import from_spec
+
+            if not cfg.fusion_encoder_spec:
+                raise ValueError("train.model.fusion_params is encoder but the model has no "
+                                 "encoder spec; set train.model.fusion_encoder to a pain3d "
+                                 "train encoder checkpoint")
+            self.param_encoder = from_spec(cfg.fusion_encoder_spec).requires_grad_(False).eval()
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if hasattr(self, "param_encoder"):  # frozen: its batch norms keep their statistics
+            self.param_encoder.eval()
+        return self
+
+    def params_of(self, x: torch.Tensor, batch: dict) -> torch.Tensor | None:
+        """The 3D parameters fused with input ``x`` (un-augmented): None without fusion."""
+        if self.cfg.fusion == "none":
+            return None
+        from train import fusion
+
+        if hasattr(self, "param_encoder"):
+            return fusion.encoder_params(self.param_encoder, x)
+        return fusion.truth_params(batch, x.device)
 
     @property
     def feature_dim(self) -> int:
@@ -150,21 +197,32 @@ class ViTPain(nn.Module):
             seq = self.fusion(seq, self._sequence(encoder, neutral))
         return self._split(seq)
 
-    def forward(self, x: torch.Tensor, neutral: torch.Tensor | None = None
-                ) -> dict[str, torch.Tensor]:
+    def forward(self, x: torch.Tensor, neutral: torch.Tensor | None = None,
+                params: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """``pspi_logits`` (17 classes), ``pspi_reg`` (PSPI / 16 in [0, 1]) and
-        ``binary_logits`` (PSPI >= 1, 2, 3) as the head has them; ``au``, ``cls``."""
+        ``binary_logits`` (PSPI >= 1, 2, 3) as the head has them; ``au``, ``cls``. A fusion
+        model takes ``params`` (raw expression parameters, :meth:`params_of`); late fusion
+        adds both classifiers' logits and the fused probabilities (``train/fusion.py``)."""
         cls, patches = self.tokens(x, neutral)
         if self.cfg.au_queries:
             au, attn = self.au_head(patches)
         else:
             au, attn = self.au_head(cls), None
         out = {"au": au, "cls": cls}
+        feat, z = cls, None
+        if self.cfg.fusion != "none":
+            if params is None:
+                raise ValueError("this model fuses 3D expression parameters "
+                                 "(train.model.fusion); pass params=model.params_of(x, batch)")
+            z = self.params_in(params)
+            if self.cfg.fusion == "intermediate":
+                feat = torch.cat([cls, self.params_feature(z).to(cls.dtype)], 1)
         if self.cfg.classifies:
-            out["pspi_logits"] = self.pspi_head(cls)
+            logits = self.pspi_head(feat)
+            out.update(self.late(logits, z) if self.cfg.late_fusion else {"pspi_logits": logits})
         if self.cfg.regresses:
-            out["pspi_reg"] = torch.sigmoid(self.reg_head(cls)).squeeze(-1)
-            out["binary_logits"] = self.binary_head(cls)
+            out["pspi_reg"] = torch.sigmoid(self.reg_head(feat)).squeeze(-1)
+            out["binary_logits"] = self.binary_head(feat)
         if attn is not None:
             out["au_attention"] = attn
         return out

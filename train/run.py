@@ -161,6 +161,10 @@ def train(cfg: "Pain3DConfig", mode: str, data: str, name: str, teacher: str | N
         raise ValueError("train.model.neutral_reference is for the RGB student (a neutral "
                          "frame has no heatmap to compare with); train the teacher with "
                          "train.model.neutral_reference=false")
+    if mode == "teacher" and tc.model.fusion != "none":
+        raise ValueError("train.model.fusion is for the RGB student (the heatmap teacher it "
+                         "distils from takes no 3D parameters); train the teacher with "
+                         "train.model.fusion=none")
     teacher_dir = None
     if mode == "student" and distill:
         if not teacher:
@@ -178,6 +182,10 @@ def train(cfg: "Pain3DConfig", mode: str, data: str, name: str, teacher: str | N
     if existing is not None:
         require_columns(data, READ_COLUMNS)
     split = existing if existing is not None else split or plan_split(cfg, data)
+    from train.fusion import with_fusion
+
+    cfg, fusion_init = with_fusion(cfg, data, split)
+    tc = cfg.train
     meta = {"mode": mode, "split": split, "split_hash": split_hash(split), "data": data}
     init_dir = _init_dir(init, cfg) if init else None
     if tc.model.neutral_reference:
@@ -195,7 +203,7 @@ def train(cfg: "Pain3DConfig", mode: str, data: str, name: str, teacher: str | N
         cfg, mode, data, name, split, loc, {
             "seed": cfg.seed if seed is None else seed, "teacher_dir": teacher_dir,
             "epoch_hook": epoch_hook, "meta": meta, "init_dir": init_dir,
-            "class_weights": weights}, callbacks, sampling),
+            "class_weights": weights, "fusion_init": fusion_init}, callbacks, sampling),
         Watcher(tc.storage, name, tc.epochs, f"{mode} {name}") if show_progress else None)
     return finish(result, loc, name, tc.storage, split)
 
@@ -282,7 +290,9 @@ def _trainer(cfg: "Pain3DConfig", mode: str, data: str, name: str, split: dict, 
                               tc.model.img_size, tc.max_frames, tc.decode_cpus,
                               seed=loop["seed"], crop=tc.model.face_crop,
                               cache=tc.cache_decoded, exclude=exclude,
-                              neutral=tc.model.neutral_reference, sampling=sampling)
+                              neutral=tc.model.neutral_reference, sampling=sampling,
+                              params=tc.model.fusion != "none"
+                              and tc.model.fusion_params == "truth")
     return TorchTrainer(
         train_func,
         train_loop_config={"train": tc, "mode": mode, "n_train": n_train,

@@ -23,7 +23,8 @@ from train.model import ViTPain
 # the history's names of the loss terms (absent terms are omitted)
 TERMS = {"ce": "loss_pspi", "au_mse": "loss_au", "kl": "loss_pspi_distill",
          "au_distill": "loss_au_distill", "feature_distill": "loss_feat_distill",
-         "reg_mse": "loss_pspi_reg", "bce": "loss_binary"}
+         "reg_mse": "loss_pspi_reg", "bce": "loss_binary", "ce_3d": "loss_pspi_3d",
+         "ce_weight": "loss_fusion_weight", "fusion_weight": "fusion_weight_3d"}
 
 
 class StudentNet(nn.Module):
@@ -33,8 +34,8 @@ class StudentNet(nn.Module):
         super().__init__()
         self.model, self.projection = model, projection
 
-    def forward(self, x, neutral=None):
-        return self.model(x, neutral)
+    def forward(self, x, neutral=None, params=None):
+        return self.model(x, neutral, params)
 
 
 @dataclass
@@ -87,13 +88,19 @@ def distills(cfg) -> bool:
 
 
 def build(cfg, mode: str, teacher: ViTPain | None, device, seed: int, steps_per_epoch: int,
-          wrap=lambda m: m, init: dict | None = None, ce_weight=None) -> Worker:
+          wrap=lambda m: m, init: dict | None = None, ce_weight=None,
+          fusion: dict | None = None) -> Worker:
     """The model (a new ViTPain of ``cfg.model``, or starting from the ``init`` state dict of
     a pretrained checkpoint), the frozen teacher (student mode, used only when a
-    distillation weight is positive), AdamW with backbone and head rates."""
+    distillation weight is positive), AdamW with backbone and head rates. ``fusion``: a new
+    fusion model's parameter statistics and encoder weights (``train.fusion.prepare``)."""
     model = ViTPain(cfg.model, weights_follow=init is not None)
     if init is not None:
         model.load_saved_state(init)
+    elif fusion is not None:
+        model.params_in.set_stats(fusion["mean"], fusion["std"])
+        if fusion["encoder"] is not None:
+            model.param_encoder.load_state_dict(fusion["encoder"])
     if teacher is not None and not distills(cfg):
         teacher = None  # all distillation weights 0: the teacher plays no part
     inner: nn.Module = model
@@ -145,10 +152,11 @@ def train_step(w: Worker, b: dict) -> dict[str, float]:
     x = (b["heatmap"] if w.mode == "teacher" else b["image"]).float()  # cached: float16
     h = b["heatmap"].float() if w.teacher is not None else None
     n = b["neutral"].float() if w.model.cfg.neutral_reference else None
+    params = w.model.params_of(x, b)  # of the frame as it is (an encoder saw no flips)
     if w.cfg.augment:
         x, h, n = augment(x, h, w.gen, jitter=w.mode == "student", n=n)
     with torch.autocast(w.device.type, enabled=w.use_amp):
-        out = w.net(x, n)
+        out = w.net(x, n, params)
         t_out = None
         if w.teacher is not None:
             with torch.no_grad():
