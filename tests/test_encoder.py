@@ -133,3 +133,18 @@ def test_train_encoder_on_two_ddp_workers(data10, ray_local, tmp_path):
     again, _ = train_encoder(cfg, data10, "enc", resume=True, show_progress=False)
     assert [e["epochs_done"] for e in again.history] == [1, 2, 3, 4, 5]
     assert again.history[:4] == h
+
+
+def test_param_metrics_skip_a_constant_answer_without_warnings():
+    import warnings
+
+    from train.encoder_job import param_metrics
+
+    rng = np.random.default_rng(0)
+    true = rng.normal(size=(50, 3))
+    pred = np.stack([true[:, 0], -true[:, 1], np.full(50, 0.3)], 1).astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        m = param_metrics(pred, true, np.ones(3))
+    assert m["r"] == pytest.approx(0.0, abs=1e-6)  # (+1 - 1) / 2: the constant column skipped
+    assert m["varying"] == 3

@@ -44,9 +44,11 @@ def predict(model: ExpressionEncoder, batches, device, truth_head: bool = False)
 def param_metrics(pred: np.ndarray, true: np.ndarray, std: np.ndarray) -> dict[str, float]:
     """RMSE in training stds, MAE in the face model's units, and the mean Pearson r over the
     parameters that vary in ``true``."""
+    pred, true = np.asarray(pred, np.float64), np.asarray(true, np.float64)
     vary = true.std(0) > 1e-8
-    r = [np.corrcoef(pred[:, j], true[:, j])[0, 1] for j in np.flatnonzero(vary)
-         if pred[:, j].std() > 1e-6 * true[:, j].std()]  # a constant answer has no r
+    with np.errstate(invalid="ignore", divide="ignore"):  # a (near-)constant answer: no r
+        r = [np.corrcoef(pred[:, j], true[:, j])[0, 1] for j in np.flatnonzero(vary)]
+    r = [v for v in r if np.isfinite(v)]
     return {"rmse": float(np.sqrt(np.mean(((pred - true) / std) ** 2))),
             "mae": float(np.abs(pred - true).mean()),
             "r": float(np.mean(r)) if r else float("nan"), "varying": int(vary.sum())}
