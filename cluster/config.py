@@ -255,6 +255,8 @@ def _absolute_paths(cfg: Pain3DConfig) -> None:
             sec.storage = str(Path(sec.storage).expanduser().resolve())
     cfg.face.flame_path = fix(cfg.face.flame_path)
     cfg.face.au_basis_path = fix(cfg.face.au_basis_path)
+    m = cfg.train.model  # recorded in run folders, read from other working directories
+    m.pretrained_file, m.fusion_encoder = fix(m.pretrained_file), fix(m.fusion_encoder)
     for name in cfg.generate.stages.MODEL_STAGES:
         sc = getattr(cfg.generate.stages, name)
         sc.model = fix(sc.model)

@@ -18,7 +18,8 @@ def train_config(args):
     part empty for this dataset, all checked before Ray starts."""
     from train.run import check_resumable, plan_split
 
-    cfg = config_of(args, layers=[args.mode] if args.mode in JOBS else [])
+    job = [args.mode] if args.mode in JOBS else []
+    cfg = config_of(args, layers=job + list(getattr(args, "layer", None) or []))
     args.name = guard.check_name("run", args.name or f"{args.mode}-s{cfg.seed}")
     if args.mode in JOBS and (args.teacher or args.no_distill):
         raise ConfigError(f"--teacher and --no-distill are for the student; pain3d train "

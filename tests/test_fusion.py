@@ -130,6 +130,14 @@ def test_encoder_parameters_come_from_the_frozen_encoder_inside_the_model(tmp_pa
                               w.model(x, params=w.model.params_of(x, {}))["pspi_logits"])
 
 
+def test_fusion_preset_is_a_layer_over_the_preset(tmp_path):
+    cfg = load_config("local", [f"train.model.fusion_encoder={tmp_path}"], layers=["fusion"])
+    m = cfg.train.model
+    assert (m.fusion, m.fusion_params, m.fusion_encoder) == ("late_weighted", "encoder",
+                                                              str(tmp_path))
+    assert m.backbone == load_config("local").train.model.backbone  # the rest: the preset's
+
+
 def test_truth_fusion_refuses_data_without_parameters():
     from train.fusion import truth_params
 
