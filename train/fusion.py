@@ -137,9 +137,10 @@ def prepare(model_cfg, data: str, train_ids: list[int]) -> tuple[object, dict]:
 
     if model_cfg.fusion_params == "encoder":
         return _with_encoder(model_cfg)
+    from actors.learned_rig import STD_FLOOR
+
     raw = _train_params(data, train_ids)
-    std = raw.std(0)
-    std[std < 1e-6] = 1.0  # a parameter that never moves: left as it is
+    std = np.maximum(raw.std(0), STD_FLOOR)  # as the rig and the encoder standardise
     return (replace(model_cfg, params_dim=int(raw.shape[1]), fusion_encoder_spec={}),
             {"mean": raw.mean(0).tolist(), "std": std.tolist(), "encoder": None})
 
