@@ -8,7 +8,8 @@ under each combination.
 A late-fusion run trains its 2D head and 3D classifier each on its own loss, so one run holds
 what a late_max, late_mean and late_weighted run of that seed would train (only w differs):
 the combinations are computed from its test predictions, beside the 2D head alone (the
-"+ AU queries" model of that run) and the 3D classifier alone. Steps that finished before
+"+ AU queries" model of that run) and the 3D classifier alone; paired differences are taken
+against the 2D head of the same run (the intermediate rows: of the late run of that seed). Steps that finished before
 (the encoder, the ablation) are read back, not run again.
 """
 from __future__ import annotations
@@ -26,6 +27,8 @@ sys.path.insert(0, str(REPO))
 ROWS = ("fusion_intermediate", "fusion_late_weighted", "fusion_intermediate_encoder",
         "fusion_late_weighted_encoder")
 COLS = ("macro_auroc", "acc", "acc_pm1", "acc_pm2")
+NAMES = {"2d": "2D head alone, of the late run", "3d": "3D classifier alone", "max": "late max",
+         "mean": "late mean", "weighted": "late weighted (learned w)"}
 
 
 def _pain3d(*argv: str) -> None:
@@ -63,7 +66,7 @@ def late_parts(run: Path, data: str) -> dict:
     split = json.loads((run / "split.json").read_text())
     p = predict(model, _batches(data, split["test"], model.cfg), "student", torch.device("cpu"))
     sm = {k: torch.as_tensor(p[f"logits_{k}"]).softmax(-1).numpy() for k in ("2d", "3d")}
-    w = float(model.late.weight) if model.late.how == "weighted" else 0.5
+    w = float(model.late.weight.detach()) if model.late.how == "weighted" else 0.5
     probs = {"2d": sm["2d"], "3d": sm["3d"], "max": np.maximum(sm["2d"], sm["3d"]),
              "mean": (sm["2d"] + sm["3d"]) / 2, "weighted": (1 - w) * sm["2d"] + w * sm["3d"]}
     out = {k: {"pain_only": pain_only_metrics(np.log(np.maximum(v, 1e-12)), p["y"]),
@@ -81,20 +84,18 @@ def table(abl: Path, data: str, seeds: int) -> dict:
             run = abl / f"fusion_late_weighted{src}-seed{s}"
             r = late_parts(run, data)
             for k, v in r["parts"].items():
-                label = "2D head alone" if k == "2d" else f"{k} ({said} params)"
-                rows.setdefault(label, []).append(v)
+                rows.setdefault(f"{NAMES[k]} ({said} params)", []).append(v)
             rows.setdefault(f"learned w ({said} params)", []).append(r["w"])
         inter = summary["runs"][f"fusion_intermediate{src}"]
-        rows[f"intermediate ({said} params)"] = inter
+        rows[f"intermediate fusion ({said} params)"] = inter
     return rows
 
 
 def markdown(rows: dict) -> str:
     from train.metrics import mean_std, paired
 
-    base = rows["2D head alone"][: len(rows["max (true params)"])]
     lines = ["| model | n | " + " | ".join(f"{c} (pain only)" for c in COLS)
-             + " | macro_auroc (all frames) | Δ macro AUROC vs 2D (paired, p) |",
+             + " | macro_auroc (all frames) | Δ macro AUROC vs the run's 2D head (paired, p) |",
              "|---" * (len(COLS) + 4) + "|"]
     for label, runs in rows.items():
         if label.startswith("learned w"):
@@ -103,6 +104,7 @@ def markdown(rows: dict) -> str:
             continue
         cells = [mean_std([r["pain_only"][c] if r else None for r in runs]) for c in COLS]
         allm = mean_std([r["all"]["macro_auroc"] if r else None for r in runs])
+        base = rows[f"{NAMES['2d']} (" + label.rsplit(" (", 1)[1]]  # that run's own 2D head
         d = paired([b["pain_only"]["macro_auroc"] for b in base],
                    [r["pain_only"]["macro_auroc"] if r else None for r in runs])
         lines.append(f"| {label} | {cells[0][2]} | " + " | ".join(
