@@ -10,6 +10,7 @@ import io
 import numpy as np
 
 from pipelines import storage
+from faces.rig import RIG_AUS
 from train.encoder import load_encoder
 from train.encoder_job import head_metrics, param_metrics, predict, scores
 
@@ -59,7 +60,8 @@ def evaluate_encoder(folder: str, data: str, ids: list[int], cfg, loc=None,
     if loc is not None:
         storage.write_json(loc, f"{name}/encoder_eval.json", r)
         storage.write_bytes(loc, f"{name}/encoder_eval.md", markdown(r).encode())
-        storage.write_bytes(loc, f"{name}/encoder_scatter.png", scatter_png(p))
+        storage.write_bytes(loc, f"{name}/encoder_scatter.png",
+                            scatter_png(p, names=RIG_AUS if face_model == "builtin" else None))
     return r
 
 
@@ -89,8 +91,9 @@ def markdown(r: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def scatter_png(p: dict, n: int = 6) -> bytes:
-    """Predicted against true values of the first ``n`` varying expression parameters."""
+def scatter_png(p: dict, n: int = 6, names=None) -> bytes:
+    """Predicted against true values of the first ``n`` varying expression parameters
+    (``names``: what each parameter is, e.g. the built-in head's rig AUs)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -104,7 +107,8 @@ def scatter_png(p: dict, n: int = 6) -> bytes:
         ax.scatter(t, q, s=4, alpha=0.4)
         lo, hi = min(t.min(), q.min()), max(t.max(), q.max())
         ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
-        ax.set_title(f"parameter {j}", fontsize=9)
+        ax.set_title(names[j] if names is not None and j < len(names) else f"parameter {j}",
+                     fontsize=9)
         ax.set_xlabel("true", fontsize=8)
     axes[0][0].set_ylabel("predicted", fontsize=8)
     buf = io.BytesIO()
