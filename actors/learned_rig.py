@@ -30,6 +30,13 @@ AU_MAX = {"AU43": 1.0}  # levels 0-5 unless listed (AU43 is binary)
 STD_FLOOR = 1e-6  # a constant parameter (never used by the rig) standardises to 0
 
 
+def standardisation(a) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, std) per column of ``a`` (rows: frames or pairs), the std floored at
+    STD_FLOOR: how the rig, the encoder and fusion standardise parameters."""
+    a = np.asarray(a, np.float64)
+    return a.mean(0), np.maximum(a.std(0), STD_FLOOR)
+
+
 @dataclass
 class RigSpec:
     """What a checkpoint needs besides its weights (``rig.json``)."""
@@ -49,9 +56,10 @@ class RigSpec:
     @classmethod
     def from_pairs(cls, params: np.ndarray, face_model: str, rc) -> "RigSpec":
         p = np.asarray(params, np.float64)
+        mean, std = standardisation(p)
         return cls(rc.model, p.shape[1], rc.hidden, rc.noise_dim, rc.latent_dim,
-                   p.mean(0).tolist(), np.maximum(p.std(0), STD_FLOOR).tolist(),
-                   p.min(0).tolist(), p.max(0).tolist(), face_model)
+                   mean.tolist(), std.tolist(), p.min(0).tolist(), p.max(0).tolist(),
+                   face_model)
 
     def scale(self) -> np.ndarray:
         return np.array([AU_MAX.get(a, 5.0) for a in self.aus], np.float32)

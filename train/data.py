@@ -31,6 +31,14 @@ def identity_table(frames: pa.Table | None = None, path: str | None = None) -> d
     return out
 
 
+def identity_frames(data: str, ids: list[int], columns: list[str]) -> pa.Table:
+    """These columns (never image bytes) of the frames of identities ``ids``."""
+    import pyarrow.compute as pc
+
+    t = load_frames_columns(data, ["identity"] + [c for c in columns if c != "identity"])
+    return t.filter(pc.is_in(t.column("identity"), pa.array(ids, pa.int64())))
+
+
 def split_hash(split: dict[str, list[int]]) -> str:
     """A short fingerprint of a split (the identities of each part)."""
     import hashlib

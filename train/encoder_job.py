@@ -118,11 +118,9 @@ def encoder_train_func(config: dict) -> None:
 
 
 def _validate(model, shard, device, rank: int, world: int) -> dict:
-    p = predict(model, shard.iter_torch_batches(batch_size=64), device)
-    if world > 1:
-        parts = [None] * world
-        torch.distributed.all_gather_object(parts, p)
-        p = {k: np.concatenate([q[k] for q in parts if k in q]) for k in p}
+    from train.loop import gather
+
+    p = gather(predict(model, shard.iter_torch_batches(batch_size=64), device), world)
     return {f"val_{k}": v for k, v in scores(model, p).items()} if rank == 0 else {}
 
 
@@ -150,18 +148,13 @@ def _checkpoint(model, opt, sched, epoch, history, metrics, rank, face_model) ->
 def _stats(data: str, ids: list[int]) -> tuple[dict, str]:
     """Mean and std of each parameter over the training identities' frames, and their face
     model."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
+    from actors.learned_rig import standardisation
+    from train.data import identity_frames
 
-    from actors.learned_rig import STD_FLOOR
-    from pipelines.layout3dpain import load_frames_columns
-
-    t = load_frames_columns(data, ["identity", "face_model", "expression_params", "shape_params"])
-    t = t.filter(pc.is_in(t.column("identity"), pa.array(ids, pa.int64())))
+    t = identity_frames(data, ids, ["face_model", "expression_params", "shape_params"])
     out = {}
     for k in KEYS:
-        a = np.array(t.column(f"{k}_params").to_pylist(), np.float64)
-        out[f"{k}_mean"], out[f"{k}_std"] = a.mean(0), np.maximum(a.std(0), STD_FLOOR)
+        out[f"{k}_mean"], out[f"{k}_std"] = standardisation(t.column(f"{k}_params").to_pylist())
     models = set(t.column("face_model").to_pylist())
     if len(models) != 1:
         raise ValueError(f"{data} mixes face models {sorted(models)}; an encoder regresses one "

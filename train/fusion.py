@@ -137,27 +137,23 @@ def prepare(model_cfg, data: str, train_ids: list[int]) -> tuple[object, dict]:
 
     if model_cfg.fusion_params == "encoder":
         return _with_encoder(model_cfg)
-    from actors.learned_rig import STD_FLOOR
+    from actors.learned_rig import standardisation
 
     raw = _train_params(data, train_ids)
-    std = np.maximum(raw.std(0), STD_FLOOR)  # as the rig and the encoder standardise
+    mean, std = standardisation(raw)  # as the rig and the encoder standardise
     return (replace(model_cfg, params_dim=int(raw.shape[1]), fusion_encoder_spec={}),
-            {"mean": raw.mean(0).tolist(), "std": std.tolist(), "encoder": None})
+            {"mean": mean.tolist(), "std": std.tolist(), "encoder": None})
 
 
 def _train_params(data: str, ids: list[int]) -> np.ndarray:
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    from pipelines.layout3dpain import load_frames_columns
+    from train.data import identity_frames
 
     fix = ("train.model.fusion_params truth needs a pain3d dataset's 3D ground truth; use "
            "fusion_params encoder with a pain3d train encoder checkpoint for other data")
     try:
-        t = load_frames_columns(data, ["identity", PARAMS])
+        t = identity_frames(data, ids, [PARAMS])
     except ValueError:
         raise ValueError(f"{data} has no {PARAMS} column: {fix}") from None
-    t = t.filter(pc.is_in(t.column("identity"), pa.array(ids, pa.int64())))
     raw = [np.asarray(v or [], np.float64) for v in t.column(PARAMS).to_pylist()]
     if not raw or not len(raw[0]) or len({len(v) for v in raw}) > 1:
         raise ValueError(f"{data} has no {PARAMS} of one length for its training frames "

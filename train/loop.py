@@ -230,18 +230,23 @@ def _restore(w: steps.Worker) -> tuple[int, list[dict]]:
 
 def _validate(w: steps.Worker, val_shard, rank: int, world: int) -> dict:
     """Every rank predicts its share of the validation set; rank 0 scores the union."""
-    p = predict(w.model, val_shard.iter_torch_batches(batch_size=64, device=w.device), w.mode,
-                w.device)
-    if world > 1:
-        parts = [None] * world
-        torch.distributed.all_gather_object(parts, p)
-        p = {k: np.concatenate([q[k] for q in parts]) for k in p}
+    p = gather(predict(w.model, val_shard.iter_torch_batches(batch_size=64, device=w.device),
+                       w.mode, w.device), world)
     if rank != 0:
         return {}
     m = compute_metrics(y=p["y"], au_pred=p["au"], au_true=p["au_true"], **scores(p))
     for part, pm in fusion_parts(p).items():  # late fusion: each classifier alone
         m[f"macro_auroc_{part}"] = pm["macro_auroc"]
     return {f"val_{k}": v for k, v in m.items()}
+
+
+def gather(p: dict[str, np.ndarray], world: int) -> dict[str, np.ndarray]:
+    """Every rank's share of the validation predictions, concatenated (on every rank)."""
+    if world == 1:
+        return p
+    parts = [None] * world
+    torch.distributed.all_gather_object(parts, p)
+    return {k: np.concatenate([q[k] for q in parts if k in q]) for k in p}
 
 
 def fusion_parts(p: dict) -> dict[str, dict]:

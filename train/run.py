@@ -226,14 +226,9 @@ def fit_run(loc, name: str, existing, inputs: list[str], files: dict, make_train
 
 
 def _pspi_of(data: str, ids: list[int]):
-    import pyarrow as pa
-    import pyarrow.compute as pc
+    from train.data import identity_frames
 
-    from pipelines.layout3dpain import load_frames_columns
-
-    t = load_frames_columns(data, ["identity", "pspi"])
-    return t.filter(pc.is_in(t.column("identity"), pa.array(ids, pa.int64()))).column(
-        "pspi").to_numpy()
+    return identity_frames(data, ids, ["pspi"]).column("pspi").to_numpy()
 
 
 def _init_dir(init: str, cfg: "Pain3DConfig") -> str:
