@@ -21,7 +21,7 @@ def cmd_preview(args) -> int:
     from tqdm import tqdm
 
     from faces.models import make_face_model
-    from faces.preview import contact_sheet
+    from faces.preview import contact_sheet, is_preview
 
     if not 1 <= args.identities <= MAX_PREVIEW:
         raise ConfigError(f"--identities must be between 1 and {MAX_PREVIEW} for a contact "
@@ -31,6 +31,9 @@ def cmd_preview(args) -> int:
     if os.path.isdir(args.out):
         raise ConfigError(f"--out {args.out} is a folder; give the PNG file to write, e.g. "
                           f"{os.path.join(args.out, 'preview.png')}")
+    if os.path.lexists(args.out) and not is_preview(args.out):
+        raise ConfigError(f"--out {args.out} exists and is not a contact sheet pain3d wrote; "
+                          "choose another file name")
     cfg = config_of(args)
     model = make_face_model(cfg.face)
     ids = list(range(args.start, args.start + args.identities))

@@ -120,6 +120,9 @@ def cmd_evaluate(args) -> int:
 
     if args.neutral_shots is not None and args.neutral_shots < 1:  # before any loading
         raise ConfigError(f"--neutral-shots must be >= 1, got {args.neutral_shots}")
+    out = args.out or str(Path(args.checkpoint).resolve().parent / f"eval-{args.split}")
+    guard.check_output_folder(out, [args.checkpoint, args.data], overwrite=True,
+                              kind="evaluation")  # before any work: a file, a user's folder
     model_dir = fetch_checkpoint(args.checkpoint)
     split, mode, history = _recorded(args, model_dir)
     which = args.split
@@ -130,14 +133,19 @@ def cmd_evaluate(args) -> int:
     if mode is None:
         raise ConfigError(f"{args.checkpoint} does not record whether it is a teacher or a "
                           "student; pass --mode teacher or --mode student")
-    if split is None:
-        from train.data import identity_table
+    from train.data import identity_table
 
-        split = {"all": sorted(identity_table(path=args.data))}
+    have = identity_table(path=args.data)
+    if split is None:
+        split = {"all": sorted(have)}
     else:
         split = dict(split, all=sorted(i for k in ("train", "val", "test")
                                        for i in split.get(k, [])))
-    out = args.out or str(Path(args.checkpoint).resolve().parent / f"eval-{which}")
+        if which in split and split[which] and not set(split[which]) & set(have):
+            raise ConfigError(
+                f"{args.data} holds none of the {len(split[which])} identities of the "
+                f"{which} split that {args.checkpoint} records (e.g. {split[which][:3]}); "
+                "evaluate on the dataset the run was trained on")
     r = evaluate(model_dir, args.data, mode, split, which, out, history,
                  shots=_neutral_shots(args))
     m, po = r["metrics"], r["pain_only"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw, ImageFont, PngImagePlugin
 
 from faces.au import PSPI_AUS, PSPIConfig, sample_config
 from faces.demographics import DemographicsConfig, identity_rng
@@ -14,6 +14,16 @@ from faces.models import FaceModel
 from faces.render import RenderConfig, get_renderer
 
 PREVIEW_LEVELS = {"low": 3, "mid": 8, "high": 14}
+SOFTWARE = "pain3d preview"  # the PNG's Software text: how a later preview knows its own file
+
+
+def is_preview(path: str | Path) -> bool:
+    """True when ``path`` is a contact sheet this module wrote (so it may be replaced)."""
+    try:
+        with Image.open(path) as im:
+            return im.format == "PNG" and im.text.get("Software") == SOFTWARE
+    except Exception:  # noqa: BLE001 - anything unreadable is not ours
+        return False
 
 
 def _font(size: int):
@@ -86,6 +96,8 @@ def contact_sheet(model: FaceModel, identities: list[int], seed: int, out: str |
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
-    sheet.save(tmp, format="PNG")
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Software", SOFTWARE)
+    sheet.save(tmp, format="PNG", pnginfo=info)
     tmp.replace(out)  # never leave a half-written picture under the real name
     return out

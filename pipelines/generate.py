@@ -128,19 +128,22 @@ def preflight(cfg: "Pain3DConfig") -> None:
                           f"generate.stages.{name}.options.prior")
 
 
+OWN = ("frames", "textured_meshes", "run.json", "manifest.json")
+
+
 def check_output(cfg: "Pain3DConfig") -> tuple[storage.Location, str]:
-    """The output is writable, holds no dataset of another config and none of the user's own
-    frames/ or textured_meshes/; writes nothing."""
+    """The output is writable, holds no dataset of another config and nothing of the user's
+    where generate writes (frames/, textured_meshes/, run.json, manifest.json); writes
+    nothing."""
     g = cfg.generate
     loc = storage.resolve(g.out)
     storage.check_writable(loc)
     h = content_hash(cfg)
-    prior = storage.read_json(loc, "run.json")
-    if prior is None and guard.marker(loc) is None:
-        for rel in ("frames", "textured_meshes"):
-            if loc.fs.get_file_info(loc.join(rel)).type != pafs.FileType.NotFound:
-                raise OutputConflict(f"{g.out} already holds {rel}/ that pain3d did not write "
-                                     "(no run.json, no pain3d marker); choose another --out")
+    guard.claim_names(loc, OWN, g.out)
+    prior = guard.read_record(loc, "run.json")
+    guard.read_record(loc, "manifest.json")  # a manifest.json of the user's is refused
+    if prior is None and guard.read_record(loc, "import.json") is not None:
+        raise OutputConflict(f"{g.out} holds an imported dataset; choose another --out")
     if prior and prior.get("content_hash") != h and not g.overwrite:
         raise OutputConflict(
             f"{g.out} holds a dataset made with a different config (hash "
@@ -153,9 +156,9 @@ def prepare_output(cfg: "Pain3DConfig") -> tuple[storage.Location, str]:
     loc, h = check_output(cfg)
     guard.mark_root(loc, "dataset")
     if cfg.generate.overwrite:
-        for rel in ("frames", "textured_meshes"):
-            guard.guarded_delete(loc, rel, generate_inputs(cfg))
-    storage.write_json(loc, "run.json", {"content_hash": h, "config": cfg.to_dict()})
+        guard.guarded_delete(loc, ["frames", "textured_meshes", "manifest.json"],
+                             generate_inputs(cfg))
+    guard.write_record(loc, "run.json", {"content_hash": h, "config": cfg.to_dict()})
     return loc, h
 
 
@@ -163,11 +166,10 @@ def discard_unstarted_output(loc: storage.Location, made_root: bool, inputs: lis
     """After a failed or interrupted first run that finished no identity: remove what it
     wrote (run.json, stray meshes, the marker, the folder if this run created it), so that
     no dataset-looking folder is left behind. A first run refuses folders that already hold
-    frames/ or textured_meshes/, so everything removed here is this run's own."""
+    any of those names, so everything removed here is this run's own."""
     if finished_identities(loc):
         return  # real progress: kept, a re-run resumes from it
-    for rel in ("frames", "textured_meshes", "run.json", guard.MARKER):
-        guard.guarded_delete(loc, rel, inputs)
+    guard.guarded_delete(loc, list(OWN) + [guard.MARKER], inputs)
     if made_root:
         guard.remove_empty_dir(loc)
 
@@ -255,7 +257,7 @@ def run(cfg: "Pain3DConfig", progress=None) -> GenerationResult:
     t0 = time.time()
     preflight(cfg)
     out = storage.resolve(g.out)
-    fresh = storage.read_json(out, "run.json") is None
+    fresh = guard.marker(out) is None
     made_root = not out.is_s3 and not os.path.exists(out.root)
     loc, h = prepare_output(cfg)
     requested = list(range(g.start, g.start + g.identities))
@@ -279,7 +281,7 @@ def run(cfg: "Pain3DConfig", progress=None) -> GenerationResult:
         if n:
             log.info("removed %d temporaries of interrupted writes under %s", n, rel)
     manifest = build_manifest(loc, cfg.to_dict(), h)
-    storage.write_json(loc, "manifest.json", manifest)
+    guard.write_record(loc, "manifest.json", manifest)
     generated = sorted(int(s["identity"]) for s in summaries)
     return GenerationResult(g.out, requested, sorted(set(requested) & done), generated,
                             time.time() - t0, manifest, summaries)

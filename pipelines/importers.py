@@ -42,22 +42,19 @@ def prepare(out: str, settings: dict, inputs: list[str], overwrite: bool
     loc = storage.resolve(out)
     made_root = not loc.is_s3 and not os.path.exists(loc.root)
     storage.check_writable(loc)
-    prior = storage.read_json(loc, "import.json")
-    if prior is None and guard.marker(loc) is None and \
-            loc.fs.get_file_info(loc.join("frames")).type != pafs.FileType.NotFound:
-        raise ImportConflict(f"{out} already holds frames/ that pain3d did not write; choose "
-                             "another --out")
+    guard.claim_names(loc, OWN, out)
+    prior = guard.read_record(loc, "import.json")
+    guard.read_record(loc, "manifest.json")  # a manifest.json of the user's is refused
     if prior is not None and prior != settings and not overwrite:
         changed = sorted(k for k in set(prior) | set(settings) if prior.get(k) != settings.get(k))
         raise ImportConflict(f"{out} holds an import made with other settings ({', '.join(changed)}"
                              "); pass --overwrite to replace it or choose another --out")
-    if prior is None and storage.read_json(loc, "run.json") is not None:
+    if prior is None and guard.read_record(loc, "run.json") is not None:
         raise ImportConflict(f"{out} holds a generated dataset; choose another --out")
     guard.mark_root(loc, "dataset")
     if overwrite:
-        for rel in OWN:
-            guard.guarded_delete(loc, rel, inputs)
-    storage.write_json(loc, "import.json", settings)
+        guard.guarded_delete(loc, list(OWN), inputs)
+    guard.write_record(loc, "import.json", settings)
     return loc, prior is None or overwrite, made_root
 
 
@@ -119,7 +116,6 @@ def abandon(loc: storage.Location, made_root: bool, inputs: list[str]) -> None:
         guard.remove_temporaries(loc, rel)
     if finished(loc):
         return
-    for rel in OWN + (guard.MARKER,):
-        guard.guarded_delete(loc, rel, inputs)
+    guard.guarded_delete(loc, list(OWN) + [guard.MARKER], inputs)
     if made_root:
         guard.remove_empty_dir(loc)

@@ -29,25 +29,49 @@ from pipelines.manifest import frames_dataset, read_frames
 from pipelines.tasks import EXTRA_COLS, FRAME_SCHEMA, PSPI_COLS, sample_id, table_from_rows
 
 ANNOTATION_KEYS = PSPI_COLS + EXTRA_COLS + ("pspi", "age_group", "gender", "ethnicity",
-                                            "prompt", "seed", "yaw_deg")
+                                            "prompt", "seed")
+
+
+def check_image(data, what: str, fix: str) -> tuple[int, int]:
+    """Decodes an image's bytes whole (a truncated or garbage file fails here, named) and
+    returns its size."""
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            im.load()
+            return im.size
+    except Exception as err:  # noqa: BLE001 - PIL raises many kinds for a bad file
+        raise ValueError(f"{what} is not a readable image ({str(err).splitlines()[0]}); "
+                         f"{fix}") from err
+
+
+def _yaws(src: storage.Location) -> dict[tuple[int, int], dict[str, float]]:
+    """(identity, expression) -> {view: yaw}: an annotation covers all views of a frame."""
+    t = read_frames(src, ["identity", "expression", "view", "yaw_deg"])
+    out: dict[tuple[int, int], dict[str, float]] = {}
+    for i, e, v, y in zip(*(t.column(c).to_pylist() for c in ("identity", "expression", "view",
+                                                              "yaw_deg"))):
+        out.setdefault((i, e), {})[str(v)] = y
+    return out
 
 
 def export_3dpain(dataset: str, out: str, overwrite: bool = False, progress=None) -> dict:
     src = storage.resolve(dataset)
     dest = Path(out)
-    guard.check_output_folder(out, [dataset], overwrite)
+    guard.check_output_folder(out, [dataset], overwrite, kind="export")
     if src.fs.get_file_info(src.join("frames")).type == pafs.FileType.NotFound:
         raise FileNotFoundError(f"{dataset} has no frames/ folder; is it a pain3d dataset?")
-    tmp = dest.with_name(f".{dest.name}.tmp-{uuid.uuid4().hex[:8]}")
     counts = {"images": 0, "heatmaps": 0, "annotations": 0, "meshes": 0}
-    try:
+    yaws = _yaws(src)
+    with guard.whole_folder(out, "export", [dataset]) as tmp:
         for sub in ("images", "heatmaps", "annotations", "textured_meshes"):
             (tmp / sub).mkdir(parents=True)
-        guard.mark_root(storage.resolve(str(tmp)), "export", owns_root=True)
         for batch in frames_dataset(src).to_batches(batch_size=99):
             for r in batch.to_pylist():
                 ident, e, v = r["identity"], r["expression"], r["view"]
                 stem = f"{ident:06d}_neutral_{v}" if e == 0 else f"{ident:06d}_{e:02d}_{v}"
+                fix = f"re-run pain3d generate on {dataset} after deleting its shard"
+                for col in ("image", "heatmap") if e > 0 else ("image",):
+                    check_image(r[col], f"the {col} of frame {r['sample_id']}", fix)
                 (tmp / "images" / f"{stem}.png").write_bytes(r["image"])
                 counts["images"] += 1
                 if e > 0:
@@ -56,7 +80,8 @@ def export_3dpain(dataset: str, out: str, overwrite: bool = False, progress=None
                     ann = tmp / "annotations" / f"{ident:06d}_{e:02d}.json"
                     if not ann.exists():
                         a = {k: r[k] for k in ANNOTATION_KEYS if k in r}
-                        a.update(identity=ident, expression=e)
+                        # each view's own yaw (one file serves every view of the expression)
+                        a.update(identity=ident, expression=e, yaw_deg_by_view=yaws[(ident, e)])
                         ann.write_text(json.dumps(a, indent=1))
                         counts["annotations"] += 1
             if progress:
@@ -72,12 +97,6 @@ def export_3dpain(dataset: str, out: str, overwrite: bool = False, progress=None
                 with src.fs.open_input_stream(info.path) as f:
                     target.write_bytes(f.read())
                 counts["meshes"] += 1
-        if dest.exists():
-            guard.guarded_delete(storage.resolve(out), "", [dataset])
-        tmp.rename(dest)  # the export appears whole or not at all
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)  # this call's own temporary folder
-        raise
     return counts
 
 
@@ -89,14 +108,28 @@ def _au_key(k: str) -> str | None:
     return f"AU{int(m.group(1))}" if m else None
 
 
-def _normalise_annotation(a: dict) -> dict:
+def _number(v, key: str, p: Path) -> float:
+    try:
+        x = float(v)
+    except (TypeError, ValueError):
+        x = float("nan")
+    if not np.isfinite(x):
+        raise ValueError(f"annotation {p}: {key} is {json.dumps(v)}, not a number; fix or "
+                         "remove that file")
+    return x
+
+
+def _normalise_annotation(a, p: Path) -> dict:
+    if not isinstance(a, dict):
+        raise ValueError(f"annotation {p} holds a JSON {type(a).__name__}, not an object of AU "
+                         "intensities; fix or remove that file")
     out = {}
     for k, v in a.items():
         au = _au_key(k)
         if au:
-            out[au] = float(v)
+            out[au] = _number(v, k, p)
         elif k.lower() == "pspi":
-            out["pspi"] = int(round(float(v)))
+            out["pspi"] = int(round(_number(v, k, p)))
         else:
             out[k] = v
     return out
@@ -120,9 +153,10 @@ def _index(root: Path) -> tuple[dict, dict[str, list[Path]], dict[str, int]]:
         if not m:
             continue
         try:
-            ann[(m["id"], int(m["expr"]))] = _normalise_annotation(json.loads(p.read_text()))
-        except (ValueError, json.JSONDecodeError) as e:
+            a = json.loads(p.read_text())
+        except (ValueError, UnicodeDecodeError) as e:
             raise ValueError(f"annotation {p} is not valid JSON ({e})") from e
+        ann[(m["id"], int(m["expr"]))] = _normalise_annotation(a, p)
     images: dict[str, list[Path]] = {}
     for p in sorted((root / "images").glob("*.png")):
         if (m := _STEM.match(p.stem)):
@@ -175,29 +209,44 @@ def _append(rows: dict, p: Path, ident: int, e: int, view: int, a: dict, any_ann
             heat: Path | None) -> None:
     aus = {k: float(a.get(k, 0.0)) for k in PSPI_COLS + EXTRA_COLS}
     image = p.read_bytes()
-    try:
-        with Image.open(io.BytesIO(image)) as im:
-            w, h = im.size
-    except Exception as err:  # noqa: BLE001
-        raise ValueError(f"{p} is not a readable PNG ({err})") from err
+    fix = "restore that file from the release, or remove the frame"
+    w, h = check_image(image, str(p), fix)
+    heat_bytes = heat.read_bytes() if heat else None
+    if heat_bytes is not None:
+        check_image(heat_bytes, str(heat), fix)
     rows["sample_id"].append(sample_id(ident, e, view))
     rows["identity"].append(ident)
     rows["expression"].append(e)
     rows["view"].append(view)
-    rows["yaw_deg"].append(float(a.get("yaw_deg", any_ann.get("yaw_deg", np.nan))))
+    rows["yaw_deg"].append(_yaw(a or any_ann, view))
     for k in PSPI_COLS + EXTRA_COLS:
         rows[k].append(aus[k])
     rows["pspi"].append(int(a.get("pspi", round(pspi_of(aus)))) if e else 0)
     for k in ("age_group", "gender", "ethnicity", "prompt"):
         rows[k].append(str(a.get(k, any_ann.get(k, "unknown"))))
-    rows["seed"].append(int(a.get("seed", any_ann.get("seed", -1))))
+    seed = a.get("seed", any_ann.get("seed", -1))
+    rows["seed"].append(int(seed) if isinstance(seed, (int, float)) and np.isfinite(seed) else -1)
     rows["image"].append(image)
-    rows["heatmap"].append(heat.read_bytes() if heat else None)
+    rows["heatmap"].append(heat_bytes)
     rows["mask"].append(_full_mask(w, h))
     rows["shape_params"].append([])
     rows["expression_params"].append([aus[k] for k in PSPI_COLS + EXTRA_COLS])
     rows["neutral_sample_id"].append(sample_id(ident, 0, view))
     rows["face_model"].append("3dpain-release")
+
+
+def _yaw(a: dict, view: int) -> float:
+    """The frame's yaw: its view's entry of ``yaw_deg_by_view`` (pain3d's exports); an older
+    export's single ``yaw_deg`` is view 0's, so other views' yaw is unknown (NaN)."""
+    by_view = a.get("yaw_deg_by_view")
+    if isinstance(by_view, dict):
+        y = by_view.get(str(view))
+    else:
+        y = a.get("yaw_deg") if view == 0 else None
+    try:
+        return float(y) if y is not None else float("nan")
+    except (TypeError, ValueError):
+        return float("nan")
 
 
 def read_3dpain(folder: str | Path, missing: str = "error") -> pa.Table:
@@ -244,7 +293,7 @@ def import_3dpain(folder: str, out: str, missing: str = "error", overwrite: bool
     m = build_manifest(loc, {"import": settings}, "")
     m.update({"source": "3dpain-release", "import": settings,
               "skipped": importers.fold_skips(importers.summaries(loc))})
-    storage.write_json(loc, "manifest.json", m)
+    guard.write_record(loc, "manifest.json", m)
     return m
 
 

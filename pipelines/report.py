@@ -86,21 +86,11 @@ def write_report(dataset: str, out: str | None = None, runs: list[str] = (),
     out = out or default_out(dataset)
     inputs = [dataset, *runs, *(p for p in (ablation, sweep) if p)]
     # a report is always rebuilt, but only over a folder pain3d wrote
-    guard.check_output_folder(out, inputs, overwrite=True, inside_ok=True)
+    guard.check_output_folder(out, inputs, overwrite=True, kind="report", inside_ok=True)
     check_inputs(list(runs), ablation, sweep)
     light = light_frames(dataset)  # before any folder exists: a missing dataset makes none
     if light.num_rows == 0:
         raise ValueError(f"{dataset} holds no frames")
-    dest = Path(out)
-    tmp = dest.with_name(f".{dest.name}.tmp-{uuid.uuid4().hex[:8]}")
-    tmp.mkdir(parents=True)
-    try:
-        guard.mark_root(storage.resolve(str(tmp)), "report", owns_root=True)
+    with guard.whole_folder(out, "report", inputs) as tmp:
         _build(dataset, light, tmp, list(runs), ablation, sweep, identities, frame_size, progress)
-        if dest.exists():
-            guard.guarded_delete(storage.resolve(out), "", inputs)
-        tmp.rename(dest)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)  # this call's own temporary folder
-        raise
-    return dest / "index.html"
+    return Path(out) / "index.html"

@@ -24,7 +24,7 @@ import pyarrow as pa
 from PIL import Image
 
 from faces.au import PSPI_MAX
-from pipelines import importers, storage
+from pipelines import guard, importers, storage
 from pipelines.align import align
 from pipelines.tasks import EXTRA_COLS, FRAME_SCHEMA, PSPI_COLS, png_bytes, table_from_rows
 
@@ -264,7 +264,7 @@ def run(root: str, out: str, size: int = 224, overwrite: bool = False, progress=
                 if progress:
                     progress(1)
     m = manifest(loc, settings)
-    storage.write_json(loc, "manifest.json", m)
+    guard.write_record(loc, "manifest.json", m)
     return m
 
 

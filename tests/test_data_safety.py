@@ -77,9 +77,13 @@ def test_export_overwrites_only_its_own_export(d3, sandbox, tmp_path, capsys):
     assert_kept(before, sandbox)
     out = tmp_path / "release"
     assert _run(["export", d3, out], capsys)[0] == 0
-    (out / "images" / "extra.png").write_bytes(b"stale")
     assert _run(["export", d3, out, "--overwrite"], capsys)[0] == 0  # its own: replaced
-    assert not (out / "images" / "extra.png").exists() and len(list(out.glob("images/*"))) == 330
+    assert len(list(out.glob("images/*"))) == 330
+    (out / "images" / "extra.png").write_bytes(b"a user's file")  # issue 27 D1: never deleted
+    before = snapshot(out)
+    rc, err, lines = _run(["export", d3, out, "--overwrite"], capsys)
+    _one_line(rc, err, lines, "images/extra.png was added after pain3d wrote")
+    assert snapshot(out) == before
 
 
 def test_report_never_replaces_a_user_folder_or_the_dataset(d3, sandbox, capsys):
@@ -97,7 +101,7 @@ def test_report_never_replaces_a_user_folder_or_the_dataset(d3, sandbox, capsys)
 def test_first_generate_refuses_a_folder_with_the_users_frames(sandbox, capsys):
     before = snapshot(sandbox)
     rc, err, lines = _run(["generate", "--identities", "1", "--out", sandbox], capsys)
-    _one_line(rc, err, lines, "already holds frames/ that pain3d did not write")
+    _one_line(rc, err, lines, "already holds frames/, textured_meshes/ that pain3d did not write")
     assert_kept(before, sandbox)
 
 

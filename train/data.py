@@ -160,6 +160,9 @@ def decode_batch(batch: dict, size: int, keep_groups: bool = False, crop: bool =
     if keep_groups:  # strings: fine for numpy batches, not for iter_torch_batches
         for g in GROUPS:
             out[g] = np.asarray(batch[g], dtype=object)
+        for c in ("sample_id", "view"):  # which frame each answer is (evaluation's table)
+            if c in batch:
+                out[c] = np.asarray(batch[c], dtype=object if c == "sample_id" else np.int64)
     return out
 
 

@@ -8,12 +8,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipelines import guard
 from train import plots
 from train.data import decode_batch
 from train.loop import fusion_parts, load_model, predict, scores
 from train.heads import PSPI_MAX
-from train.metrics import (GROUPS, calibrate_thresholds, compute_metrics, group_metrics,
-                           pain_only_metrics, regression_class)
+from train.metrics import (AU_NAMES, GROUPS, softmax, calibrate_thresholds, compute_metrics,
+                           group_metrics, pain_only_metrics, pain_scores, regression_class)
 
 # The paper's Table 2 (3DPain, 16/17-class PSPI), for comparison in reports
 PAPER_TABLE2 = {
@@ -76,14 +80,44 @@ def evaluate(checkpoint: str, data: str, mode: str, split: dict, which: str = "t
     if model.cfg.late_fusion:  # the fused answer's parts, each alone (all frames)
         report["fusion_parts"] = fusion_parts(p)
     if out:
-        folder = Path(out)
-        folder.mkdir(parents=True, exist_ok=True)
+        write_evaluation(out, report, predictions_table(p, thresholds), history,
+                         [checkpoint, data])
+    return report
+
+
+def write_evaluation(out: str, report: dict, predictions: pa.Table, history, inputs) -> None:
+    """The evaluation folder, whole or not at all; an earlier one is replaced only when it is
+    an evaluation pain3d wrote, unchanged."""
+    with guard.whole_folder(out, "evaluation", inputs) as folder:
         (folder / "metrics.json").write_text(json.dumps(report, indent=1))
         (folder / "metrics.md").write_text(_markdown(report))
+        pq.write_table(predictions, folder / "predictions.parquet")
         plots.confusion_png(report["confusion"], folder / "confusion.png")
         if history:
             plots.curves_png(history, folder / "curves.png")
-    return report
+
+
+def predictions_table(p: dict, thresholds: dict[int, float]) -> pa.Table:
+    """One row per scored frame: which frame, its true PSPI and AUs, the model's AUs, class
+    probabilities, expected PSPI, P(PSPI >= k) and the decision at the calibrated threshold
+    (0.5 where none was calibrated)."""
+    n = len(p["y"])
+    cols = {"sample_id": p.get("sample_id", np.full(n, None)),
+            "identity": p.get("identity", np.full(n, -1)), "view": p.get("view", np.full(n, -1)),
+            "pspi": np.asarray(p["y"], np.int64)}
+    for j, a in enumerate(AU_NAMES):
+        cols[a] = np.asarray(p["au_true"][:, j], np.float32)
+        cols[f"{a}_pred"] = np.asarray(p["au"][:, j], np.float32)
+    if "logits" in p:
+        probs = softmax(np.asarray(p["logits"], np.float64))
+        cols["class_probs"] = list(probs.astype(np.float32))
+        cols["pspi_expected"] = probs @ np.arange(probs.shape[1])
+    else:
+        cols["pspi_expected"] = np.asarray(p["reg"], np.float64) * PSPI_MAX
+    for k, score in pain_scores(p.get("logits"), p.get("binary")).items():
+        cols[f"p_pspi_ge{k}"] = score
+        cols[f"pain_pspi_ge{k}"] = score >= thresholds.get(k, 0.5)
+    return pa.table({k: pa.array(list(v) if k == "class_probs" else v) for k, v in cols.items()})
 
 
 def _predicted_class(p: dict) -> np.ndarray:

@@ -112,6 +112,12 @@ def predict(model: ViTPain, batches, mode: str, device) -> dict[str, np.ndarray]
         for g in ("age_group", "gender", "ethnicity"):
             if g in b:
                 got.setdefault(g, []).append(np.asarray(b[g]))
+        if "sample_id" in b:  # evaluation: which frame each answer is
+            for g in ("sample_id", "view", "identity"):
+                v = b.get(g)
+                if v is not None:
+                    got.setdefault(g, []).append(v.cpu().numpy() if torch.is_tensor(v) else
+                                                 np.asarray(v))
     if not got:  # an empty shard (fewer frames than workers)
         empty = {"au": (0, N_AUS), "y": (0,), "au_true": (0, N_AUS)}
         if model.cfg.classifies:

@@ -12,7 +12,7 @@ AU_NAMES = ("AU4", "AU6", "AU7", "AU9", "AU10", "AU43")
 GROUPS = ("age_group", "gender", "ethnicity")
 
 
-def _softmax(logits: np.ndarray) -> np.ndarray:
+def softmax(logits: np.ndarray) -> np.ndarray:
     z = logits - logits.max(axis=1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(axis=1, keepdims=True)
@@ -44,7 +44,7 @@ def pain_scores(logits=None, binary=None) -> dict[int, np.ndarray]:
     """Per k in BINARY, a score for PSPI >= k: P(PSPI >= k) from the class probabilities,
     else the binary head's probability (regression-only models)."""
     if logits is not None:
-        probs = _softmax(np.asarray(logits, np.float64))
+        probs = softmax(np.asarray(logits, np.float64))
         return {k: pain_score(probs, k) for k in BINARY}
     if binary is not None:
         return {k: np.asarray(binary, np.float64)[:, i] for i, k in enumerate(BINARY)}
@@ -108,7 +108,7 @@ def compute_metrics(logits, y: np.ndarray, au_pred: np.ndarray | None = None,
     split, at those (``f1_pspi_ge2``)."""
     y = np.asarray(y, int)
     if logits is not None:
-        probs = _softmax(np.asarray(logits, np.float64))
+        probs = softmax(np.asarray(logits, np.float64))
         m = _class_metrics(probs.argmax(1), probs @ np.arange(probs.shape[1]), y,
                            macro_auroc(y, probs, classes))
     elif reg is not None:
