@@ -99,7 +99,8 @@ def cmd_import(args) -> int:
         from pipelines import unbc
 
         cfg = config_of(args)
-        subjects = unbc.subjects_of(args.root)  # not the archive: one line, before Ray starts
+        unbc.check_size(args.size)  # bad input: one line, before Ray starts
+        subjects = unbc.subjects_of(args.root)
         init_ray(cfg.generate.ray, args.verbose)
         with tqdm(total=len(subjects), **bar) as b:
             m = unbc.run(args.root, args.out, args.size, args.overwrite, progress=b.update)
@@ -371,17 +372,19 @@ def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None):
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(build_parser(), argv)
-    console.setup_logging(args.command, args.verbose)  # Ray's chatter: a log file
-    console.install_signal_handlers()
+    command = None
     try:
+        args = parse_args(build_parser(), argv)
+        command = args.command
+        console.setup_logging(args.command, args.verbose)  # Ray's chatter: a log file
+        console.install_signal_handlers()
         return int(args.func(args) or 0)
-    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: whatever was half done has been removed
-        print(console.interrupted_line(args.command), file=sys.stderr)
+    except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM: whatever was half done is removed
+        print(console.interrupted_line(command, e), file=sys.stderr)
         return console.INTERRUPTED_EXIT
     except Exception as e:  # noqa: BLE001 - user errors become one line; bugs keep tracebacks
         if console.was_interrupted(e):
-            print(console.interrupted_line(args.command), file=sys.stderr)
+            print(console.interrupted_line(command, e), file=sys.stderr)
             return console.INTERRUPTED_EXIT
         msg = console.user_error(e)
         if msg is None:

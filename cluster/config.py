@@ -185,8 +185,33 @@ def preset_names() -> list[str]:
     return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
 
 
+MAX_CONFIG_BYTES = 1 << 20  # a config is a page of settings, not data
+MAX_CONFIG_VALUES = 100_000  # values after YAML anchors/aliases are expanded
+
+
+def check_expansion(data, where: str) -> None:
+    """Refuses a YAML document whose aliases expand it past MAX_CONFIG_VALUES values (a
+    "billion laughs"), anywhere in it; walks at most that many values (no recursion)."""
+    todo, n = [data], 0
+    while todo:
+        x = todo.pop()
+        n += 1
+        if n > MAX_CONFIG_VALUES:
+            raise ConfigError(f"{where} expands to more than {MAX_CONFIG_VALUES:,} values "
+                              "(YAML anchors and aliases nested in each other?); write the "
+                              "settings out plainly")
+        if isinstance(x, dict):
+            todo.extend(x.keys())
+            todo.extend(x.values())
+        elif isinstance(x, (list, tuple)):
+            todo.extend(x)
+
+
 def _read_yaml(name_or_path: str) -> dict:
     p = resolve_preset(name_or_path)
+    if p.stat().st_size > MAX_CONFIG_BYTES:
+        raise ConfigError(f"config file {p} is {p.stat().st_size:,} bytes, over the "
+                          f"{MAX_CONFIG_BYTES:,} a config may have; is it the right file?")
     try:
         data = yaml.safe_load(p.read_text())
     except yaml.YAMLError as e:
@@ -201,6 +226,7 @@ def _read_yaml(name_or_path: str) -> dict:
                           "configs/local.yaml) or use a preset")
     if not isinstance(data, dict):
         raise ConfigError(f"config file {p} must hold a mapping of sections")
+    check_expansion(data, f"config file {p}")
     return data
 
 
@@ -227,6 +253,7 @@ def load_config(path: str | None = None, overrides: list[str] | tuple[str, ...] 
         except yaml.YAMLError as e:
             what = getattr(e, "problem", None) or str(e).splitlines()[0]
             raise ConfigError(f"override {item!r}: the value is not valid YAML ({what})") from e
+        check_expansion(value, f"override {k.strip()}")
         _set_dotted(data, k.strip(), value)
     cfg = _build(Pain3DConfig, data)
     validate(cfg)

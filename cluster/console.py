@@ -11,6 +11,7 @@ import tempfile
 import time
 
 from cluster.validate import ConfigError
+from pipelines.storage import errno_sentence
 
 INTERRUPTED_EXIT = 130
 USER_ERRORS = (ConfigError, FileNotFoundError, FileExistsError, ValueError, RuntimeError,
@@ -38,7 +39,7 @@ def user_error(e: BaseException) -> str | None:
         seen.add(id(e))
         if not type(e).__module__.startswith("ray.") and isinstance(e, USER_ERRORS):
             text = str(e).strip()
-            return text.splitlines()[0] if text else type(e).__name__
+            return errno_sentence(text.splitlines()[0], e) if text else type(e).__name__
         ray_text.append(str(e))
         todo.append(getattr(e, "cause", None) or e.__cause__)
         todo.extend((getattr(e, "worker_failures", None) or {}).values())
@@ -47,7 +48,7 @@ def user_error(e: BaseException) -> str | None:
         for line in reversed(text.splitlines()):
             m = _ERROR_LINE.match(line.strip())
             if m and m.group(1) in _USER_ERROR_NAMES:
-                return m.group(2)
+                return errno_sentence(m.group(2))
     return None
 
 
@@ -85,9 +86,23 @@ _AGAIN = {"generate": "re-run the same command to resume",
           "ablate": "its finished runs are kept; re-run it with another --name to start over"}
 
 
-def interrupted_line(command: str) -> str:
+def interrupted_line(command: str, e: BaseException | None = None) -> str:
+    """The line after Ctrl-C; no resume advice when the command kept nothing to resume
+    (it marks its exception ``pain3d_nothing_kept``)."""
+    if e is not None and _nothing_kept(e):
+        return "pain3d: interrupted; nothing was kept, so run the command again to start over"
     again = _AGAIN.get(command)
     return f"pain3d: interrupted; {again}" if again else "pain3d: interrupted"
+
+
+def _nothing_kept(e: BaseException) -> bool:
+    seen = set()
+    while e is not None and id(e) not in seen:
+        if getattr(e, "pain3d_nothing_kept", False):
+            return True
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return False
 
 
 def log_file(command: str) -> str:

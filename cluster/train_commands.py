@@ -13,13 +13,27 @@ from pipelines import guard
 JOBS = ("rig", "encoder")  # papers 001 and 002: their preset (configs/<job>.yaml) is a layer
 
 
+def check_backbone(cfg):
+    """train.model.backbone must be a model timm knows: said now, naming the key, not by
+    timm on every worker after Ray has started."""
+    import timm
+
+    name = cfg.train.model.backbone
+    if not timm.is_model(name):
+        close = timm.list_models(f"{name.split('_')[0]}*")[:4]
+        raise ConfigError(f"train.model.backbone {name!r} is not a timm model"
+                          + (f" (close: {', '.join(close)})" if close else "")
+                          + "; see timm.list_models() for the names")
+    return cfg
+
+
 def train_config(args):
     """train: a plain run name, a resumable run for --resume, and a split that leaves no
     part empty for this dataset, all checked before Ray starts."""
     from train.run import check_resumable, plan_split
 
     job = [args.mode] if args.mode in JOBS else []
-    cfg = config_of(args, layers=job + list(getattr(args, "layer", None) or []))
+    cfg = check_backbone(config_of(args, layers=job + list(getattr(args, "layer", None) or [])))
     args.name = guard.check_name("run", args.name or f"{args.mode}-s{cfg.seed}")
     if args.mode in JOBS and (args.teacher or args.no_distill):
         raise ConfigError(f"--teacher and --no-distill are for the student; pain3d train "
@@ -159,7 +173,7 @@ def cmd_evaluate(args) -> int:
 def ablate_config(args):
     from train.run import plan_split
 
-    cfg = config_of(args)
+    cfg = check_backbone(config_of(args))
     guard.check_name("ablation", args.name)
     if args.seeds < 1:
         raise ConfigError(f"--seeds must be >= 1, got {args.seeds}")
@@ -191,7 +205,7 @@ def tune_config(args):
     flags = [f"tune.{key}={getattr(args, key)}" for key in ("samples", "concurrent", "storage")
              if getattr(args, key) is not None]
     guard.check_name("sweep", args.name)
-    cfg = config_of(args, flags, layers=[args.sweep])
+    cfg = check_backbone(config_of(args, flags, layers=[args.sweep]))
     from tune.sweep import asha_grace
 
     asha_grace(cfg)  # a sweep whose trials would be judged frozen is refused now
@@ -232,7 +246,7 @@ def crossval_config(args):
     """crossval: the protocol layer over the preset, --folds as an override, a plain name."""
     flags = [f"crossval.folds={args.folds}"] if args.folds is not None else []
     guard.check_name("cross-validation", args.name)
-    cfg = config_of(args, flags, layers=[args.protocol])
+    cfg = check_backbone(config_of(args, flags, layers=[args.protocol]))
     if not args.resume and not args.data:
         raise ConfigError("pain3d crossval needs --data D (a dataset from pain3d import unbc, "
                           "or any pain3d dataset)")

@@ -66,6 +66,7 @@ RANGES: dict[str, tuple[float, float]] = {
     "generate.ray.num_cpus": (1, 4096),
     "generate.ray.num_gpus": (0, 1024),
     "generate.ray.object_store_memory": (80_000_000, 10 ** 13),
+    "generate.ray.connect_timeout_s": (1, 3600),
     "train.model.img_size": (16, 1024),
     "train.model.head_hidden": (1, 16384),
     "train.model.dropout": (0, 0.99),

@@ -37,12 +37,14 @@ class StagesConfig:
 
 @dataclass
 class RayInitConfig:
-    """Used only when no cluster is given (RAY_ADDRESS unset): the local Ray to start."""
+    """The local Ray to start when no cluster is given (RAY_ADDRESS unset); with one, how
+    long to wait for its head to answer."""
 
     num_cpus: int | None = None
     num_gpus: int | None = None
     object_store_memory: int | None = None
     include_dashboard: bool = False
+    connect_timeout_s: float = 30.0
 
 
 @dataclass

@@ -162,16 +162,17 @@ def prepare_output(cfg: "Pain3DConfig") -> tuple[storage.Location, str]:
     return loc, h
 
 
-def discard_unstarted_output(loc: storage.Location, made_root: bool, inputs: list[str]) -> None:
+def discard_unstarted_output(loc: storage.Location, made_root: bool, inputs: list[str]) -> bool:
     """After a failed or interrupted first run that finished no identity: remove what it
     wrote (run.json, stray meshes, the marker, the folder if this run created it), so that
     no dataset-looking folder is left behind. A first run refuses folders that already hold
     any of those names, so everything removed here is this run's own."""
     if finished_identities(loc):
-        return  # real progress: kept, a re-run resumes from it
+        return False  # real progress: kept, a re-run resumes from it
     guard.guarded_delete(loc, list(OWN) + [guard.MARKER], inputs)
     if made_root:
         guard.remove_empty_dir(loc)
+    return True
 
 
 def build_dataset(cfg: "Pain3DConfig", todo: list[int]):
@@ -272,9 +273,9 @@ def run(cfg: "Pain3DConfig", progress=None) -> GenerationResult:
                 summaries.append(s)
                 if progress:
                     progress(1)
-    except BaseException:  # a failure or Ctrl-C: a first run leaves nothing dataset-like
-        if fresh:
-            discard_unstarted_output(loc, made_root, generate_inputs(cfg))
+    except BaseException as e:  # a failure or Ctrl-C: a first run leaves nothing dataset-like
+        if fresh and discard_unstarted_output(loc, made_root, generate_inputs(cfg)):
+            e.pain3d_nothing_kept = True
         raise
     for rel in ("frames", "textured_meshes"):  # left by writers that died (a lost node)
         n = guard.remove_temporaries(loc, rel)

@@ -79,6 +79,11 @@ def _key(uri: str) -> str:
     return os.path.realpath(os.path.expanduser(uri))
 
 
+def same_place(a: str, b: str) -> bool:
+    """True when two local paths or s3:// URIs name the same place."""
+    return _key(a) == _key(b)
+
+
 def contains(outer: str, inner: str) -> bool:
     """True when ``inner`` is ``outer`` or lies inside it (local paths or s3:// URIs)."""
     a, b = _key(outer), _key(inner)
@@ -267,6 +272,9 @@ def check_output_folder(out: str, inputs: list[str], overwrite: bool, kind: str,
         if not os.path.isdir(out) or os.path.islink(out):
             raise UnsafeDelete(f"refusing to replace {out}: it is a file, not a pain3d {kind} "
                                "folder; choose another folder")
+        if marker(storage.resolve(out)) is None:
+            raise UnsafeDelete(f"{out} exists and has no pain3d marker ({MARKER}), so it is "
+                               f"not a pain3d {kind} folder; choose another folder")
         check_delete(storage.resolve(out), "", inputs, kind)
         if not overwrite:
             raise FileExistsError(f"{out} exists; pass --overwrite or choose another folder")

@@ -271,6 +271,9 @@ def import_3dpain(folder: str, out: str, missing: str = "error", overwrite: bool
         raise ValueError(f"--missing-heatmaps must be one of {MISSING_HEATMAPS}, got {missing!r}")
     root = Path(folder)
     ann, images, ids = _index(root)
+    if not images:
+        raise FileNotFoundError(f"{root} holds no frames: images/ has no <id>_<expression>_"
+                                "<view>.png; point it at the release's root folder")
     if missing == "error":  # every heatmap is looked for before anything is written
         for name, paths in images.items():
             for p in paths:

@@ -9,6 +9,7 @@ disk, a server-side copy on S3, both atomic for the reader): an object is whole 
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -61,6 +62,31 @@ def resolve(uri: str) -> Location:
     return Location(pafs.LocalFileSystem(), os.path.abspath(uri).rstrip("/") or "/", uri)
 
 
+_ERRNO = re.compile(r"\[Errno (\d+)\] [^:'\n]*(?:: '([^']+)')?")
+_ERRNO_FIX = {
+    errno.ENOSPC: "the disk holding {path} is full; free some space or write elsewhere",
+    errno.EDQUOT: "the disk quota for {path} is used up; free some space or write elsewhere",
+    errno.EROFS: "{path} is on a read-only file system; write to a folder you can change "
+                 "(another --out, or train.storage)",
+    errno.EACCES: "permission denied for {path}; fix its permissions or choose another folder",
+    errno.EPERM: "permission denied for {path}; fix its permissions or choose another folder",
+    errno.ENOTDIR: "{path} lies under a file where a folder is needed; choose a folder path",
+}
+
+
+def errno_sentence(msg: str, e: BaseException | None = None, path: str | None = None) -> str:
+    """A raw "[Errno 28] No space left on device: '...'" made into a sentence naming the
+    path (``path``, else the message's, else the exception's) and the fix; other messages
+    as they are."""
+    m = _ERRNO.search(msg)
+    code = int(m.group(1)) if m else getattr(e, "errno", None)
+    if code not in _ERRNO_FIX:
+        return msg
+    path = path or (m.group(2) if m else None) or getattr(e, "filename", None) or \
+        "the output folder"
+    return _ERRNO_FIX[code].format(path=path)
+
+
 def explain(loc: Location, e: Exception) -> StorageError:
     msg = str(e)
     flat = msg.replace("_", "").lower()  # pyarrow spells AWS codes as INVALID_ACCESS_KEY_ID
@@ -74,6 +100,9 @@ def explain(loc: Location, e: Exception) -> StorageError:
                                 "AWS_SECRET_ACCESS_KEY (and AWS_ENDPOINT_URL for non-AWS S3)")
         return StorageError(f"cannot reach S3 for {loc.uri} ({msg.splitlines()[0]}); check "
                             "AWS_ENDPOINT_URL and the network")
+    said = errno_sentence(msg, e, loc.uri)
+    if said != msg:
+        return StorageError(said)
     return StorageError(f"cannot write to {loc.uri} ({msg.splitlines()[0]}); choose a "
                         "writable --out folder")
 

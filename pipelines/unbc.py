@@ -56,7 +56,15 @@ def subjects_of(root: str) -> list[str]:
                          f"(e.g. Images/042-ll042/ll042t1aaaff/ll042t1aaaff001.png)"
                          + (f"; missing {', '.join(missing)}" if missing else
                             "; Images/ has no subject folders"))
+    if not any(True for s in subjects for _ in _frames(r, s)):
+        raise NotArchive(f"{root} holds no frames: no Images/<subject>/<sequence>/*.png under "
+                         "any of its subject folders; point it at the unpacked archive")
     return subjects
+
+
+def check_size(size: int) -> None:
+    if not 16 <= size <= 1024:
+        raise ValueError(f"--size must be between 16 and 1024 pixels, got {size}")
 
 
 def identities(subjects: list[str]) -> dict[str, int]:
@@ -247,8 +255,7 @@ def run(root: str, out: str, size: int = 224, overwrite: bool = False, progress=
     """Imports every subject not yet finished in ``out``; returns the manifest."""
     import ray
 
-    if not 16 <= size <= 1024:
-        raise ValueError(f"--size must be between 16 and 1024 pixels, got {size}")
+    check_size(size)
     subjects = subjects_of(root)
     ids = identities(subjects)
     settings = {"source": "unbc-mcmaster", "root": str(Path(root).resolve()), "size": size}

@@ -86,7 +86,7 @@ def test_unwritable_output(tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("a file, not a folder")
     rc, err, lines = _run(["generate", "--out", str(blocker / "ds")], capsys)
-    _assert_one_line_error(rc, err, lines, "cannot write to", "writable --out")
+    _assert_one_line_error(rc, err, lines, "file/ds lies under a file", "choose a folder path")
     assert blocker.read_text() == "a file, not a folder"
 
 
@@ -219,7 +219,7 @@ def test_export_onto_existing_folder(data10, tmp_path, capsys):
     dest.mkdir()
     (dest / "keep.txt").write_text("mine")
     rc, err, lines = _run(["export", data10, str(dest)], capsys)
-    _assert_one_line_error(rc, err, lines, "exists; pass --overwrite")
+    _assert_one_line_error(rc, err, lines, "exists and has no pain3d marker", "choose another folder")
     assert sorted(p.name for p in dest.iterdir()) == ["keep.txt"]
 
 

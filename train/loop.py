@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import json
 import math
+import pickle
 import tempfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -55,12 +57,40 @@ def load_model(folder: str | Path, map_location="cpu") -> ViTPain:
     if not cfg.lora.rank:
         cfg.pretrained_file = None  # the checkpoint holds the weights (LoRA: not the base's)
     model = ViTPain(cfg, weights_follow=True)
-    state = torch.load(folder / "model.pt", map_location=map_location, weights_only=True)
+    state = load_torch_file(folder / "model.pt", map_location, weights_only=True)
     try:
         model.load_saved_state(state)
     except RuntimeError as e:
         raise ValueError(f"checkpoint {folder} does not match its model config ({e})") from e
     return model
+
+
+def load_torch_file(path: Path, map_location="cpu", weights_only: bool = True):
+    """torch.load, with a truncated or garbage file named in one sentence."""
+    try:
+        return torch.load(path, map_location=map_location, weights_only=weights_only)
+    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as e:
+        if isinstance(e, OSError) and e.errno is not None:
+            raise  # a disk or permission problem, said as such by the console
+        raise ValueError(f"{path} is truncated or not a torch checkpoint "
+                         f"({str(e).splitlines()[0] if str(e) else type(e).__name__}); use "
+                         "another checkpoint or train it again") from e
+
+
+def complete_checkpoint(folder: Path) -> bool:
+    """A checkpoint folder as :func:`report_checkpoint` writes it, every torch file whole
+    (their zip members' CRCs checked): what a disk-full or killed upload does not leave."""
+    files = [folder / "state.pt", *sorted((folder / "model").glob("*.pt"))]
+    if len(files) < 2 or not files[0].is_file():
+        return False
+    try:
+        for p in files:
+            with zipfile.ZipFile(p) as z:
+                if z.testzip() is not None:
+                    return False
+    except (zipfile.BadZipFile, OSError, EOFError):
+        return False
+    return True
 
 
 def average_outputs(outs: list[dict]) -> dict[str, torch.Tensor]:
@@ -206,7 +236,7 @@ def load_state(map_location="cpu") -> dict | None:
     if ckpt is None:
         return None
     with ckpt.as_directory() as d:
-        return torch.load(Path(d) / "state.pt", map_location=map_location, weights_only=False)
+        return load_torch_file(Path(d) / "state.pt", map_location, weights_only=False)
 
 
 def report_checkpoint(metrics: dict, rank: int, state, save) -> None:
@@ -219,6 +249,9 @@ def report_checkpoint(metrics: dict, rank: int, state, save) -> None:
         if rank == 0:
             torch.save(state(), Path(d) / "state.pt")
             save(Path(d) / "model")
+            if not complete_checkpoint(Path(d)):  # verified before Ray persists it
+                raise OSError(f"the checkpoint written to {d} does not read back whole; "
+                              "check the disk holding the temporary folder")
             checkpoint = ray.train.Checkpoint.from_directory(d)
         ray.train.report(metrics, checkpoint=checkpoint)
 

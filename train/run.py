@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -131,7 +132,13 @@ def open_run(storage_uri: str, name: str, resume: bool) -> tuple[storage.Locatio
     guard.check_name("run", name)
     loc = storage.resolve(storage_uri)
     if not loc.is_s3:
-        loc.fs.create_dir(loc.root, recursive=True)
+        if os.path.exists(loc.root) and not os.path.isdir(loc.root):
+            raise RunExists(f"train.storage {storage_uri} is a file; point train.storage at a "
+                            "folder for the runs (e.g. runs/)")
+        try:
+            loc.fs.create_dir(loc.root, recursive=True)
+        except OSError as e:
+            raise storage.explain(loc, e) from e
     existing = storage.read_json(loc, f"{name}/split.json")
     if existing is not None and not resume:
         raise RunExists(f"run {name!r} already exists in {storage_uri}; pass --resume to "
@@ -141,6 +148,14 @@ def open_run(storage_uri: str, name: str, resume: bool) -> tuple[storage.Locatio
                         "choose another --name")
     guard.mark_root(loc, "runs")
     return loc, existing
+
+
+def check_same_data(loc, name: str, data: str) -> None:
+    """--resume continues on the dataset the run started on, never silently on another."""
+    recorded = (storage.read_json(loc, f"{name}/config.json") or {}).get("data")
+    if recorded and not guard.same_place(recorded, data):
+        raise RunExists(f"run {name!r} was trained on {recorded}, not {data}; resume it with "
+                        f"--data {recorded}, or start a new run (another --name) on {data}")
 
 
 def train(cfg: "Pain3DConfig", mode: str, data: str, name: str, teacher: str | None = None,
@@ -180,6 +195,7 @@ def train(cfg: "Pain3DConfig", mode: str, data: str, name: str, teacher: str | N
     loc, existing = open_run(tc.storage, name, resume)
     # one sentence now, not a worker traceback later (columns, an empty part of the split)
     if existing is not None:
+        check_same_data(loc, name, data)
         require_columns(data, READ_COLUMNS)
     split = existing if existing is not None else split or plan_split(cfg, data)
     from train.fusion import with_fusion
@@ -211,17 +227,22 @@ def train(cfg: "Pain3DConfig", mode: str, data: str, name: str, teacher: str | N
 def fit_run(loc, name: str, existing, inputs: list[str], files: dict, make_trainer,
             watcher=None):
     """Writes the run's first files, builds the trainer and fits it. A failure or Ctrl-C
-    before the first checkpoint of a new run removes its folder again (never ``inputs``)."""
+    removes the checkpoints it left half-written and, for a new run with no whole checkpoint
+    yet, its folder too (never ``inputs``)."""
+    if existing is not None:
+        remove_partial_checkpoints(loc, name)  # left by an earlier crash (a full disk)
     try:
         for rel, obj in files.items():
             storage.write_json(loc, f"{name}/{rel}", obj)
         trainer = make_trainer()
         with watcher or contextlib.nullcontext():
             return _fit(trainer)
-    except BaseException:
+    except BaseException as e:
+        remove_partial_checkpoints(loc, name)
         # the folder did not exist before this call (open_run checked)
         if existing is None and not _has_checkpoint(loc, name):
             guard.guarded_delete(loc, name, inputs=inputs)
+            e.pain3d_nothing_kept = True  # so no --resume is advised
         raise
 
 
@@ -346,12 +367,32 @@ def finish(result, loc, name: str, storage_uri: str, split: dict,
                        best_metrics=best_metrics, history=history, split=split)
 
 
-def _has_checkpoint(loc, name: str) -> bool:
-    from pyarrow import fs as pafs
-
+def _checkpoints(loc, name: str) -> list[str]:
+    """The names of the run's checkpoint folders."""
     sel = pafs.FileSelector(loc.join(name), allow_not_found=True, recursive=False)
-    return any(i.type == pafs.FileType.Directory and i.base_name.startswith("checkpoint_")
-               for i in loc.fs.get_file_info(sel))
+    return sorted(i.base_name for i in loc.fs.get_file_info(sel)
+                  if i.type == pafs.FileType.Directory and i.base_name.startswith("checkpoint_"))
+
+
+def _has_checkpoint(loc, name: str) -> bool:
+    return bool(_checkpoints(loc, name))
+
+
+def remove_partial_checkpoints(loc, name: str) -> list[str]:
+    """Deletes (through the guard) the run's checkpoint folders that are not whole: a torch
+    file truncated or missing, as a full disk or a killed upload leaves them. Local runs only
+    (an S3 upload is whole or absent)."""
+    from train.loop import complete_checkpoint
+
+    if loc.is_s3:
+        return []
+    bad = [c for c in _checkpoints(loc, name)
+           if not complete_checkpoint(Path(loc.join(name, c)))]
+    if bad:
+        guard.guarded_delete(loc, [f"{name}/{c}" for c in bad])
+        log.warning("removed %d half-written checkpoint(s) of run %s: %s", len(bad), name,
+                    ", ".join(bad))
+    return bad
 
 
 CLOCK_KEYS = ("epoch", "epochs_done", "started_at_epoch")
