@@ -325,8 +325,8 @@ def build_parser() -> argparse.ArgumentParser:
     cv.add_argument("--data", default=None, help="dataset (e.g. from pain3d import unbc)")
     cv.add_argument("--folds", type=int, default=None, help="K (default crossval.folds: 5)")
     cv.add_argument("--init", default=None, help="checkpoint to fine-tune every fold from (a "
-                    "teacher or a student pretrained on pain3d data); default: the backbone's "
-                    "own weights")
+                    "teacher or a student pretrained on pain3d data); default: "
+                    "train.model.pretrained_file, or a seeded random start")
     cv.add_argument("--name", default="crossval", help="folder under train.storage")
     cv.add_argument("--protocol", default="crossval", help="YAML layered over the preset with "
                     "the fine-tuning settings (default configs/crossval.yaml)")

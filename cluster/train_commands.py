@@ -235,7 +235,7 @@ def cmd_tune(args) -> int:
     plan_split(cfg, data)
     # Tune needs the dashboard: without it, trials stopped by ASHA leak their CPUs
     init_ray(dataclasses.replace(cfg.generate.ray, include_dashboard=True), args.verbose)
-    res = sweep(cfg, data, teacher, args.name, resume=args.resume)
+    res = sweep(cfg, data, teacher, args.name, resume=args.resume, verbose=args.verbose)
     print(f"sweep {res['folder']}: {len(res['rows'])} trials; best val macro AUROC "
           f"{res['best']['val_macro_auroc']:.3f} -> {res['folder']}/best.yaml, leaderboard.md, "
           "results.csv, history.png, importance.png" + (", final.md" if res["final"] else ""))
@@ -273,7 +273,7 @@ def cmd_crossval(args) -> int:
     # Tune needs the dashboard (Ray Train's placement-group cleaner uses the state API)
     init_ray(dataclasses.replace(cfg.generate.ray, include_dashboard=True), args.verbose)
     s = crossval(cfg, absolute_path(args.data), args.name, init=absolute_path(args.init),
-                 resume=args.resume)
+                 resume=args.resume, verbose=args.verbose)
     m = s["mean_std"]
     folder = f"{cfg.train.storage.rstrip('/')}/{args.name}"
     print(f"cross-validation {args.name} ({len(s['folds'])} folds, {len(s['trained'])} trained "

@@ -83,7 +83,8 @@ def run_section(run: str, folder: Path, index: int) -> dict:
 
 
 def ablation_section(path: str) -> dict:
-    from train.ablate import COLUMNS, ROWS, cell
+    from train.ablate import COLUMNS, ROWS
+    from train.metrics import cell
 
     s = json.loads((Path(path) / "ablation.json").read_text())
     paper = s.get("paper", {})
@@ -125,7 +126,7 @@ def sweep_section(path: str, folder: Path) -> dict:
             shown.append(f"sweep-{name}")
     final = None
     if (Path(path) / "final.json").is_file():
-        from train.ablate import cell
+        from train.metrics import cell
 
         fj = json.loads((Path(path) / "final.json").read_text())
         final = {"seeds": fj.get("seeds"), "columns": list(next(iter(fj["rows"].values()))),

@@ -104,7 +104,12 @@ def test_table_names_the_protocol_differences(tmp_path):
                                         "f1_pspi_ge2", "acc", "pearson_r", "mae_expected")}}
     md = markdown(s, "cv")
     assert "**This run is not comparable to them**: 3 folds, not 5" in md
-    assert "| ours: cv | resnet18's own weights (no --init) | 0.700 |" in md
+    # one fold's value says n = 1, and a start from neither --init nor a file is called random
+    assert "| ours: cv | a random initialisation of resnet18 (no --init, no pretrained_file) | " \
+        "0.700 (n = 1) |" in md and "own weights" not in md
+    s["pretrained_file"] = "/w/resnet18.safetensors"
+    assert "| ours: cv | resnet18 weights from /w/resnet18.safetensors (no --init) |" in \
+        markdown(s, "cv")
 
 
 @pytest.mark.slow  # ~4 min: a teacher, then two 3-fold cross-validations of tiny models

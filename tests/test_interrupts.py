@@ -115,7 +115,7 @@ def test_train_interrupted_then_resumed_and_quiet(data10, tmp_path):
                        cwd=REPO, env=_env(tmp_path), capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     history = json.loads((runs / "t" / "history.json").read_text())
-    assert [h["epoch"] for h in history] == [0, 1, 2]
+    assert [h["epoch"] for h in history] == [1, 2, 3]
     # quiet: pain3d's own lines (a progress bar and the summary), none of Ray's chatter
     err = r.stderr.replace("\r", "\n")
     for noise in ("PlacementGroupCleaner", "Failed to query", "(raylet)", "INFO", "WARNING"):

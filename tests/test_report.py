@@ -91,7 +91,7 @@ def _run_folder(root: Path) -> Path:
     run = root / "student"
     (run / "eval-test").mkdir(parents=True)
     history = [{"epoch": e, "train_loss": 3.0 - e, "val_macro_auroc": a, "val_acc": 0.2,
-                "val_acc_pm1": 0.5} for e, a in enumerate([0.61, 0.73, 0.70])]
+                "val_acc_pm1": 0.5} for e, a in enumerate([0.61, 0.73, 0.70], 1)]
     (run / "history.json").write_text(json.dumps(history))
     (run / "config.json").write_text(json.dumps({"mode": "student", "teacher": "t/ckpt"}))
     cm = np.zeros((17, 17), int)
@@ -141,7 +141,7 @@ def test_training_sections(data10, tmp_path):
     assert main(["report", data10, "--out", str(out), "--identities", "2", "--run", str(run),
                  "--ablation", str(abl), "--sweep", str(sweep)]) == 0
     html = " ".join((out / "index.html").read_text().split())
-    assert "Best validation epoch 1: macro AUROC 0.730" in html  # the best, not the last
+    assert "Best validation epoch 2: macro AUROC 0.730" in html  # the best, not the last
     assert "<td>macro AUROC</td><td>0.731</td><td>0.654</td>" in html
     assert "<tr><td>woman</td><td>0.812</td><td>0.300</td>" in html
     for png in ("run0-curves.png", "run0-eval-test-confusion.png"):

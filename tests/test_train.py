@@ -44,7 +44,7 @@ def test_teacher_run_folder(teacher_run, data10):
     split = json.loads((teacher_run / "split.json").read_text())
     assert set(split) == {"train", "val", "test"} and not set(split["train"]) & set(split["val"])
     hist = json.loads((teacher_run / "history.json").read_text())
-    assert [h["epoch"] for h in hist] == [0, 1]
+    assert [h["epoch"] for h in hist] == [1, 2]  # numbered from 1, as the bar counts
     for key in ("val_macro_auroc", "val_acc", "val_acc_pm1", "val_acc_pm2", "val_mae_argmax",
                 "val_mae_expected", "val_auroc_pspi_ge1", "val_auroc_pspi_ge3", "val_mae_AU4",
                 "train_loss", "loss_pspi", "loss_au"):
@@ -101,7 +101,7 @@ def test_preset_conv_student_trains_on_cached_face_crops(data10, tmp_path):
     assert tc["model"]["backbone"] == "resnet18" and tc["model"]["face_crop"]
     assert tc["cache_decoded"]
     hist = json.loads((run / "history.json").read_text())
-    assert [h["epoch"] for h in hist] == [0, 1, 2]
+    assert [h["epoch"] for h in hist] == [1, 2, 3]
     assert all(np.isfinite(h["train_loss"]) and np.isfinite(h["val_macro_auroc"]) for h in hist)
     best = (run / "best_checkpoint.txt").read_text()
     assert main(["evaluate", "--checkpoint", best, "--data", data10, "--out",
@@ -120,7 +120,7 @@ def test_existing_run_is_refused_then_resumed(teacher_run, data10, capsys):
     assert main(["train", "teacher", "--data", data10, "--name", "t", "--resume",
                  f"train.storage={runs}", "train.epochs=3"] + TINY) == 0
     hist = json.loads((teacher_run / "history.json").read_text())
-    assert hist[-1]["epoch"] == 2 and hist[-1]["started_at_epoch"] == 2  # only epoch 2 ran
+    assert hist[-1]["epoch"] == 3 and hist[-1]["started_at_epoch"] == 3  # only epoch 3 ran
 
 
 @pytest.mark.slow  # kill-and-resume: the slow tier
@@ -135,8 +135,8 @@ def test_killed_worker_resumes_from_checkpoint(data10, tmp_path):
                 epoch_hook=KillOnce(2, str(tmp_path / "killed-once")))
     assert (tmp_path / "killed-once").exists()
     epochs = [h["epoch"] for h in res.history]
-    assert epochs[-1] == 3  # finished
-    assert max(h["started_at_epoch"] for h in res.history) >= 1  # after restoring a checkpoint
+    assert epochs[-1] == 4  # finished (epochs numbered from 1)
+    assert max(h["started_at_epoch"] for h in res.history) >= 2  # after restoring a checkpoint
     assert np.isfinite(res.best_metrics["val_macro_auroc"])
 
 

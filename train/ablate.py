@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from pipelines import guard, storage
 from train.config import FUSIONS
 from train.evaluate import PAPER_TABLE2, evaluate
-from train.metrics import mean_std, paired
+from train.metrics import cell, mean_std, paired
 from train.run import fetch_checkpoint, train
 
 if TYPE_CHECKING:
@@ -162,12 +162,6 @@ def summarise(runs: dict[str, list]) -> dict:
                                                _column(runs[key], "pain_only", c))
                                      for c in COLUMNS}
     return table
-
-
-def cell(ms) -> str:
-    """A (mean, std, n) triple as a table cell (also the HTML report's)."""
-    mean, std, n = ms
-    return "n/a" if n == 0 else f"{mean:.3f} ± {std:.3f}" if n > 1 else f"{mean:.3f}"
 
 
 def _paper(key: str) -> str:

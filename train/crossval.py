@@ -7,7 +7,7 @@ validation subjects that pick the best epoch), then scored on the fold's own sub
 the F1 thresholds calibrated on its training subjects. The folds run as Ray Tune trials over
 the fold index, as many at once as ``crossval.concurrent`` and the cluster allow. ``init``
 fine-tunes every fold from one (synthetic-pretrained) checkpoint; without it the backbone
-starts from its own weights (``train.model.pretrained_file``, or random).
+starts from ``train.model.pretrained_file``, or (without one) a seeded random initialisation.
 
 Folder ``<train.storage>/<name>/``: ``record.json`` (data, init, config), ``folds.json``,
 ``fold-<k>/`` (the fold's training run, its ``test.json`` and evaluation plots),
@@ -25,7 +25,7 @@ import numpy as np
 
 from pipelines import guard, storage
 from train.data import split_hash
-from train.metrics import mean_std
+from train.metrics import cell, mean_std
 from train.run import fetch_checkpoint, train
 
 if TYPE_CHECKING:
@@ -113,8 +113,10 @@ def run_fold(params: dict, cfg, data: str, init: str | None, name: str, folds) -
     c = copy.deepcopy(cfg)
     c.train.storage = f"{cfg.train.storage.rstrip('/')}/{name}"
     split = fold_split(folds, k, cfg.crossval.val_fraction, cfg.seed)
+    from ray.tune.integration.ray_train import TuneReportCallback
+
     res = train(c, "student", data, f"fold-{k}", distill=False, resume=True, split=split,
-                init=init, show_progress=False)
+                init=init, show_progress=False, callbacks=[TuneReportCallback()])  # epoch bar
     loc = storage.resolve(c.train.storage)
     out = None if loc.is_s3 else loc.join(f"fold-{k}", "eval-test")
     r = evaluate(fetch_checkpoint(res.best_checkpoint), data, "student", res.split, "test",
@@ -140,9 +142,11 @@ def concurrency(cfg, resources: dict) -> int:
     return max(1, int(resources.get("CPU", 1) // per_run))
 
 
-def _train_folds(cfg, data, init, name, folds, todo, progress) -> None:
+def _train_folds(cfg, data, init, name, folds, todo, progress, verbose) -> None:
     import ray
     from ray import tune
+
+    from train.tune_progress import RunBars
 
     at_once = concurrency(cfg, ray.cluster_resources())
     progress(f"training folds {todo} ({at_once} at a time)")
@@ -153,7 +157,9 @@ def _train_folds(cfg, data, init, name, folds, todo, progress) -> None:
         tune.with_resources(fn, {"CPU": cfg.crossval.cpus_per_trial}),
         param_space={"fold": tune.grid_search(todo)},
         tune_config=tune.TuneConfig(max_concurrent_trials=at_once),
-        run_config=tune.RunConfig(name=f"folds-{'-'.join(map(str, todo))}", verbose=1,
+        run_config=tune.RunConfig(name=f"folds-{'-'.join(map(str, todo))}",
+                                  verbose=int(verbose),  # else our bars over folds and epochs
+                                  callbacks=[RunBars(len(todo), cfg.train.epochs, "fold")],
                                   storage_path=f"{root.rstrip('/')}/{name}/tune",
                                   storage_filesystem=loc.fs if loc.is_s3 else None))
     grid = tuner.fit()
@@ -164,7 +170,7 @@ def _train_folds(cfg, data, init, name, folds, todo, progress) -> None:
 
 
 def crossval(cfg: "Pain3DConfig", data: str, name: str = "crossval", init: str | None = None,
-             resume: bool = False, progress=print) -> dict:
+             resume: bool = False, progress=print, verbose: bool = False) -> dict:
     """Runs (or finishes) the cross-validation; returns its summary (crossval.json)."""
     guard.check_name("cross-validation", name)
     loc = storage.resolve(cfg.train.storage)
@@ -177,7 +183,7 @@ def crossval(cfg: "Pain3DConfig", data: str, name: str = "crossval", init: str |
     if len(todo) < len(folds):
         progress(f"{len(folds) - len(todo)} of {len(folds)} folds already finished: not retrained")
     if todo:
-        _train_folds(cfg, data, init, name, folds, todo, progress)
+        _train_folds(cfg, data, init, name, folds, todo, progress, verbose)
     results = [storage.read_json(loc, f"{name}/fold-{k}/test.json") for k in range(len(folds))]
     if any(r is None for r in results):  # Tune stopped gracefully (Ctrl-C / SIGTERM)
         raise KeyboardInterrupt
@@ -213,13 +219,20 @@ def summarise(record: dict, results: list[dict], cfg) -> dict:
     return {"data": record["data"], "init": record["init"], "folds": record["folds"],
             "folds_hash": record["folds_hash"], "class_weights": cfg.train.class_weights,
             "backbone": cfg.train.model.backbone, "epochs": cfg.train.epochs,
+            "pretrained_file": cfg.train.model.pretrained_file,
             "protocol_differences": protocol_differences(record["data"], len(record["folds"]),
                                                          cfg.train.max_frames),
             "per_fold": results, "mean_std": table}
 
 
-def init_label(init: str | None, backbone: str) -> str:
-    return f"checkpoint {init}" if init else f"{backbone}'s own weights (no --init)"
+def init_label(init: str | None, backbone: str, pretrained_file: str | None = None) -> str:
+    """Where a fold's weights start: --init's checkpoint, the backbone's pretrained file, or
+    (neither) a seeded random initialisation."""
+    if init:
+        return f"checkpoint {init}"
+    if pretrained_file:
+        return f"{backbone} weights from {pretrained_file} (no --init)"
+    return f"a random initialisation of {backbone} (no --init, no pretrained_file)"
 
 
 def _siblings(loc, name: str, folds_hash: str, data: str) -> dict[str, dict]:
@@ -238,16 +251,14 @@ def _siblings(loc, name: str, folds_hash: str, data: str) -> dict[str, dict]:
 
 
 def _cell(ms: dict) -> str:
-    if not ms["n"]:
-        return "n/a"
-    return f"{ms['mean']:.3f} ± {ms['std']:.3f}" if ms["n"] > 1 else f"{ms['mean']:.3f}"
+    return cell((ms["mean"], ms["std"], ms["n"]))
 
 
 def markdown(s: dict, name: str, others: dict | None = None) -> str:
     k = len(s["folds"])
     cols = list(COLUMNS)
     lines = [f"# Cross-validation {name}: {k} subject-grouped folds of {s['data']}", "",
-             f"Initialised from {init_label(s['init'], s['backbone'])}; {s['epochs']} epochs per "
+             f"Initialised from {init_label(s['init'], s['backbone'], s.get('pretrained_file'))}; {s['epochs']} epochs per "
              f"fold; class imbalance: PSPI cross-entropy weights `{s['class_weights']}` from "
              "each fold's training subjects. F1 thresholds calibrated on each fold's training "
              "subjects; MAE and Pearson r of the expected PSPI.", "",
@@ -270,7 +281,7 @@ def markdown(s: dict, name: str, others: dict | None = None) -> str:
               for m, src, auc, f1 in PAPER_TABLE3]
     rows = {name: s, **(others or {})}
     for n, o in sorted(rows.items(), key=lambda kv: kv[0] != name):
-        lines.append(f"| ours: {n} | {init_label(o['init'], o['backbone'])} | "
+        lines.append(f"| ours: {n} | {init_label(o['init'], o['backbone'], o.get('pretrained_file'))} | "
                      f"{_cell(o['mean_std']['auroc_pspi_ge3'])} | "
                      f"{_cell(o['mean_std']['f1_pspi_ge3'])} |")
     lines += ["", "CNN-LSTM [32] reports 0.93 AUROC on splits that were not 5-fold CV; it is "

@@ -108,7 +108,7 @@ def encoder_train_func(config: dict) -> None:
             sched.step()
             for k, v in {"train_loss": float(loss.detach()), **parts}.items():
                 sums.setdefault(k, []).append(v)
-        metrics = {"epoch": epoch, "epochs_done": epoch + 1,
+        metrics = {"epoch": epoch + 1, "epochs_done": epoch + 1,  # numbered from 1
                    **{k: float(np.mean(v)) for k, v in sums.items()},
                    **_validate(model, val_shard, device, rank, world)}
         history.append(metrics)

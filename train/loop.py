@@ -180,8 +180,9 @@ def train_func(config: dict) -> None:
         if hook is not None:
             hook(epoch, rank, world)
         steps.set_frozen(w, epoch < cfg.freeze_backbone_epochs)
-        metrics = {"epoch": epoch, "epochs_done": epoch + 1,  # ASHA's clock
-                   "started_at_epoch": start,  # > 0 once resumed
+        # epochs are numbered from 1 for people; epochs_done (the same number) is ASHA's clock
+        metrics = {"epoch": epoch + 1, "epochs_done": epoch + 1,
+                   "started_at_epoch": start + 1,  # > 1 once resumed
                    "backbone_frozen": bool(w.frozen),
                    **steps.run_epoch(w, epoch_batches(train_shard, cfg, config["seed"], epoch,
                                                       rank, w.device))}

@@ -192,6 +192,14 @@ def mean_std(values) -> tuple[float, float, int]:
     return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else float("nan"), len(v)
 
 
+def cell(ms) -> str:
+    """A (mean, std, n) triple as a table cell: one value says so instead of "± nan"."""
+    mean, std, n = ms
+    if n == 0:
+        return "n/a"
+    return f"{mean:.3f} ± {std:.3f}" if n > 1 else f"{mean:.3f} (n = 1)"
+
+
 def paired(a, b) -> dict:
     """b - a over the seeds both have: mean difference, its std (ddof=1) and a paired t-test
     (scipy); p is NaN with fewer than 2 pairs or no spread."""

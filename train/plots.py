@@ -50,8 +50,11 @@ def curves_png(history: list[dict], path: Path) -> None:
         ax[1].plot(ep, [h.get(k, np.nan) for h in history], marker="o", label=k[4:])
     ax[1].set_title("validation")
     ax[1].legend(frameon=False, loc="lower right")
+    from matplotlib.ticker import MaxNLocator
+
     for a in ax:
         a.set_xlabel("epoch")
+        a.xaxis.set_major_locator(MaxNLocator(integer=True))  # whole epochs, counted from 1
         a.spines[["top", "right"]].set_visible(False)
     fig.tight_layout()
     fig.savefig(path)

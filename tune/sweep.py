@@ -14,12 +14,13 @@ from __future__ import annotations
 import copy
 import io
 import logging
+import warnings
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from pipelines import guard, storage
-from train.metrics import mean_std
+from train.metrics import cell, mean_std
 from train.run import fetch_checkpoint, train
 
 if TYPE_CHECKING:
@@ -29,6 +30,7 @@ log = logging.getLogger(__name__)
 METRIC = "val_macro_auroc"
 REPORT = ("val_macro_auroc", "val_acc", "val_acc_pm1", "val_mae")  # at the best epoch
 FINAL_COLUMNS = ("macro_auroc", "acc", "acc_pm1", "acc_pm2", "mae_argmax")
+MIN_IMPORTANCE_TRIALS = 10  # fewer, and the importance plot says it is indicative only
 
 
 class SweepExists(ValueError):
@@ -52,16 +54,23 @@ def asha_grace(cfg: "Pain3DConfig") -> int:
     return min(t.epochs, max(cfg.tune.grace_epochs, t.freeze_backbone_epochs + 1))
 
 
+def swept(cfg: "Pain3DConfig") -> list[str]:
+    """The swept weights in one fixed (sorted) order: a resumed sweep reads its config back
+    from sweep.json with sorted keys, so the config's own order would change its columns."""
+    return sorted(cfg.tune.space)
+
+
 def search_space(cfg: "Pain3DConfig") -> dict:
     from ray import tune
 
     make = {"loguniform": tune.loguniform, "uniform": tune.uniform}
-    return {k: make[r.dist](r.low, r.high) for k, r in cfg.tune.space.items()}
+    space = cfg.tune.space
+    return {k: make[space[k].dist](space[k].low, space[k].high) for k in swept(cfg)}
 
 
 def config_weights(cfg: "Pain3DConfig") -> dict[str, float]:
     """The config's own values of the swept weights (the paper's, by default)."""
-    return {k: float(getattr(cfg.train.weights, k)) for k in cfg.tune.space}
+    return {k: float(getattr(cfg.train.weights, k)) for k in swept(cfg)}
 
 
 def with_weights(cfg: "Pain3DConfig", weights: dict) -> "Pain3DConfig":
@@ -91,15 +100,20 @@ def _trainable(cfg, data, teacher, trials):
 
 
 def sweep(cfg: "Pain3DConfig", data: str, teacher: str, name: str = "sweep",
-          resume: bool = False, progress=print) -> dict:
+          resume: bool = False, progress=print, verbose: bool = False) -> dict:
     """Run (or, with ``resume``, restore) the sweep, then write its outputs. Returns the
-    summary: the sweep folder, the best weights and the final comparison."""
+    summary: the sweep folder, the best weights and the final comparison. Progress shows as
+    bars over trials and epochs; Tune's tables and Optuna's warnings only when ``verbose``."""
     import optuna
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.optuna import OptunaSearch
 
+    from train.tune_progress import RunBars
+
+    if not verbose:  # OptunaSearch and Optuna's plots are "experimental": a warning each call
+        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     tc = cfg.tune
     guard.check_name("sweep", name)
     if not tc.space:
@@ -139,7 +153,8 @@ def sweep(cfg: "Pain3DConfig", data: str, teacher: str, name: str = "sweep",
                                         grace_period=asha_grace(cfg),
                                         reduction_factor=tc.reduction_factor)),
             run_config=tune.RunConfig(name="tune", storage_path=f"{tune_root.rstrip('/')}/{name}",
-                                      storage_filesystem=_fs(loc)))
+                                      storage_filesystem=_fs(loc), verbose=int(verbose),
+                                      callbacks=[RunBars(tc.samples, cfg.train.epochs)]))
     grid = tuner.fit()
     rows = result_rows(grid, cfg)
     finished = sum(r["status"] in ("completed", "stopped early (ASHA)") for r in rows)
@@ -152,7 +167,7 @@ def sweep(cfg: "Pain3DConfig", data: str, teacher: str, name: str = "sweep",
         raise RuntimeError(f"every trial of sweep {name!r} failed; see the trial errors in "
                            f"{folder}/tune")
     best = max((r for r in rows if r["status"] != "error"), key=lambda r: r[METRIC])
-    best_weights = {k: best[k] for k in cfg.tune.space}
+    best_weights = {k: best[k] for k in swept(cfg)}
     write_tables(loc, name, rows, cfg)
     write_best_yaml(loc, name, with_weights(cfg, best_weights))
     write_plots(loc, name, rows, cfg)
@@ -179,7 +194,7 @@ def result_rows(grid, cfg: "Pain3DConfig") -> list[dict]:
         df = r.metrics_dataframe
         row = {"trial": trial.trial_id}
         params = r.config or trial.config  # a trial that never started has no Result config
-        row.update({k: float(params[k]) for k in cfg.tune.space})
+        row.update({k: float(params[k]) for k in swept(cfg)})
         row["paper_weights"] = all(np.isclose(row[k], v) for k, v in paper.items())
         state = trial.status
         reported = df is not None and METRIC in getattr(df, "columns", ())
@@ -202,11 +217,13 @@ def result_rows(grid, cfg: "Pain3DConfig") -> list[dict]:
 def write_tables(loc, name: str, rows: list[dict], cfg: "Pain3DConfig") -> None:
     import pandas as pd
 
-    df = pd.DataFrame(rows).sort_values(METRIC, ascending=False, na_position="last")
+    keys = swept(cfg)
+    columns = ["trial", *keys, "paper_weights", *REPORT, "epochs", "status"]
+    df = pd.DataFrame(rows, columns=columns).sort_values(METRIC, ascending=False,
+                                                         na_position="last", kind="stable")
     buf = io.StringIO()
     df.to_csv(buf, index=False)
     storage.write_bytes(loc, f"{name}/results.csv", buf.getvalue().encode())
-    keys = list(cfg.tune.space)
     head = ["rank", "trial", *keys, "val macro AUROC", "val acc", "val +-1", "epochs", "status"]
     lines = [f"# Sweep {name}: leaderboard (validation split, best epoch of each trial)", "",
              "| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
@@ -236,8 +253,9 @@ def study_from_rows(rows: list[dict], cfg: "Pain3DConfig"):
     import optuna
     from optuna.distributions import FloatDistribution
 
-    dists = {k: FloatDistribution(r.low, r.high, log=r.dist == "loguniform")
-             for k, r in cfg.tune.space.items()}
+    space = cfg.tune.space
+    dists = {k: FloatDistribution(space[k].low, space[k].high, log=space[k].dist == "loguniform")
+             for k in swept(cfg)}
     study = optuna.create_study(direction="maximize")
     for r in rows:
         if np.isfinite(r[METRIC]):
@@ -256,6 +274,7 @@ def write_plots(loc, name: str, rows: list[dict], cfg: "Pain3DConfig") -> None:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = study_from_rows(rows, cfg)
+    n = len(study.trials)
     plots = {"history.png": optuna.visualization.matplotlib.plot_optimization_history,
              "importance.png": optuna.visualization.matplotlib.plot_param_importances}
     for fname, plot in plots.items():
@@ -265,6 +284,9 @@ def write_plots(loc, name: str, rows: list[dict], cfg: "Pain3DConfig") -> None:
             if fname == "history.png":  # say what the objective is
                 ax.set_ylabel("validation macro AUROC (best epoch)")
                 ax.set_title(f"Sweep {name}: optimisation history")
+            elif n < MIN_IMPORTANCE_TRIALS:  # a ranking from a handful of trials is noise
+                ax.set_title(f"Sweep {name}: parameter importance — INDICATIVE ONLY: {n} "
+                             f"trial(s), fewer than {MIN_IMPORTANCE_TRIALS}", color="#b00020")
         except (ValueError, RuntimeError) as e:  # e.g. too few finished trials for importances
             fig, ax = plt.subplots(figsize=(6, 3))
             ax.axis("off")
@@ -311,14 +333,14 @@ def final_comparison(cfg: "Pain3DConfig", data: str, teacher: str, name: str,
              for label, ms in runs.items()}  # (mean, sample std with ddof=1, n)
     summary = {"seeds": cfg.tune.final_seeds, "weights": variants, "rows": table, "runs": runs}
     storage.write_json(loc, f"{name}/final.json", summary)
-    lines = [f"# Best vs paper loss weights (test split, mean +- std over "
+    keys = swept(cfg)
+    lines = [f"# Best vs paper loss weights (test split, mean ± std over "
              f"{cfg.tune.final_seeds} seed(s), {cfg.train.epochs} epochs each)", "",
-             "| weights | " + " | ".join(FINAL_COLUMNS) + " | " + " | ".join(cfg.tune.space) + " |",
-             "|---" * (1 + len(FINAL_COLUMNS) + len(cfg.tune.space)) + "|"]
+             "| weights | " + " | ".join(FINAL_COLUMNS) + " | " + " | ".join(keys) + " |",
+             "|---" * (1 + len(FINAL_COLUMNS) + len(keys)) + "|"]
     for label, row in table.items():
-        lines.append(f"| {label} | " + " | ".join(f"{row[c][0]:.3f} +- {row[c][1]:.3f}"
-                                                  for c in FINAL_COLUMNS) + " | "
-                     + " | ".join(f"{variants[label][k]:.3g}" for k in cfg.tune.space) + " |")
+        lines.append(f"| {label} | " + " | ".join(cell(row[c]) for c in FINAL_COLUMNS) + " | "
+                     + " | ".join(f"{variants[label][k]:.3g}" for k in keys) + " |")
     storage.write_bytes(loc, f"{name}/final.md", ("\n".join(lines) + "\n").encode())
     return summary
 
