@@ -66,7 +66,7 @@ def test_generate_interrupted_before_any_shard_leaves_nothing(sig, tmp_path):
     p.send_signal(sig)
     text = _finish(p, log)
     assert p.returncode == 130, text[-3000:]
-    _interrupted(text, "re-run the same command to resume")
+    _interrupted(text, "nothing was kept, so run the command again to start over")
     assert not out.exists(), sorted(str(x) for x in out.rglob("*"))
 
 
@@ -101,7 +101,7 @@ def test_train_interrupted_then_resumed_and_quiet(data10, tmp_path):
     p.send_signal(signal.SIGINT)
     text = _finish(p, log)
     assert p.returncode == 130, text[-3000:]
-    _interrupted(text, "re-run the same command with --resume to resume")
+    _interrupted(text, "nothing was kept, so run the command again to start over")
     assert not (runs / "early").exists()
     # after an epoch: kept, and --resume finishes it
     p, log = _start(_train(data10, runs, "t", "train.epochs=3"), tmp_path, "t")

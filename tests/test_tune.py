@@ -69,6 +69,18 @@ def _check_history(folder: Path, row: dict) -> None:
     assert int(row["epochs"]) == 2 if row["status"] == "completed" else int(row["epochs"]) == 1
 
 
+def _assert_quiet(r) -> None:
+    """Without -v: pain3d's own lines on stdout, tqdm's bars on stderr, none of Tune's tables
+    (its experiment box prints even at verbose=0 under the new output engine) nor Optuna's."""
+    for noise in ("Configuration for experiment", "View detailed results", "tensorboard",
+                  "Trial status", "ExperimentalWarning", "A new study created"):
+        assert noise not in r.stdout + r.stderr, noise
+    assert all(line.startswith(("best trial", "final ", "sweep "))
+               for line in r.stdout.splitlines()), r.stdout
+    bars = [x for x in r.stderr.replace("\r", "\n").splitlines() if x.strip()]
+    assert all("|" in x and "/" in x for x in bars), r.stderr[-3000:]
+
+
 @pytest.mark.slow
 def test_three_trial_sweep_writes_every_output(data10, teacher, head, tmp_path):
     # with the authors' options on (issue 14): they travel into every trial and final run
@@ -77,6 +89,7 @@ def test_three_trial_sweep_writes_every_output(data10, teacher, head, tmp_path):
     r = subprocess.run(_cmd(data10, teacher, tmp_path, "s", "tune.final_seeds=1", *options),
                        cwd=REPO, env=_env(head), capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
+    _assert_quiet(r)
     folder = tmp_path / "s"
     rows = _rows(folder)
     assert len(rows) == 3 and len({x["trial"] for x in rows}) == 3

@@ -146,7 +146,7 @@ def _train_folds(cfg, data, init, name, folds, todo, progress, verbose) -> None:
     import ray
     from ray import tune
 
-    from train.tune_progress import RunBars
+    from train.tune_progress import RunBars, quiet
 
     at_once = concurrency(cfg, ray.cluster_resources())
     progress(f"training folds {todo} ({at_once} at a time)")
@@ -162,7 +162,8 @@ def _train_folds(cfg, data, init, name, folds, todo, progress, verbose) -> None:
                                   callbacks=[RunBars(len(todo), cfg.train.epochs, "fold")],
                                   storage_path=f"{root.rstrip('/')}/{name}/tune",
                                   storage_filesystem=loc.fs if loc.is_s3 else None))
-    grid = tuner.fit()
+    with quiet(verbose):
+        grid = tuner.fit()
     errors = [r.error for r in grid if r.error]
     if errors:
         raise RuntimeError(f"{len(errors)} fold(s) failed; the first: "

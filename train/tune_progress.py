@@ -3,7 +3,10 @@ tqdm bars on the driver: runs finished, and epochs trained over all of them. Wit
 own status tables stay off (``verbose=0``) unless ``-v``, like ``train``'s single bar."""
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
+import warnings
 
 from ray.tune import Callback
 
@@ -62,3 +65,28 @@ class RunBars(Callback):
         for bar in self._bars or ():
             bar.close()
         self._bars = None
+
+
+@contextlib.contextmanager
+def quiet(verbose: bool):
+    """Tune and Optuna as quiet as ``train``: Tune's new output engine prints its experiment
+    box and "View detailed results" even at ``verbose=0``, so without ``-v`` its legacy
+    reporter (silent at 0) runs instead, and Optuna logs warnings only."""
+    if verbose:
+        yield
+        return
+    import optuna
+
+    before, level = os.environ.get("RAY_AIR_NEW_OUTPUT"), optuna.logging.get_verbosity()
+    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        with warnings.catch_warnings():  # OptunaSearch is "experimental": a warning each call
+            warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+            yield
+    finally:
+        optuna.logging.set_verbosity(level)
+        if before is None:
+            os.environ.pop("RAY_AIR_NEW_OUTPUT", None)
+        else:
+            os.environ["RAY_AIR_NEW_OUTPUT"] = before

@@ -14,7 +14,6 @@ from __future__ import annotations
 import copy
 import io
 import logging
-import warnings
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -104,6 +103,13 @@ def sweep(cfg: "Pain3DConfig", data: str, teacher: str, name: str = "sweep",
     """Run (or, with ``resume``, restore) the sweep, then write its outputs. Returns the
     summary: the sweep folder, the best weights and the final comparison. Progress shows as
     bars over trials and epochs; Tune's tables and Optuna's warnings only when ``verbose``."""
+    from train.tune_progress import quiet
+
+    with quiet(verbose):
+        return _sweep(cfg, data, teacher, name, resume, progress, verbose)
+
+
+def _sweep(cfg, data, teacher, name, resume, progress, verbose) -> dict:
     import optuna
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
@@ -112,8 +118,6 @@ def sweep(cfg: "Pain3DConfig", data: str, teacher: str, name: str = "sweep",
 
     from train.tune_progress import RunBars
 
-    if not verbose:  # OptunaSearch and Optuna's plots are "experimental": a warning each call
-        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     tc = cfg.tune
     guard.check_name("sweep", name)
     if not tc.space:
