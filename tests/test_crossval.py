@@ -124,6 +124,10 @@ def test_crossval_on_a_unbc_layout_import(data10, ray_local, tmp_path, capsys):
                "train.eval.neutral_shots=2"]
     assert main(["crossval", "--data", str(data), "--folds", "3", "--name", "scratch"]
                 + tiny + options) == 0
+    printed = capsys.readouterr()  # quiet without -v: no Tune tables, bars on stderr
+    for noise in ("Configuration for experiment", "View detailed results", "Trial status"):
+        assert noise not in printed.out + printed.err, noise
+    assert "folds:" in printed.err and "epochs:" in printed.err
     cv = runs / "scratch"
     s = json.loads((cv / "crossval.json").read_text())
     subjects = [s for f in s["folds"] for s in f]

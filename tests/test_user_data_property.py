@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from cluster.cli import main
@@ -80,30 +80,41 @@ def world(data10, tmp_path_factory):
     return {"data": data, "rel": rel, "ck": _bare_checkpoint(base / "ck")}
 
 
-def _outputs(w, out: Path) -> dict[str, list]:
-    """Each command that writes, with ``out`` as where it writes."""
-    return {
-        "generate": ["generate", "--out", out, *tiny_args(1, 32, 64)],
-        "import 3dpain": ["import", "3dpain", w["rel"], "--out", out],
-        "export": ["export", w["data"], out],
-        "report": ["report", w["data"], "--out", out],
-        "evaluate": ["evaluate", "--checkpoint", w["ck"], "--data", w["data"], "--split", "all",
-                     "--mode", "teacher", "--out", out],
-        "preview": ["preview", "--identities", "1", "--out", out],
-    }
+# each command that writes, with ``out`` as where it writes (w: the world's inputs)
+OUTPUTS = {
+    "generate": lambda w, out: ["generate", "--out", out, *tiny_args(1, 32, 64)],
+    "import 3dpain": lambda w, out: ["import", "3dpain", w["rel"], "--out", out],
+    "export": lambda w, out: ["export", w["data"], out],
+    "report": lambda w, out: ["report", w["data"], "--out", out],
+    "evaluate": lambda w, out: ["evaluate", "--checkpoint", w["ck"], "--data", w["data"],
+                                "--split", "all", "--mode", "teacher", "--out", out],
+    "preview": lambda w, out: ["preview", "--identities", "1", "--out", out],
+}
+# each command that reads a dataset, with ``data`` (the user's tree) as that dataset
+INPUTS = {
+    "export": lambda w, data, other: ["export", data, other],
+    "report": lambda w, data, other: ["report", data, "--out", other],
+    "evaluate": lambda w, data, other: ["evaluate", "--checkpoint", w["ck"], "--data", data,
+                                        "--split", "all", "--mode", "teacher", "--out", other],
+    "import 3dpain": lambda w, data, other: ["import", "3dpain", data, "--out", other],
+    "train": lambda w, data, other: ["train", "teacher", "--data", data,
+                                     f"train.storage={other}", "train.epochs=1"],
+}
+# the issue's repros, always run besides Hypothesis' draws: a forged "owns the root" marker
+# over a user's file (D1), a user's import/ and manifest.json (D2, D3), a foreign run.json
+# over a user's frames/ (D4), a user's metrics.md (D5)
+REPROS = [
+    {".pain3d-output.json": FORGED[0], "mine.txt": b"x"},
+    {"import/subjects.csv": b"a", "manifest.json": b"{}"},
+    {"run.json": b'{"experiment":7}', "frames/my_labels.csv": b"a"},
+    {"metrics.md": b"# my metrics"},
+]
 
 
-def _inputs(w, data: Path, elsewhere: Path) -> dict[str, list]:
-    """Each command that reads a dataset, with ``data`` (the user's tree) as that dataset."""
-    return {
-        "export": ["export", data, elsewhere],
-        "report": ["report", data, "--out", elsewhere],
-        "evaluate": ["evaluate", "--checkpoint", w["ck"], "--data", data, "--split", "all",
-                     "--mode", "teacher", "--out", elsewhere],
-        "import 3dpain": ["import", "3dpain", data, "--out", elsewhere],
-        "train": ["train", "teacher", "--data", data, f"train.storage={elsewhere}",
-                  "train.epochs=1"],
-    }
+def _with_repros(test):
+    for tree in reversed(REPROS):
+        test = example(tree=tree)(test)
+    return test
 
 
 PROPERTY = settings(max_examples=4, deadline=None, derandomize=True, database=None,
@@ -111,29 +122,31 @@ PROPERTY = settings(max_examples=4, deadline=None, derandomize=True, database=No
                                            HealthCheck.too_slow])
 
 
-@pytest.mark.parametrize("command", list(_outputs({"rel": 0, "data": 0, "ck": 0}, Path())))
+@pytest.mark.parametrize("command", list(OUTPUTS))
 @PROPERTY
 @given(tree=TARGET)
+@_with_repros
 def test_out_at_a_users_tree_keeps_every_user_file(world, command, tree, capsys):
     root = Path(tempfile.mkdtemp(prefix="user-"))
     try:
         target = root / ("out.png" if command == "preview" and tree is None else "out")
         _write_tree(root, target, tree)
-        _check(_outputs(world, target)[command], root, target, capsys)
+        _check(OUTPUTS[command](world, target), root, target, capsys)
     finally:
         shutil.rmtree(root)
 
 
-@pytest.mark.parametrize("command", list(_inputs({"ck": 0}, Path(), Path())))
+@pytest.mark.parametrize("command", list(INPUTS))
 @PROPERTY
 @given(tree=TARGET)
+@_with_repros
 def test_data_at_a_users_tree_keeps_every_user_file(world, command, tree, capsys):
     root = Path(tempfile.mkdtemp(prefix="user-"))
     try:
         data = root / "out"
         _write_tree(root, data, tree)
         # a random tree is never a dataset: the command must refuse it, in one line
-        _check(_inputs(world, data, root / "elsewhere")[command], root, data, capsys,
+        _check(INPUTS[command](world, data, root / "elsewhere"), root, data, capsys,
                may_succeed=False)
     finally:
         shutil.rmtree(root)
