@@ -155,6 +155,8 @@ def test_train_rig_on_two_ddp_workers_and_evaluate(data10, ray_local, tmp_path):
                       layers=["rig"])
     res, report = train_rig(cfg, data10, "rig", show_progress=False)
     assert [h["epochs_done"] for h in res.history] == [1, 2]
+    assert [h["epoch"] for h in res.history] == [1, 2]  # rounds, numbered from 1
+    assert [h["iterations"] for h in res.history] == [30, 60]
     assert all(h["replicas_in_sync"] for h in res.history)  # both replicas stepped alike
     run = tmp_path / "rig"
     saved = json.loads((run / "rig_eval.json").read_text())

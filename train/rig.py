@@ -180,7 +180,8 @@ def rig_train_func(config: dict) -> None:
     for r in range(start, rounds):
         sums = train_round(net, opts, spec, rc, x_all[mine], config["train_aus"][mine], rng,
                            gen, world)
-        metrics = {"epoch": r + 1, "epochs_done": r + 1,  # numbered from 1 "iterations": (r + 1) * rc.eval_every,
+        metrics = {"epoch": r + 1, "epochs_done": r + 1,  # numbered from 1
+                   "iterations": (r + 1) * rc.eval_every,
                    "train_loss": sums["loss_g"], **sums, "replicas_in_sync": _in_sync(net, world),
                    **validate(net, spec, config["val"])}
         history.append(metrics)
