@@ -259,11 +259,12 @@ def guarded_delete(loc: storage.Location, rel: str | list, inputs: tuple[str, ..
 
 
 def check_output_folder(out: str, inputs: list[str], overwrite: bool, kind: str,
-                        inside_ok: bool = False) -> None:
+                        inside_ok: bool = False, any_kind: bool = False) -> None:
     """A folder pain3d writes whole (an export, a report, an evaluation): not inside an input
     (unless ``inside_ok``: a report beside the dataset's frames) nor holding one, and replaced
     only with ``overwrite`` and only when it is a sealed folder of ``kind`` holding nothing
-    else."""
+    else. ``any_kind``: a command whose ``overwrite`` is the user's own --overwrite may
+    replace a sealed folder of another kind too, still only when it holds pain3d's files."""
     for inp in inputs:
         if contains(out, inp) or (contains(inp, out) and not inside_ok):
             raise UnsafeDelete(f"output {out} {'holds' if contains(out, inp) else 'is inside'} "
@@ -275,16 +276,17 @@ def check_output_folder(out: str, inputs: list[str], overwrite: bool, kind: str,
         if marker(storage.resolve(out)) is None:
             raise UnsafeDelete(f"{out} exists and has no pain3d marker ({MARKER}), so it is "
                                f"not a pain3d {kind} folder; choose another folder")
-        check_delete(storage.resolve(out), "", inputs, kind)
+        check_delete(storage.resolve(out), "", inputs, None if any_kind else kind)
         if not overwrite:
             raise FileExistsError(f"{out} exists; pass --overwrite or choose another folder")
 
 
 @contextlib.contextmanager
-def whole_folder(out: str, kind: str, inputs: list[str]):
+def whole_folder(out: str, kind: str, inputs: list[str], any_kind: bool = False):
     """Yields a temporary folder beside ``out`` to write a folder of ``kind`` into; on success
     it is sealed and renamed into place (an earlier ``out`` replaced only after
-    :func:`check_delete`), on any failure removed: ``out`` appears whole or not at all."""
+    :func:`check_delete`, of ``kind`` unless ``any_kind``), on any failure removed: ``out``
+    appears whole or not at all."""
     dest = Path(out)
     tmp = dest.with_name(f".{dest.name}.tmp-{uuid.uuid4().hex[:8]}")
     try:
@@ -293,7 +295,7 @@ def whole_folder(out: str, kind: str, inputs: list[str]):
         yield tmp
         seal(tmp, kind)
         if os.path.lexists(dest):
-            guarded_delete(storage.resolve(out), "", inputs, kind=kind)
+            guarded_delete(storage.resolve(out), "", inputs, kind=None if any_kind else kind)
         tmp.rename(dest)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)  # this call's own temporary folder

@@ -57,12 +57,13 @@ def _yaws(src: storage.Location) -> dict[tuple[int, int], dict[str, float]]:
 def export_3dpain(dataset: str, out: str, overwrite: bool = False, progress=None) -> dict:
     src = storage.resolve(dataset)
     dest = Path(out)
-    guard.check_output_folder(out, [dataset], overwrite, kind="export")
+    # --overwrite is the user's word: any sealed pain3d folder holding only its own files
+    guard.check_output_folder(out, [dataset], overwrite, kind="export", any_kind=True)
     if src.fs.get_file_info(src.join("frames")).type == pafs.FileType.NotFound:
         raise FileNotFoundError(f"{dataset} has no frames/ folder; is it a pain3d dataset?")
     counts = {"images": 0, "heatmaps": 0, "annotations": 0, "meshes": 0}
     yaws = _yaws(src)
-    with guard.whole_folder(out, "export", [dataset]) as tmp:
+    with guard.whole_folder(out, "export", [dataset], any_kind=True) as tmp:
         for sub in ("images", "heatmaps", "annotations", "textured_meshes"):
             (tmp / sub).mkdir(parents=True)
         for batch in frames_dataset(src).to_batches(batch_size=99):

@@ -33,3 +33,20 @@ def assert_kept(before: dict[str, str], root: Path, made_by_pain3d=()) -> None:
     new = [k for k in after if k not in before
            and not any(k == m or k.startswith(m.rstrip("/") + "/") for m in made_by_pain3d)]
     assert not new, f"unexpected new files: {new}"
+
+
+def run_cli(argv, capsys):
+    """``pain3d argv`` in-process: its exit code, its stderr and the ``pain3d: error:`` lines."""
+    from cluster.cli import main
+
+    rc = main([str(a) for a in argv])
+    err = capsys.readouterr().err
+    return rc, err, [x for x in err.splitlines() if x.startswith("pain3d: error:")]
+
+
+def one_error_line(rc, err, lines, *needles):
+    """Exit 2 with one error line holding each needle, and no traceback."""
+    assert rc == 2, err[-2000:]
+    assert len(lines) == 1 and "Traceback" not in err, err[-2000:]
+    for n in needles:
+        assert n in lines[0], lines[0]

@@ -9,22 +9,10 @@ import pytest
 
 from cluster.cli import main
 from tests.conftest import TINY_TRAIN, tiny_args
-from tests.sandbox import assert_kept, make_user_files, snapshot
+from tests.sandbox import (assert_kept, make_user_files, one_error_line as _one_line,
+                           run_cli as _run, snapshot)
 
 DATA10_ARGS = tiny_args(10, 48, 128)  # as conftest's data10 was made
-
-
-def _run(argv, capsys):
-    rc = main([str(a) for a in argv])
-    err = capsys.readouterr().err
-    return rc, err, [x for x in err.splitlines() if x.startswith("pain3d: error:")]
-
-
-def _one_line(rc, err, lines, *needles):
-    assert rc == 2, err[-2000:]
-    assert len(lines) == 1 and "Traceback" not in err, err[-2000:]
-    for n in needles:
-        assert n in lines[0], lines[0]
 
 
 @pytest.fixture

@@ -15,23 +15,11 @@ import pytest
 
 from cluster.cli import main
 from pipelines import guard
-from tests.sandbox import assert_kept, snapshot
+from tests.sandbox import assert_kept, one_error_line as _one_line, run_cli as _run
+from tests.sandbox import snapshot
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _run(argv, capsys):
-    rc = main([str(a) for a in argv])
-    err = capsys.readouterr().err
-    return rc, err, [x for x in err.splitlines() if x.startswith("pain3d: error:")]
-
-
-def _one_line(rc, err, lines, *needles):
-    assert rc == 2, err[-2000:]
-    assert len(lines) == 1 and "Traceback" not in err, err[-2000:]
-    for n in needles:
-        assert n in lines[0], lines[0]
 
 
 @pytest.fixture(scope="module")
@@ -95,6 +83,26 @@ def test_d1_an_export_with_a_users_file_is_not_replaced(rel, d3, tmp_path, capsy
     rc, err, lines = _run(["export", d3, exp, "--overwrite"], capsys)
     _one_line(rc, err, lines, "README_release.txt was added after pain3d wrote")
     assert snapshot(exp) == before
+
+
+def test_d1_export_overwrite_replaces_another_kind_only_when_all_pain3d(d3, tmp_path, capsys):
+    """The user's --overwrite lets export replace a report (another kind) that holds only
+    what pain3d wrote; without it, or with a user's file inside, it refuses."""
+    rep = tmp_path / "rep"
+    assert _run(["report", d3, "--out", rep], capsys)[0] == 0
+    before = snapshot(tmp_path)
+    rc, err, lines = _run(["export", d3, rep], capsys)
+    _one_line(rc, err, lines, "exists; pass --overwrite")
+    assert_kept(before, tmp_path)
+    (rep / "notes.md").write_text("mine")
+    before = snapshot(tmp_path)
+    rc, err, lines = _run(["export", d3, rep, "--overwrite"], capsys)
+    _one_line(rc, err, lines, "notes.md was added after pain3d wrote")
+    assert_kept(before, tmp_path)
+    (rep / "notes.md").unlink()
+    assert _run(["export", d3, rep, "--overwrite"], capsys)[0] == 0
+    assert json.loads((rep / guard.MARKER).read_text())["kind"] == "export"
+    assert (rep / "images").is_dir() and not (rep / "index.html").exists()
 
 
 def _bad_release(rel: Path, where: Path) -> tuple[Path, Path]:

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from cluster.cli import main
 from tests.conftest import tiny_args
-from tests.sandbox import assert_kept, snapshot
+from tests.sandbox import assert_kept, one_error_line, run_cli, snapshot
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 
@@ -56,14 +56,12 @@ def _write_tree(root: Path, target: Path, tree) -> None:
 
 def _check(argv, root: Path, target: Path, capsys, may_succeed: bool = True) -> None:
     before = snapshot(root)
-    rc = main([str(a) for a in argv])
-    err = capsys.readouterr().err
+    rc, err, lines = run_cli(argv, capsys)
     if rc == 0:
         assert may_succeed, f"{argv} succeeded on a user's tree"
         assert_kept(before, root, made_by_pain3d=[str(target.relative_to(root))])
     else:
-        lines = [x for x in err.splitlines() if x.startswith("pain3d: error:")]
-        assert rc == 2 and len(lines) == 1 and "Traceback" not in err, (argv, err[-2000:])
+        one_error_line(rc, err, lines)
         assert_kept(before, root)
 
 
@@ -122,18 +120,24 @@ PROPERTY = settings(max_examples=4, deadline=None, derandomize=True, database=No
                                            HealthCheck.too_slow])
 
 
+def _in_a_users_world(tree, name: str, argv_for, capsys, may_succeed: bool = True) -> None:
+    """Build the user's world with ``tree`` at ``name``, run the command, check, clean up."""
+    root = Path(tempfile.mkdtemp(prefix="user-"))
+    try:
+        target = root / name
+        _write_tree(root, target, tree)
+        _check(argv_for(root, target), root, target, capsys, may_succeed)
+    finally:
+        shutil.rmtree(root)
+
+
 @pytest.mark.parametrize("command", list(OUTPUTS))
 @PROPERTY
 @given(tree=TARGET)
 @_with_repros
 def test_out_at_a_users_tree_keeps_every_user_file(world, command, tree, capsys):
-    root = Path(tempfile.mkdtemp(prefix="user-"))
-    try:
-        target = root / ("out.png" if command == "preview" and tree is None else "out")
-        _write_tree(root, target, tree)
-        _check(OUTPUTS[command](world, target), root, target, capsys)
-    finally:
-        shutil.rmtree(root)
+    name = "out.png" if command == "preview" and tree is None else "out"
+    _in_a_users_world(tree, name, lambda root, out: OUTPUTS[command](world, out), capsys)
 
 
 @pytest.mark.parametrize("command", list(INPUTS))
@@ -141,15 +145,10 @@ def test_out_at_a_users_tree_keeps_every_user_file(world, command, tree, capsys)
 @given(tree=TARGET)
 @_with_repros
 def test_data_at_a_users_tree_keeps_every_user_file(world, command, tree, capsys):
-    root = Path(tempfile.mkdtemp(prefix="user-"))
-    try:
-        data = root / "out"
-        _write_tree(root, data, tree)
-        # a random tree is never a dataset: the command must refuse it, in one line
-        _check(INPUTS[command](world, data, root / "elsewhere"), root, data, capsys,
-               may_succeed=False)
-    finally:
-        shutil.rmtree(root)
+    # a random tree is never a dataset: the command must refuse it, in one line
+    _in_a_users_world(tree, "out", lambda root, data: INPUTS[command](world, data,
+                                                                      root / "elsewhere"),
+                      capsys, may_succeed=False)
 
 
 def test_the_tree_strategy_draws_pain3d_names_and_forgeries():
