@@ -289,8 +289,10 @@ def write_plots(loc, name: str, rows: list[dict], cfg: "Pain3DConfig") -> None:
                 ax.set_ylabel("validation macro AUROC (best epoch)")
                 ax.set_title(f"Sweep {name}: optimisation history")
             elif n < MIN_IMPORTANCE_TRIALS:  # a ranking from a handful of trials is noise
-                ax.set_title(f"Sweep {name}: parameter importance — INDICATIVE ONLY: {n} "
-                             f"trial(s), fewer than {MIN_IMPORTANCE_TRIALS}", color="#b00020")
+                # loc="left" replaces Optuna's own (left) title instead of printing over it
+                ax.set_title(f"Sweep {name}: parameter importance\nINDICATIVE ONLY: {n} "
+                             f"trial(s), fewer than {MIN_IMPORTANCE_TRIALS}", color="#b00020",
+                             loc="left")
         except (ValueError, RuntimeError) as e:  # e.g. too few finished trials for importances
             fig, ax = plt.subplots(figsize=(6, 3))
             ax.axis("off")
