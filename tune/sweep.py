@@ -275,6 +275,7 @@ def write_plots(loc, name: str, rows: list[dict], cfg: "Pain3DConfig") -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import optuna
+    from matplotlib.ticker import MaxNLocator
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = study_from_rows(rows, cfg)
@@ -288,6 +289,7 @@ def write_plots(loc, name: str, rows: list[dict], cfg: "Pain3DConfig") -> None:
             if fname == "history.png":  # say what the objective is
                 ax.set_ylabel("validation macro AUROC (best epoch)")
                 ax.set_title(f"Sweep {name}: optimisation history")
+                ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # trials are whole
             elif n < MIN_IMPORTANCE_TRIALS:  # a ranking from a handful of trials is noise
                 # loc="left" replaces Optuna's own (left) title instead of printing over it
                 ax.set_title(f"Sweep {name}: parameter importance\nINDICATIVE ONLY: {n} "
