@@ -1,19 +1,20 @@
-"""FLAME from the user's model file, and a linear AU rig in FLAME expression space.
+"""FLAME from the user's model file, and an AU rig in FLAME expression space.
 
-The model file is the ``generic_model.pkl`` of FLAME 2020 or 2023 (register and download it
-from the FLAME website; it cannot be shipped). Both chumpy pickles (2020) and numpy ones
-are read: chumpy objects are unpickled into plain arrays without importing chumpy, which is
+The model file is FLAME 2020's ``generic_model.pkl`` (a chumpy pickle) or FLAME 2023's
+``flame2023.pkl`` (numpy); register and download it from the FLAME website, it cannot be
+shipped. Chumpy objects are unpickled into plain arrays without importing chumpy, which is
 unmaintained. Keys used: v_template (V,3), f (F,3), shapedirs (V,3,S+E), posedirs
-(V,3,36), J_regressor (J,V, dense or scipy sparse), kintree_table (2,J), weights (V,J).
+(V,3,9(J-1)), J_regressor (J,V, dense or scipy sparse), kintree_table (2,J), weights (V,J).
 
-The AU basis file (JSON, format ``pain3d-flame-au-basis``) gives, per AU, the FLAME
-expression coefficients (and optionally a jaw rotation) at full intensity — FACS 5, or
-closure 1 for AU43::
+The AU rig is normally derived from the FLAME file (faces/flame_rig.py). A basis file given
+as ``face.au_basis_path`` (JSON, format ``pain3d-flame-au-basis``) overrides it:
 
-    {"format": "pain3d-flame-au-basis", "version": 1, "n_expression": 100,
-     "aus": {"AU4": {"expression": [100 floats], "jaw": [0, 0, 0]}, "AU43": {...}, ...}}
+- version 1: per AU, the expression coefficients (and optionally a jaw axis-angle) at full
+  intensity (FACS 5; closure 1 for AU43), scaled linearly;
+- version 2 (what the derivation writes): per AU, coefficients at the intensities ``at``,
+  interpolated linearly in between (0 at intensity 0).
 
-An AU at intensity I contributes (I / full) times its entry; AUs add up.
+AUs add up.
 """
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ from faces.geometry import rodrigues
 
 AU_BASIS_FORMAT = "pain3d-flame-au-basis"
 FLAME_HELP = ("FLAME is licensed: register at https://flame.is.tue.mpg.de, download FLAME 2020 "
-              "or 2023 and set face.flame_path to its generic_model.pkl")
+              "(generic_model.pkl) or FLAME 2023 (flame2023.pkl) and set face.flame_path to it")
 
 
 class _ChumpyArray:
@@ -54,6 +55,34 @@ def _as_array(v) -> np.ndarray:
     if hasattr(v, "toarray"):  # scipy sparse (J_regressor)
         return np.asarray(v.toarray())
     return np.asarray(v)
+
+
+def _check_shapes(path, a: dict) -> None:
+    """Every array's shape agrees with the template's: one sentence naming the first that
+    does not (a file of another model, or a damaged one)."""
+    v = a["v_template"]
+    if v.ndim != 2 or v.shape[1] != 3 or len(v) < 4:
+        raise ValueError(f"{path}: v_template has shape {v.shape}, not (vertices, 3); "
+                         f"{FLAME_HELP}")
+    n, j = len(v), a["J_regressor"].shape[0]
+    want = {"f": ("(triangles, 3)", a["f"].ndim == 2 and a["f"].shape[1] == 3),
+            "shapedirs": (f"({n}, 3, components)", a["shapedirs"].ndim == 3
+                          and a["shapedirs"].shape[:2] == (n, 3)),
+            "J_regressor": (f"(joints, {n})", a["J_regressor"].shape[1:] == (n,)),
+            "weights": (f"({n}, {j})", a["weights"].shape == (n, j)),
+            "kintree_table": (f"(2, {j})", a["kintree_table"].shape == (2, j))}
+    if "posedirs" in a:
+        want["posedirs"] = (f"({n}, 3, {9 * (j - 1)})", a["posedirs"].shape == (n, 3, 9 * (j - 1)))
+    for key, (shape, ok) in want.items():
+        if not ok:
+            raise ValueError(f"{path}: {key} has shape {a[key].shape}, not {shape} as the "
+                             f"template's {n} vertices need; {FLAME_HELP}")
+    f = a["f"]
+    if f.size and (f.min() < 0 or f.max() >= n):
+        raise ValueError(f"{path}: f indexes vertex {int(f.max())} but the template has {n}")
+    for key in ("v_template", "shapedirs", "weights"):
+        if not np.all(np.isfinite(np.asarray(a[key], np.float64))):
+            raise ValueError(f"{path}: {key} holds NaN or infinite values; the file is damaged")
 
 
 @dataclass
@@ -89,16 +118,23 @@ class FlameModel:
         try:
             with open(path, "rb") as fh:
                 raw = _FlameUnpickler(fh, encoding="latin1").load()
-        except Exception as e:  # noqa: BLE001
-            raise ValueError(f"{path} is not a readable FLAME pickle ({e}); {FLAME_HELP}") from e
+        except Exception as e:  # noqa: BLE001 - any unpickling failure: not a FLAME file
+            raise ValueError(f"{path} is not a readable FLAME pickle ({type(e).__name__}: "
+                             f"{str(e)[:80]}); {FLAME_HELP}") from None
         if not isinstance(raw, dict):
-            raise ValueError(f"{path} is not a FLAME model (expected a dict of arrays)")
+            raise ValueError(f"{path} is not a FLAME model (it holds a {type(raw).__name__}, "
+                             f"not a dict of arrays); {FLAME_HELP}")
         missing = [k for k in ("v_template", "f", "shapedirs", "J_regressor", "kintree_table",
                                "weights") if k not in raw]
         if missing:
-            raise ValueError(f"{path} is not a FLAME model: missing {missing}")
-        v = _as_array(raw["v_template"]).astype(np.float64)
-        dirs = _as_array(raw["shapedirs"]).astype(np.float64)
+            raise ValueError(f"{path} is not a FLAME model: it has no {', '.join(missing)}; "
+                             f"{FLAME_HELP}")
+        arrays = {k: _as_array(raw[k]) for k in ("v_template", "f", "shapedirs", "J_regressor",
+                                                 "kintree_table", "weights", "posedirs")
+                  if k in raw}
+        _check_shapes(path, arrays)
+        v = arrays["v_template"].astype(np.float64)
+        dirs = arrays["shapedirs"].astype(np.float64)
         total = dirs.shape[2]
         if n_shape is None:
             if total != 400:
@@ -107,16 +143,15 @@ class FlameModel:
             n_shape = 300
         if not 0 < n_shape < total:
             raise ValueError(f"face.flame_n_shape={n_shape} must be between 1 and {total - 1}")
-        kin = _as_array(raw["kintree_table"]).astype(np.int64)
-        parents = kin[0].copy()
+        parents = arrays["kintree_table"].astype(np.int64)[0].copy()
         parents[0] = -1
         posedirs = None
-        if "posedirs" in raw:
-            pd = _as_array(raw["posedirs"]).astype(np.float64)
+        if "posedirs" in arrays:
+            pd = arrays["posedirs"].astype(np.float64)
             posedirs = pd.reshape(-1, pd.shape[-1])
-        return cls(v, _as_array(raw["f"]).astype(np.int64), dirs[:, :, :n_shape],
-                   dirs[:, :, n_shape:], posedirs, _as_array(raw["J_regressor"]).astype(np.float64),
-                   parents, _as_array(raw["weights"]).astype(np.float64))
+        return cls(v, arrays["f"].astype(np.int64), dirs[:, :, :n_shape], dirs[:, :, n_shape:],
+                   posedirs, arrays["J_regressor"].astype(np.float64), parents,
+                   arrays["weights"].astype(np.float64))
 
     def forward(self, shape=None, expression=None, pose=None) -> np.ndarray:
         """Vertices (V, 3) for shape (<= S), expression (<= E) and pose (J x 3 axis-angle:
@@ -152,8 +187,13 @@ class FlameModel:
 
 @dataclass
 class FlameAUBasis:
-    expression: dict[str, np.ndarray]  # AU -> (E,)
-    jaw: dict[str, np.ndarray]  # AU -> (3,)
+    """Per AU: expression coefficients (E,) and jaw axis-angles (3,) at intensities ``at``."""
+
+    at: dict[str, np.ndarray]  # AU -> (L,) increasing intensities
+    expression: dict[str, np.ndarray]  # AU -> (L, E)
+    jaw: dict[str, np.ndarray]  # AU -> (L, 3)
+    source: str = ""
+    anchors: dict[str, np.ndarray] | None = None  # AU-visibility points (derived rigs)
 
     @staticmethod
     def full_intensity(au: str) -> float:
@@ -164,25 +204,38 @@ class FlameAUBasis:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(
-                f"FLAME AU basis file {path} does not exist; write one in the "
-                f"'{AU_BASIS_FORMAT}' JSON format (see faces/flame.py and the README)")
+                f"FLAME AU basis file {path} does not exist; leave face.au_basis_path unset to "
+                "derive the rig from the FLAME file, or point it at a basis file")
         try:
             data = json.loads(path.read_text())
         except (OSError, ValueError) as e:
-            raise ValueError(f"FLAME AU basis {path} is not valid JSON ({e})") from e
-        if data.get("format") != AU_BASIS_FORMAT:
+            raise ValueError(f"FLAME AU basis {path} is not valid JSON ({e})") from None
+        if not isinstance(data, dict) or data.get("format") != AU_BASIS_FORMAT:
             raise ValueError(f"{path}: 'format' must be '{AU_BASIS_FORMAT}'")
-        expr, jaw = {}, {}
-        for au, entry in data.get("aus", {}).items():
+        return cls.from_doc(data, n_expression, str(path))
+
+    @classmethod
+    def from_doc(cls, data: dict, n_expression: int, source: str) -> "FlameAUBasis":
+        at, expr, jaw = {}, {}, {}
+        v2 = data.get("version") == 2
+        for au, entry in (data.get("aus") or {}).items():
             e = np.asarray(entry.get("expression", []), np.float64)
-            if len(e) > n_expression:
-                raise ValueError(f"{path}: {au} has {len(e)} expression coefficients, the FLAME "
-                                 f"model has {n_expression}")
-            expr[au] = np.pad(e, (0, n_expression - len(e)))
-            jaw[au] = np.asarray(entry.get("jaw", [0.0, 0.0, 0.0]), np.float64).reshape(3)
+            e = e if v2 else e[None]
+            if e.ndim != 2 or e.shape[1] > n_expression:
+                raise ValueError(f"{source}: {au} has expression coefficients of shape {e.shape}; "
+                                 f"the FLAME model has {n_expression}")
+            levels = np.asarray(entry["at"] if v2 else [cls.full_intensity(au)], np.float64)
+            j = np.asarray(entry.get("jaw", np.zeros((len(levels), 3)) if v2 else [0, 0, 0]),
+                           np.float64).reshape(len(levels), 3)
+            if len(e) != len(levels) or np.any(np.diff(levels) <= 0) or levels[0] <= 0:
+                raise ValueError(f"{source}: {au} needs one coefficient row per increasing "
+                                 "positive intensity in 'at'")
+            at[au], expr[au], jaw[au] = levels, np.pad(e, ((0, 0), (0, n_expression - e.shape[1]))), j
         if not expr:
-            raise ValueError(f"{path}: no AUs under 'aus'")
-        return cls(expr, jaw)
+            raise ValueError(f"{source}: no AUs under 'aus'")
+        anchors = data.get("anchors")
+        anchors = {g: np.asarray(i, np.int64) for g, i in anchors.items()} if anchors else None
+        return cls(at, expr, jaw, source, anchors)
 
     def params(self, aus: dict[str, float], n_expression: int) -> tuple[np.ndarray, np.ndarray]:
         """(expression coefficients, jaw axis-angle) for an AU configuration."""
@@ -192,8 +245,15 @@ class FlameAUBasis:
                 continue
             if au not in self.expression:
                 raise ValueError(f"the FLAME AU basis has no {au}; it has {sorted(self.expression)}")
-            full = self.full_intensity(au)
-            w = float(np.clip(value, 0.0, full)) / full
-            psi += w * self.expression[au]
-            jaw += w * self.jaw[au]
+            x = float(np.clip(value, 0.0, self.full_intensity(au)))
+            xs = np.r_[0.0, self.at[au]]
+            psi += _interp(x, xs, np.vstack([np.zeros(n_expression), self.expression[au]]))
+            jaw += _interp(x, xs, np.vstack([np.zeros(3), self.jaw[au]]))
         return psi, jaw
+
+
+def _interp(x: float, xs: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Rows interpolated linearly at x (extrapolated linearly past the last level)."""
+    i = int(np.clip(np.searchsorted(xs, x) - 1, 0, len(xs) - 2))
+    t = (x - xs[i]) / (xs[i + 1] - xs[i])
+    return (1 - t) * rows[i] + t * rows[i + 1]

@@ -7,6 +7,7 @@ dataset stores. Pick one by name with :func:`make_face_model`.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,10 +19,11 @@ from faces.geometry import Mesh
 @dataclass
 class FaceConfig:
     model: str = "builtin"  # builtin | flame
-    flame_path: str | None = None  # generic_model.pkl (FLAME 2020/2023)
+    flame_path: str | None = None  # generic_model.pkl (FLAME 2020) or flame2023.pkl
     flame_n_shape: int | None = None  # identity components in shapedirs (None: FLAME's 300)
-    au_basis_path: str | None = None  # JSON AU basis in FLAME expression space
-    flame_uv_path: str | None = None  # FLAME texture space (npz with vt, ft), for UV textures
+    flame_landmarks_path: str | None = None  # mediapipe_landmark_embedding.npz (derives the rig)
+    au_basis_path: str | None = None  # overrides the derived rig (faces/flame.py's format)
+    flame_uv_path: str | None = None  # FLAME_texture.npz: vt, ft (UVs); mean, tex_dir (albedo)
     texture_size: int = 1024
     shape_std: float = 0.8
 
@@ -152,48 +154,48 @@ class BuiltinFaceModel(FaceModel):
 
 
 class FlameFaceModel(FaceModel):
-    """FLAME from the user's file, rigged by a linear AU basis in its expression space.
+    """FLAME from the user's files, rigged by an AU basis in its expression space (derived
+    from the FLAME file and its landmark embedding by faces/flame_rig.py, or given).
 
     No demographic shape prior exists for FLAME's PCA space without data, so identities
-    are sampled from N(0, shape_std^2) on the first 50 components; appearance is a
-    per-vertex skin tone (FLAME's pickle has no UVs).
+    are sampled from N(0, shape_std^2) on the first 50 components. Appearance comes from
+    FLAME's texture space (its mean and directions, tinted to the identity's skin tone) when
+    ``flame_uv_path`` is given, else a per-vertex skin tone.
     """
 
     name = "flame"
 
     def __init__(self, cfg: FaceConfig):
-        from faces.flame import FlameAUBasis, FlameModel
+        from faces.flame import FLAME_HELP, FlameAUBasis, FlameModel
+        from faces.flame_rig import load_or_derive
 
         if not cfg.flame_path:
-            from faces.flame import FLAME_HELP
-
             raise ValueError(f"face.model is 'flame' but face.flame_path is not set; {FLAME_HELP}")
-        if not cfg.au_basis_path:
-            raise ValueError("face.model is 'flame' but face.au_basis_path is not set; the FLAME "
-                             "rig needs an AU basis file (format in faces/flame.py)")
         self.cfg = cfg
         self.flame = FlameModel.load(cfg.flame_path, cfg.flame_n_shape)
-        self.basis = FlameAUBasis.load(cfg.au_basis_path, self.flame.n_expression)
+        self.derived = None
+        if cfg.au_basis_path:
+            self.basis = FlameAUBasis.load(cfg.au_basis_path, self.flame.n_expression)
+        else:
+            self.basis, self.derived = load_or_derive(self.flame, cfg.flame_path,
+                                                      cfg.flame_landmarks_path)
         v = self.flame.v_template
+        self._tex = _texture_space(cfg.flame_uv_path, self.flame.faces.shape)
         self._mesh = Mesh(v.astype(np.float32), self.flame.faces.astype(np.int32),
-                          corner_uv=self._load_uv(cfg.flame_uv_path))
-        front = v[v[:, 2] > np.percentile(v[:, 2], 60)]
-        self.camera_target = tuple(float(c) for c in (front.mean(0) - [0, 0, 0.06]))
+                          corner_uv=self._tex["vt"][self._tex["ft"]] if self._tex else None)
+        self._eyes = self.flame.weights[:, 3:].sum(1) > 0.5 if self.flame.n_joints >= 5 else None
+        self.camera_target = self._camera_target()
 
-    def _load_uv(self, path: str | None):
-        """Per-corner UVs from FLAME's texture-space file (vt: UV coords, ft: UV faces)."""
-        if not path:
-            return None
-        try:
-            with np.load(path, allow_pickle=False) as d:
-                vt, ft = np.asarray(d["vt"], np.float32), np.asarray(d["ft"], np.int64)
-        except (OSError, KeyError, ValueError) as e:
-            raise ValueError(f"face.flame_uv_path {path} is not a FLAME texture-space npz with "
-                             f"'vt' and 'ft' ({e})") from e
-        if ft.shape != self.flame.faces.shape:
-            raise ValueError(f"face.flame_uv_path: ft has shape {ft.shape}, the FLAME model has "
-                             f"{self.flame.faces.shape[0]} triangles")
-        return vt[ft]
+    def _camera_target(self) -> tuple[float, float, float]:
+        """The built-in head's framing carried over by the rig's similarity transform, or
+        (given bases) the front of the template."""
+        v = self.flame.v_template
+        d = (self.derived or {}).get("derived", {})
+        if "rot" in d:
+            p = (np.asarray(BuiltinFaceModel.camera_target) - d["shift"]) @ np.asarray(d["rot"])
+            return tuple(float(c) for c in p / d["scale"])
+        front = v[v[:, 2] > np.percentile(v[:, 2], 60)]
+        return tuple(float(c) for c in (front.mean(0) - [0, 0, 0.06]))
 
     @property
     def template(self) -> Mesh:
@@ -202,6 +204,21 @@ class FlameFaceModel(FaceModel):
     @property
     def n_shape(self) -> int:
         return self.flame.n_shape
+
+    def materials(self):
+        from faces.render import MATERIALS
+
+        if self._eyes is None:
+            return None
+        return np.where(self._eyes, MATERIALS["eye"], MATERIALS["skin"]).astype(np.float32)
+
+    def head_vertices(self):
+        return np.arange(self.template.n_vertices) if self._eyes is None else \
+            np.flatnonzero(~self._eyes)
+
+    def anchors(self) -> dict[str, np.ndarray] | None:
+        """The AU-visibility points (faces.au_measure) on this FLAME mesh, when derived."""
+        return self.basis.anchors
 
     def sample_shape(self, demo, rng):
         beta = np.zeros(self.n_shape, np.float32)
@@ -237,8 +254,43 @@ class FlameFaceModel(FaceModel):
         from faces.texture import _skin_tone
 
         tone = _skin_tone(demo, rng)
-        cols = np.broadcast_to(tone, (self._mesh.n_vertices, 3))
-        return Appearance(vertex_colors=(cols * 255).astype(np.uint8))
+        t = self._tex
+        if t is None or "mean" not in t:
+            cols = np.broadcast_to(tone, (self._mesh.n_vertices, 3))
+            return Appearance(vertex_colors=(cols * 255).astype(np.uint8))
+        z = 0.8 * rng.standard_normal(t["tex_dir"].shape[-1])
+        albedo = (t["mean"] + t["tex_dir"] @ z) / 255.0
+        h, w = albedo.shape[:2]
+        at = albedo[((1 - t["vt"][:, 1]) * (h - 1)).round().astype(int).clip(0, h - 1),
+                    (t["vt"][:, 0] * (w - 1)).round().astype(int).clip(0, w - 1)]
+        albedo = albedo * np.clip(tone / np.maximum(np.median(at, 0), 1e-3), 0.3, 3.0)
+        return Appearance(texture=(np.clip(albedo, 0, 1) * 255).astype(np.uint8))
+
+
+def _texture_space(path: str | None, faces_shape: tuple) -> dict | None:
+    """FLAME_texture.npz: vt (UVs), ft (UV triangles), and when present mean / tex_dir."""
+    if not path:
+        return None
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"face.flame_uv_path {path} does not exist; download 'FLAME "
+                                "texture space' (FLAME_texture.npz) from "
+                                "https://flame.is.tue.mpg.de and point face.flame_uv_path at it")
+    try:
+        with np.load(path, allow_pickle=False) as d:
+            out = {"vt": np.asarray(d["vt"], np.float32), "ft": np.asarray(d["ft"], np.int64)}
+            if "mean" in d and "tex_dir" in d:
+                out["mean"] = np.asarray(d["mean"], np.float32)
+                out["tex_dir"] = np.asarray(d["tex_dir"], np.float32)
+    except (OSError, KeyError, ValueError, EOFError) as e:
+        raise ValueError(f"face.flame_uv_path {path} is not a FLAME texture-space npz with "
+                         f"'vt' and 'ft' ({type(e).__name__}: {str(e)[:80]})") from None
+    if out["ft"].shape != tuple(faces_shape) or out["ft"].max() >= len(out["vt"]):
+        raise ValueError(f"face.flame_uv_path {path}: ft has shape {out['ft'].shape}, the FLAME "
+                         f"model has {faces_shape[0]} triangles; is it for another FLAME?")
+    if "mean" in out and (out["mean"].ndim != 3 or out["tex_dir"].shape[:3] != out["mean"].shape):
+        raise ValueError(f"face.flame_uv_path {path}: tex_dir {out['tex_dir'].shape} does not "
+                         f"match mean {out['mean'].shape}")
+    return out
 
 
 def make_face_model(cfg: FaceConfig | None = None) -> FaceModel:
