@@ -280,8 +280,10 @@ def _absolute_paths(cfg: Pain3DConfig) -> None:
     for sec in (cfg.train, cfg.tune):  # run and sweep folders: Ray workers' cwd is not ours
         if "://" not in sec.storage:
             sec.storage = str(Path(sec.storage).expanduser().resolve())
-    cfg.face.flame_path = fix(cfg.face.flame_path)
-    cfg.face.au_basis_path = fix(cfg.face.au_basis_path)
+    from faces.models import FLAME_FILES
+
+    for key in FLAME_FILES:
+        setattr(cfg.face, key, fix(getattr(cfg.face, key)))
     m = cfg.train.model  # recorded in run folders, read from other working directories
     m.pretrained_file, m.fusion_encoder = fix(m.pretrained_file), fix(m.fusion_encoder)
     for name in cfg.generate.stages.MODEL_STAGES:

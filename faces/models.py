@@ -16,6 +16,10 @@ from faces.demographics import Demographics
 from faces.geometry import Mesh
 
 
+# The user's FLAME files, as FaceConfig keys (checked, made absolute, never deleted)
+FLAME_FILES = ("flame_path", "flame_landmarks_path", "au_basis_path", "flame_uv_path")
+
+
 @dataclass
 class FaceConfig:
     model: str = "builtin"  # builtin | flame

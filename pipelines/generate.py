@@ -91,8 +91,9 @@ def finished_identities(loc: storage.Location, check: bool = False) -> set[int]:
 
 def generate_inputs(cfg: "Pain3DConfig") -> list[str]:
     """The files and folders generation reads: never deleted, whatever --out is."""
-    f = cfg.face
-    paths = [f.flame_path, f.au_basis_path, f.flame_uv_path]
+    from faces.models import FLAME_FILES
+
+    paths = [getattr(cfg.face, k) for k in FLAME_FILES]
     for name in cfg.generate.stages.MODEL_STAGES:
         sc = getattr(cfg.generate.stages, name)
         paths += [sc.model, sc.options.get("prior") if isinstance(sc.options.get("prior"),
@@ -105,11 +106,16 @@ def preflight(cfg: "Pain3DConfig") -> None:
     from actors.diffusion import DEFAULT_CONTROLNET, DEFAULT_INPAINT, DEFAULT_PRIOR, check_weights
 
     if cfg.face.model == "flame":  # the user's FLAME files, before any actor loads them
-        for key in ("flame_path", "au_basis_path", "flame_uv_path"):
+        from faces.models import FLAME_FILES
+
+        for key in FLAME_FILES:
             path = getattr(cfg.face, key)
             if path and not os.path.isfile(path):
                 raise FileNotFoundError(f"face.{key} {path} does not exist; point it at your "
                                         "file (see configs/paper.yaml for what each one is)")
+        from faces.models import make_face_model
+
+        make_face_model(cfg.face)  # shapes, formats and the derived AU rig, before any actor
     st = cfg.generate.stages
     if st.rigging.backend == "learned":  # its checkpoint, and that it fits face.model
         from actors.rigging import LearnedRigBackend
@@ -126,6 +132,19 @@ def preflight(cfg: "Pain3DConfig") -> None:
             check_weights(sc.model or defaults[name], name, f"generate.stages.{name}.model")
             check_weights(sc.options.get("prior", DEFAULT_PRIOR), name,
                           f"generate.stages.{name}.options.prior")
+
+
+def flame_rig_record(cfg: "Pain3DConfig") -> dict | None:
+    """Which AU rig a FLAME run used: the given basis file, or the derived one (its cache
+    file and fit) so that a run can be traced to the rig it was made with."""
+    if cfg.face.model != "flame":
+        return None
+    from faces.models import make_face_model
+
+    m = make_face_model(cfg.face)
+    d = m.derived or {}
+    return {"source": m.basis.source, "derived": d.get("derived"),
+            "fit_r2": {au: e.get("fit_r2") for au, e in d.get("aus", {}).items()} or None}
 
 
 OWN = ("frames", "textured_meshes", "run.json", "manifest.json")
@@ -158,7 +177,8 @@ def prepare_output(cfg: "Pain3DConfig") -> tuple[storage.Location, str]:
     if cfg.generate.overwrite:
         guard.guarded_delete(loc, ["frames", "textured_meshes", "manifest.json"],
                              generate_inputs(cfg))
-    guard.write_record(loc, "run.json", {"content_hash": h, "config": cfg.to_dict()})
+    guard.write_record(loc, "run.json", {"content_hash": h, "config": cfg.to_dict(),
+                                         "flame_rig": flame_rig_record(cfg)})
     return loc, h
 
 

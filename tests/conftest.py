@@ -71,3 +71,28 @@ def ray_local(tmp_path_factory):
                  include_dashboard=False, _temp_dir=str(tmp_path_factory.mktemp("ray")),
                  log_to_driver=False)
     yield ray
+
+
+@pytest.fixture(scope="session")
+def test_flame(tmp_path_factory):
+    """The FLAME-format test model's files (faces/flame_testmodel.py), and a face config that
+    uses them; the derived AU rig is cached in the session's own folder."""
+    import os
+
+    from faces import flame_testmodel
+    from faces.models import FaceConfig
+
+    d = tmp_path_factory.mktemp("flame")
+    os.environ["PAIN3D_CACHE"] = str(d / "cache")
+    flame_testmodel.write(d)
+    cfg = FaceConfig(model="flame", flame_path=str(d / "flame2023.pkl"),
+                     flame_landmarks_path=str(d / "mediapipe_landmark_embedding.npz"),
+                     flame_uv_path=str(d / "FLAME_texture.npz"), texture_size=512)
+    return d, cfg
+
+
+def flame_overrides(d) -> list[str]:
+    """`pain3d` overrides selecting the FLAME test model and its derived rig."""
+    return ["face.model=flame", f"face.flame_path={d / 'flame2023.pkl'}",
+            f"face.flame_landmarks_path={d / 'mediapipe_landmark_embedding.npz'}",
+            f"face.flame_uv_path={d / 'FLAME_texture.npz'}", "generate.stages.rigging.backend=flame"]
