@@ -14,6 +14,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from actors.options import NoOptions, parse_options
+
 log = logging.getLogger(__name__)
 
 
@@ -31,12 +33,30 @@ class StageConfig:
 _BACKENDS: dict[str, dict[str, Callable]] = {}
 
 
-def register(stage: str, name: str):
-    """Class decorator: make a backend selectable as ``<stage>.backend: <name>``."""
+def register(stage: str, name: str, options: type = NoOptions):
+    """Class decorator: make a backend selectable as ``<stage>.backend: <name>``, with its
+    typed ``options`` (a dataclass; actors/options.py)."""
     def deco(cls):
+        cls.Options = options
         _BACKENDS.setdefault(stage, {})[name] = cls
         return cls
     return deco
+
+
+def backend_class(stage: str, backend: str):
+    _import_stages()
+    try:
+        return _BACKENDS[stage][backend]
+    except KeyError:
+        raise ValueError(f"unknown {stage} backend {backend!r}; "
+                         f"choose from {backend_names(stage)}") from None
+
+
+def options_of(stage: str, cfg: "StageConfig"):
+    """The stage's ``options`` as its backend's typed dataclass (refused in one sentence)."""
+    cls = backend_class(stage, cfg.backend)
+    return parse_options(cls.Options, cfg.options, f"generate.stages.{stage}.options",
+                         cfg.backend)
 
 
 def backend_names(stage: str) -> list[str]:
@@ -45,13 +65,7 @@ def backend_names(stage: str) -> list[str]:
 
 
 def make_backend(stage: str, cfg: StageConfig, context: dict, device: str):
-    _import_stages()
-    try:
-        cls = _BACKENDS[stage][cfg.backend]
-    except KeyError:
-        raise ValueError(f"unknown {stage} backend {cfg.backend!r}; "
-                         f"choose from {backend_names(stage)}") from None
-    return cls(cfg, context, device)
+    return backend_class(stage, cfg.backend)(cfg, context, device)
 
 
 def _import_stages():

@@ -12,7 +12,10 @@ import dataclasses
 import cv2
 import numpy as np
 
-from actors.base import StageConfig, register
+from dataclasses import dataclass
+
+from actors.base import StageConfig, options_of, register
+from actors.options import rng
 from actors.neutral_face import demographics_of
 from faces.backdrop import backdrop, view_window
 from faces.demographics import identity_rng
@@ -45,7 +48,12 @@ def _scene(batch: dict, i: int) -> Scene:
     return Scene(**{f.name: batch[f"scene_{f.name}"][i] for f in dataclasses.fields(Scene)})
 
 
-@register("inpainting", "builtin")
+@dataclass(frozen=True)
+class BuiltinInpaintOptions:
+    bald_probability: float = rng(0.0, 1.0, 0.1)  # men only; elderly men three times as often
+
+
+@register("inpainting", "builtin", options=BuiltinInpaintOptions)
 class BuiltinInpaint:
     """The scene's procedural indoor backdrop behind the foreground. Heads without hair of
     their own (FLAME) also get hair painted in 2-D (demographic colour, strands) around the
@@ -53,7 +61,7 @@ class BuiltinInpaint:
 
     def __init__(self, cfg: StageConfig, context: dict, device: str):
         # baldness: men only, elderly men three times as often
-        self.bald_probability = float(cfg.options.get("bald_probability", 0.1))
+        self.bald_probability = options_of("inpainting", cfg).bald_probability
         self.paint_hair = context["face"].model != "builtin"
 
     def __call__(self, batch: dict) -> dict:

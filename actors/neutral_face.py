@@ -6,9 +6,12 @@ depth map and a demographic prompt. Both also emit the frontal depth map.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
-from actors.base import StageConfig, egl_device_index, register
+from actors.base import StageConfig, egl_device_index, options_of, register
+from actors.options import rng
 from faces.demographics import Demographics
 from faces.identity import identity_appearance
 from faces.models import make_face_model
@@ -44,12 +47,17 @@ class FrontalRenderer:
                                     outputs=("rgb", "depth", "mask"))
 
 
-@register("neutral_face", "builtin")
+@dataclass(frozen=True)
+class BuiltinFaceOptions:
+    size: int | None = rng(16, 4096, None)  # frontal render size (default: render.size)
+
+
+@register("neutral_face", "builtin", options=BuiltinFaceOptions)
 class BuiltinNeutralFace:
     """Procedural albedo rendered frontally; the albedo is passed on for texturing."""
 
     def __init__(self, cfg: StageConfig, context: dict, device: str):
-        size = int(cfg.options.get("size", context["render"].size))
+        size = options_of("neutral_face", cfg).size or context["render"].size
         self.frontal = FrontalRenderer(context, size)
 
     def __call__(self, batch: dict) -> dict:

@@ -10,7 +10,9 @@ import logging
 
 import numpy as np
 
-from actors.base import StageConfig, import_adapter, register
+from dataclasses import dataclass
+
+from actors.base import StageConfig, import_adapter, options_of, register
 from faces.models import make_face_model
 from faces.rig import RIG_AUS
 
@@ -59,7 +61,12 @@ class FlameRig(_FaceModelRig):
         super().__init__(cfg, context, device)
 
 
-@register("rigging", "nfr")
+@dataclass(frozen=True)
+class NFROptions:
+    module: str = "nfr"
+
+
+@register("rigging", "nfr", options=NFROptions)
 class NFRRig:
     """Adapter to Neural Face Rigging (DiffusionNet features + Neural Jacobian Fields).
 
@@ -75,7 +82,7 @@ class NFRRig:
     """
 
     def __init__(self, cfg: StageConfig, context: dict, device: str):
-        mod = import_adapter(cfg.options.get("module", "nfr"), "rigging", "nfr",
+        mod = import_adapter(options_of("rigging", cfg).module, "rigging", "nfr",
                              "the Neural Face Rigging code",
                              "install NFR from its authors' repository")
         if not cfg.model:

@@ -10,7 +10,10 @@ import numpy as np
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
-from actors.base import StageConfig, import_adapter, register
+from dataclasses import dataclass
+
+from actors.base import StageConfig, import_adapter, options_of, register
+from actors.options import rng
 from actors.neutral_face import demographics_of, frontal_camera
 from faces.identity import identity_appearance
 from faces.geometry import smoothstep, vertex_normals
@@ -53,7 +56,13 @@ def _sample(image: np.ndarray, px: np.ndarray) -> np.ndarray:
                      for c in range(3)], 1)
 
 
-@register("texturing", "projection")
+@dataclass(frozen=True)
+class ProjectionOptions:
+    texture_size: int | None = rng(64, 8192, None)  # default: face.texture_size
+    depth_tolerance_m: float = rng(0.0, 0.1, 0.004)  # how far behind the seen surface counts
+
+
+@register("texturing", "projection", options=ProjectionOptions)
 class ProjectionTexture:
     """Bake the frontal neutral-face image onto the mesh.
 
@@ -67,8 +76,9 @@ class ProjectionTexture:
     def __init__(self, cfg: StageConfig, context: dict, device: str):
         self.model = make_face_model(context["face"])
         self.camera = frontal_camera(context, self.model)
-        self.size = int(cfg.options.get("texture_size", context["face"].texture_size))
-        self.depth_tol = float(cfg.options.get("depth_tolerance_m", 0.004))
+        o = options_of("texturing", cfg)
+        self.size = o.texture_size or context["face"].texture_size
+        self.depth_tol = o.depth_tolerance_m
 
     def _weights_and_colors(self, points, normals, image, depth):
         size = image.shape[0]
@@ -145,7 +155,13 @@ class ProjectionTexture:
         return np.clip(out, 0, 255).astype(np.uint8)
 
 
-@register("texturing", "hunyuan3d")
+@dataclass(frozen=True)
+class Hunyuan3DOptions:
+    module: str = "hy3dpaint.textureGenPipeline"
+    texture_size: int | None = rng(64, 8192, None)  # default: face.texture_size
+
+
+@register("texturing", "hunyuan3d", options=Hunyuan3DOptions)
 class Hunyuan3DTexture:
     """Adapter to Hunyuan3D 2.1's texture generator (paint a mesh from a reference image).
 
@@ -161,7 +177,8 @@ class Hunyuan3DTexture:
     """
 
     def __init__(self, cfg: StageConfig, context: dict, device: str):
-        mod = import_adapter(cfg.options.get("module", "hy3dpaint.textureGenPipeline"),
+        o = options_of("texturing", cfg)
+        mod = import_adapter(o.module,
                              "texturing", "hunyuan3d", "Hunyuan3D 2.1's texture generator",
                              "install it from Tencent's Hunyuan3D-2.1 repository")
         if not cfg.model:
@@ -171,7 +188,7 @@ class Hunyuan3DTexture:
         if self.model.template.corner_uv is None:
             raise ValueError("texturing.backend 'hunyuan3d' needs a mesh with UVs (face.model: "
                              "builtin, or a FLAME file with UVs)")
-        self.size = int(cfg.options.get("texture_size", context["face"].texture_size))
+        self.size = o.texture_size or context["face"].texture_size
         self.painter = mod.load(cfg.model, device)
 
     def __call__(self, batch: dict) -> dict:

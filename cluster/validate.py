@@ -193,8 +193,9 @@ def numeric_keys(cls, key: str = "") -> list[str]:
 
 
 def check_numbers(cfg) -> None:
-    """Each numeric value finite and inside its documented range (skipping free-form
-    backend options and backbone arguments, which their own code checks)."""
+    """Each numeric value finite and inside its documented range (skipping backend options,
+    which each backend's typed options check (actors/options.py), and backbone arguments,
+    which timm checks)."""
     for key, value in _walk(cfg, ""):
         if ".options" in key or "backbone_kwargs" in key:
             continue
@@ -287,6 +288,13 @@ def _validate_generate(cfg) -> None:
         if sc.backend not in backend_names(name):
             raise ConfigError(f"unknown {key}.backend {sc.backend!r}; choose from "
                               f"{backend_names(name)}")
+        from actors.base import options_of
+        from actors.options import OptionsError
+
+        try:
+            options_of(name, sc)
+        except OptionsError as e:
+            raise ConfigError(str(e)) from None
         if len(sc.concurrency) != 2 or not sc.concurrency[0] <= sc.concurrency[1]:
             raise ConfigError(f"{key}.concurrency must be [min, max] with 1 <= min <= max, "
                               f"got {list(sc.concurrency)}")

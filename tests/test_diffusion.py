@@ -54,6 +54,117 @@ def test_neutral_face_is_seeded_per_identity(tiny_models):
     assert other.mean() > 10
 
 
+def _two_frames():
+    rng = np.random.default_rng(0)
+    a, b = ((rng.random((64, 64, 3)) * 255).astype(np.uint8) for _ in range(2))
+    ma, mb = np.zeros((64, 64), bool), np.zeros((64, 64), bool)
+    ma[:32, :32] = True  # A repaints its top-left, B its bottom-right
+    mb[32:, 32:] = True
+    return a, b, ma, mb
+
+
+def _gens(*seeds):
+    import torch
+
+    return [torch.Generator().manual_seed(s) for s in seeds]
+
+
+@pytest.fixture(scope="module")
+def inpaint_pipe(tiny_models):
+    from actors.diffusion import load_pipeline
+
+    return load_pipeline("KandinskyV22InpaintPipeline", str(tiny_models["inpaint"]), "cpu",
+                         "inpainting")
+
+
+def test_batched_inpainting_keeps_each_frames_own_content(inpaint_pipe):
+    """diffusers 0.42 blends every frame with the first frame's image inside the first
+    frame's mask; pain3d's call keeps each frame's own latents outside its repainted region."""
+    import torch
+    from PIL import Image
+
+    from actors.diffusion import inpaint_frames
+
+    a, b, ma, mb = _two_frames()
+    emb, neg = torch.randn(2, 32, generator=_gens(5)[0]), torch.randn(2, 32, generator=_gens(6)[0])
+    lat = torch.stack(inpaint_frames(inpaint_pipe, [a, b], [ma, mb], emb, neg, _gens(1, 2), 64,
+                                     3, 4.0, output_type="latent"))
+
+    def enc(x):
+        t = torch.from_numpy(x).permute(2, 0, 1)[None].float() / 127.5 - 1
+        with torch.no_grad():
+            return inpaint_pipe.movq.encode(t)["latents"][0]
+
+    la, lb = enc(a), enc(b)
+    corner = (slice(None), slice(6, 8), slice(0, 2))  # bottom-left: both frames keep it
+    assert (lat[1][corner] - lb[corner]).abs().max() < 1e-5  # B's own content
+    assert (lat[0][corner] - la[corner]).abs().max() < 1e-5
+    assert (lat[1][corner] - la[corner]).abs().max() > 0.05
+    # the premise: the pipeline called directly paints A's content into B there
+    raw = inpaint_pipe(image=[Image.fromarray(a), Image.fromarray(b)],
+                       mask_image=[Image.fromarray(m.astype(np.uint8) * 255) for m in (ma, mb)],
+                       image_embeds=emb, negative_image_embeds=neg, height=64, width=64,
+                       num_inference_steps=3, generator=_gens(1, 2), output_type="latent").images
+    assert (raw[1][corner] - la[corner]).abs().max() < 1e-5
+
+
+def test_a_frame_inpaints_the_same_alone_and_in_a_batch(inpaint_pipe):
+    import torch
+
+    from actors.diffusion import inpaint_frames
+
+    a, b, ma, mb = _two_frames()
+    emb, neg = torch.randn(2, 32, generator=_gens(5)[0]), torch.randn(2, 32, generator=_gens(6)[0])
+    both = inpaint_frames(inpaint_pipe, [a, b], [ma, mb], emb, neg, _gens(1, 2), 64, 3, 4.0)
+    alone = inpaint_frames(inpaint_pipe, [b], [mb], emb[1:], neg[1:], _gens(2), 64, 3, 4.0)
+    assert np.abs(both[1] - alone[0]).max() < 1e-3
+    assert np.abs(both[0] - both[1]).mean() > 0.01
+
+
+def test_prior_is_loaded_without_its_image_encoder(tiny_models):
+    from actors.diffusion import KandinskyOptions, _KandinskyPrior
+
+    p = _KandinskyPrior(KandinskyOptions(prior=str(tiny_models["prior"])), "cpu", "inpainting")
+    assert p.prior.image_encoder is None
+    assert p.loaded_bytes > 0 and p.skipped_bytes and p.skipped_bytes > 1000
+    emb, neg = p.embeds(["a face"], _gens(3))
+    assert emb.shape == neg.shape == (1, 32)
+
+
+@pytest.mark.parametrize("key,value,needle", [
+    ("size", 100, "size 100 is not a multiple of 64"),
+    ("guidance", 7, "unknown generate.stages.inpainting.options.guidance"),
+    ("steps", "many", "options.steps must be an integer"),
+    ("negative_prompt", " ", "negative_prompt is empty"),
+])
+def test_kandinsky_options_are_checked(tiny_models, key, value, needle):
+    from cluster.validate import ConfigError
+
+    with pytest.raises(ConfigError) as e:
+        load_config("tiny-diffusion", _overrides(tiny_models)
+                    + [f"generate.stages.inpainting.options.{key}={value!r}"
+                       if isinstance(value, str) else
+                       f"generate.stages.inpainting.options.{key}={value}"])
+    assert needle in str(e.value), str(e.value)
+
+
+def test_every_stage_refuses_an_unknown_option():
+    from actors.base import backend_class, backend_names
+    from cluster.validate import ConfigError
+
+    stages = ("rigging", "neutral_face", "texturing", "inpainting", "qa")
+    for stage in stages:
+        for backend in backend_names(stage):
+            accepted = [f.name for f in __import__("dataclasses").fields(
+                backend_class(stage, backend).Options)]
+            with pytest.raises(ConfigError) as e:
+                load_config("local", [f"generate.stages.{stage}.backend={backend}",
+                                      f"generate.stages.{stage}.options.bogus=1"])
+            msg = str(e.value)
+            assert f"{stage}.options.bogus for backend '{backend}'" in msg, msg
+            assert all(a in msg for a in accepted), msg
+
+
 def test_depth_hint_is_near_bright():
     from actors.diffusion import KandinskyNeutralFace
 
@@ -83,6 +194,19 @@ def test_tiny_diffusion_preset_end_to_end(ray_local, tiny_models, tmp_path, caps
     assert np.abs(baked.astype(int) - procedural.astype(int)).mean() > 20
     img = np.asarray(Image.open(io.BytesIO(demo_row["image"])))
     assert img.shape == (64, 64, 3)
+    # one background per identity and view: outside every expression's head it is the same
+    rows = pq.read_table(out / "frames" / "identity=000000.parquet").to_pylist()
+    backs = {}
+    for v in range(3):
+        mine = [r for r in rows if r["view"] == v]
+        imgs = np.stack([np.asarray(Image.open(io.BytesIO(r["image"])).convert("RGB")) for r in mine])
+        heads = np.stack([np.asarray(Image.open(io.BytesIO(r["mask"]))) > 0 for r in mine])
+        outside = ~heads.any(0)
+        assert outside.mean() > 0.2 and len(mine) == 11
+        assert (imgs[:, outside] == imgs[0, outside]).all()
+        backs[v] = (imgs[0].astype(int), outside)
+    both = backs[0][1] & backs[2][1]  # each view has a background of its own (its own seed)
+    assert np.abs(backs[0][0][both] - backs[2][0][both]).mean() > 5
 
 
 def test_missing_weights_fail_at_startup(tmp_path, capsys):
