@@ -116,12 +116,48 @@ def egl_device_index(gpu_ids: list) -> int | None:
     return None
 
 
+# stages whose backends build the face model from face.* files
+FACE_STAGES = ("rigging", "neutral_face", "texturing")
+
+
+def stage_files(stage: str, cfg: StageConfig, face_cfg=None) -> list[tuple[str, str]]:
+    """(config key, local path) of every file or folder a stage loads on its node: its
+    weights and, for stages that build the face model, the FLAME files."""
+    out = []
+    if cfg.model and _local(cfg.model):
+        out.append((f"generate.stages.{stage}.model", cfg.model))
+    prior = cfg.options.get("prior") if isinstance(cfg.options, dict) else None
+    if isinstance(prior, str) and _local(prior):
+        out.append((f"generate.stages.{stage}.options.prior", prior))
+    if face_cfg is not None and stage in FACE_STAGES + ("render",) and face_cfg.model == "flame":
+        from faces.models import FLAME_FILES
+
+        out += [(f"face.{k}", getattr(face_cfg, k)) for k in FLAME_FILES if getattr(face_cfg, k)]
+    return out
+
+
+def _local(path: str) -> bool:
+    return "://" not in path and path.startswith(("/", "./", "../", "~"))
+
+
+def check_on_node(stage: str, files: list[tuple[str, str]]) -> None:
+    """Each file where it is loaded: a worker node without it fails in one sentence that
+    names the node, the path and the fix (the driver's check sees only its own disk)."""
+    for key, path in files:
+        if not os.path.exists(os.path.expanduser(path)):
+            raise FileNotFoundError(
+                f"{stage} on node {socket.gethostname()}: {key} {path} is not there; every node "
+                f"that runs {stage} needs it at the same path: copy it to each worker node (or "
+                "put it on shared storage mounted at that path)")
+
+
 class StageActor:
     """Ray actor shell: one backend per actor, loaded once, called per batch."""
 
     stage = ""
 
     def __init__(self, cfg: StageConfig, context: dict):
+        check_on_node(self.stage, stage_files(self.stage, cfg, context.get("face")))
         self.device, self.gpu_ids = resolve_device(self.stage, cfg.num_gpus)
         self.backend = make_backend(self.stage, cfg, context, self.device)
         self.node_id = _node_id()

@@ -183,15 +183,6 @@ def cmd_demo(args) -> int:
     return 0
 
 
-def cmd_make_tiny_diffusion(args) -> int:
-    from actors.tiny_diffusion import make_tiny_kandinsky
-
-    paths = make_tiny_kandinsky(args.out)
-    print("wrote tiny random-initialised Kandinsky 2.2 pipelines: "
-          + ", ".join(f"{k}={v}" for k, v in paths.items()))
-    return 0
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pain3d", description="Synthetic 3D pain faces and ViTPain training on Ray.")
@@ -353,10 +344,9 @@ def build_parser() -> argparse.ArgumentParser:
     sm.add_argument("args", nargs=argparse.REMAINDER, help="the command's own arguments")
     sm.set_defaults(func=cmd_submit)
 
-    t = sub.add_parser("make-tiny-diffusion",
-                       help="write tiny random Kandinsky 2.2 pipelines (for tiny-diffusion.yaml)")
-    t.add_argument("out", nargs="?", default="models/tiny-kandinsky")
-    t.set_defaults(func=cmd_make_tiny_diffusion)
+    from cluster.model_commands import add_parsers
+
+    add_parsers(sub)
     return parser
 
 

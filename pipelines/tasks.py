@@ -36,6 +36,9 @@ def face_model(face_cfg):
     dataclasses, so they are keyed by their repr)."""
     key = repr(face_cfg)
     if key not in _MODELS:
+        from actors.base import StageConfig, check_on_node, stage_files
+
+        check_on_node("render", stage_files("render", StageConfig(), face_cfg))
         _MODELS[key] = make_face_model(face_cfg)
     return _MODELS[key]
 

@@ -82,9 +82,12 @@ def test_flame(tmp_path_factory):
     from faces import flame_testmodel
     from faces.models import FaceConfig
 
+    from cluster.cli import main
+
     d = tmp_path_factory.mktemp("flame")
     os.environ["PAIN3D_CACHE"] = str(d / "cache")
-    flame_testmodel.write(d)
+    assert main(["make-test-flame", str(d)]) == 0
+    assert sorted(p.name for p in d.iterdir() if p.is_file()) == sorted(flame_testmodel.FILES)
     cfg = FaceConfig(model="flame", flame_path=str(d / "flame2023.pkl"),
                      flame_landmarks_path=str(d / "mediapipe_landmark_embedding.npz"),
                      flame_uv_path=str(d / "FLAME_texture.npz"), texture_size=512)
