@@ -248,8 +248,10 @@ def test_sigkill_halfway_then_rerun_is_consistent(tmp_path):
 
 
 def test_stage_failing_on_a_worker_is_one_line(tmp_path, capsys):
+    (tmp_path / "nfr.pth").write_bytes(b"")  # there: the node-side file check passes
     rc = main(["generate", "--identities", "1", "--out", str(tmp_path / "x"),
-               "generate.stages.rigging.backend=nfr", "generate.stages.rigging.model=/x.pth",
+               "generate.stages.rigging.backend=nfr",
+               f"generate.stages.rigging.model={tmp_path / 'nfr.pth'}",
                "generate.stages.rigging.options={module: no_such_nfr_module}"])
     assert rc == 2
     err = capsys.readouterr().err.strip().splitlines()
