@@ -33,53 +33,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 def full_size(out: Path) -> dict[str, Path]:
     """Random-initialised Kandinsky 2.2 prior and depth-ControlNet decoder at full size."""
-    import torch
-    from diffusers import (DDIMScheduler, KandinskyV22ControlnetPipeline,
-                           KandinskyV22PriorPipeline, PriorTransformer, UnCLIPScheduler,
-                           UNet2DConditionModel, VQModel)
-    from transformers import (CLIPImageProcessor, CLIPTextConfig, CLIPTextModelWithProjection,
-                              CLIPVisionConfig, CLIPVisionModelWithProjection)
+    from benchmarks.kandinsky_full import build_full_kandinsky
 
-    from actors.tiny_diffusion import _tokenizer
-
-    torch.manual_seed(0)
-    paths = {"prior": out / "prior", "controlnet": out / "controlnet"}
-    text = CLIPTextModelWithProjection(CLIPTextConfig(
-        hidden_size=1280, intermediate_size=5120, num_attention_heads=20, num_hidden_layers=32,
-        projection_dim=1280, vocab_size=49408, bos_token_id=0, eos_token_id=1, pad_token_id=1))
-    vision = CLIPVisionModelWithProjection(CLIPVisionConfig(
-        hidden_size=1664, intermediate_size=8192, num_attention_heads=16, num_hidden_layers=48,
-        image_size=224, patch_size=14, projection_dim=1280))
-    prior = PriorTransformer(num_attention_heads=32, attention_head_dim=64, num_layers=20,
-                             embedding_dim=1280, num_embeddings=77, additional_embeddings=4)
-    prior.clip_std = torch.nn.Parameter(torch.ones(prior.clip_std.shape))
-    KandinskyV22PriorPipeline(
-        prior=prior, image_encoder=vision, text_encoder=text,
-        tokenizer=_tokenizer(out / "tok"), image_processor=CLIPImageProcessor(
-            crop_size=224, size=224, do_center_crop=True, do_normalize=True, do_resize=True),
-        scheduler=UnCLIPScheduler(variance_type="fixed_small_log", prediction_type="sample",
-                                  num_train_timesteps=1000, clip_sample=True,
-                                  clip_sample_range=10.0)).save_pretrained(paths["prior"])
-    unet = UNet2DConditionModel(
-        in_channels=8, out_channels=8, addition_embed_type="image_hint",
-        addition_embed_type_num_heads=64, block_out_channels=(384, 768, 1152, 1536),
-        layers_per_block=3, attention_head_dim=64, cross_attention_dim=768,
-        encoder_hid_dim=1280, encoder_hid_dim_type="image_proj",
-        down_block_types=("ResnetDownsampleBlock2D",) + ("SimpleCrossAttnDownBlock2D",) * 3,
-        up_block_types=("SimpleCrossAttnUpBlock2D",) * 3 + ("ResnetUpsampleBlock2D",),
-        mid_block_type="UNetMidBlock2DSimpleCrossAttn", resnet_time_scale_shift="scale_shift",
-        class_embed_type=None)
-    movq = VQModel(block_out_channels=[128, 256, 256, 512], in_channels=3, out_channels=3,
-                   latent_channels=4, layers_per_block=2, norm_type="spatial",
-                   down_block_types=["DownEncoderBlock2D"] * 3 + ["AttnDownEncoderBlock2D"],
-                   up_block_types=["AttnUpDecoderBlock2D"] + ["UpDecoderBlock2D"] * 3,
-                   num_vq_embeddings=16384, vq_embed_dim=4)
-    sched = DDIMScheduler(num_train_timesteps=1000, beta_schedule="linear", beta_start=0.00085,
-                          beta_end=0.012, clip_sample=False, set_alpha_to_one=False,
-                          steps_offset=1, prediction_type="epsilon")
-    KandinskyV22ControlnetPipeline(unet=unet, scheduler=sched, movq=movq).save_pretrained(
-        paths["controlnet"])
-    return paths
+    return build_full_kandinsky(out, ("prior", "controlnet"))
 
 
 def stage_config(paths, args):

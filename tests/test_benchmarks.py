@@ -31,6 +31,22 @@ def test_diffusion_benchmark_runs_on_the_tiny_pipelines(tmp_path):
 
 
 @pytest.mark.slow
+def test_real_path_benchmark_runs_on_the_tiny_pipelines(tmp_path):
+    """The paper preset's conformance run (every stage through its actor shell, at the paper's
+    sizes) on the tiny pipelines: each stage is timed and measured, the frames show a face."""
+    fig, out = _run(["benchmarks/real_path.py", "--tiny", "--work", str(tmp_path / "w")],
+                    tmp_path, 900)
+    stages = [r["stage"] for r in fig["stages"]]
+    assert stages == ["rigging", "neutral_face", "texturing", "render", "inpainting", "qa",
+                      "write"]
+    assert all(r["peak_rss_gb"] > 0 and r["run_s"] >= 0 for r in fig["stages"])
+    inp = next(r for r in fig["stages"] if r["stage"] == "inpainting")
+    assert inp["prior_image_encoder_skipped_bytes"] > 0 and inp["prior_loaded_bytes"] > 0
+    assert 0.0 <= fig["qa_face_found"] <= 1.0  # random weights paint noise: faces are not expected
+    assert (tmp_path / "w" / "frames.png").exists()
+
+
+@pytest.mark.slow
 def test_scale_benchmark_extrapolates_from_its_own_run(tmp_path):
     fig, out = _run(["benchmarks/scale.py", "--identities", "4"], tmp_path, 900)
     assert fig["identities"] == 4 and fig["frames"] == 4 * 33
