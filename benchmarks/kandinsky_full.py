@@ -1,10 +1,11 @@
 """Kandinsky 2.2's three pipelines at their published sizes with random weights, saved as
 diffusers folders (no download): the prior (PriorTransformer 1.0 B, CLIP ViT-bigG text tower
 0.7 B and image tower 1.8 B), the depth-ControlNet decoder and the inpainting decoder
-(UNet2DConditionModel 1.2 B each, MoVQ 67 M). The configurations follow the published
-model cards' architecture (see BENCHMARKS.md for what was checked against what); weights are
-stored in fp16 to halve the disk (~12 GB) and are loaded as any dtype. The tokenizer is
-pain3d's character-level test tokenizer over a full 49,408-entry vocabulary width.
+(UNet2DConditionModel 1.2 B each, MoVQ 67 M). Every architecture key is the published
+config.json's (the hub's files at the revisions BENCHMARKS.md names, read through
+hash-checked mirrors); weights are stored in fp16 to halve the disk (~12 GB) and load as any
+dtype. The tokenizer is pain3d's character-level test tokenizer over the full 49,408-entry
+vocabulary width (so its special-token ids, 0/1, differ from CLIP's 49406/49407).
 """
 from __future__ import annotations
 
@@ -67,13 +68,13 @@ def _movq():
                    num_vq_embeddings=16384, vq_embed_dim=4)
 
 
-def _scheduler():
+def _scheduler(clip_sample: bool):
+    """The decoders' published DDPM settings (the depth ControlNet's clips its samples)."""
     from diffusers import DDPMScheduler
 
     return DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear", beta_start=0.00085,
-                         beta_end=0.012, clip_sample=False, steps_offset=1,
-                         prediction_type="epsilon", variance_type="fixed_small",
-                         thresholding=False, sample_max_value=1.0)
+                         beta_end=0.012, clip_sample=clip_sample, steps_offset=1,
+                         prediction_type="epsilon", thresholding=False)
 
 
 def build_full_kandinsky(out: str | Path, which=PIPELINES) -> dict[str, Path]:
@@ -87,9 +88,9 @@ def build_full_kandinsky(out: str | Path, which=PIPELINES) -> dict[str, Path]:
     paths = {k: out / k for k in PIPELINES}
     makers = {"prior": _prior,
               "controlnet": lambda: KandinskyV22ControlnetPipeline(
-                  unet=_unet(8, "image_hint"), scheduler=_scheduler(), movq=_movq()),
+                  unet=_unet(8, "image_hint"), scheduler=_scheduler(True), movq=_movq()),
               "inpaint": lambda: KandinskyV22InpaintPipeline(
-                  unet=_unet(9, "image"), scheduler=_scheduler(), movq=_movq())}
+                  unet=_unet(9, "image"), scheduler=_scheduler(False), movq=_movq())}
     for i, k in enumerate(which):
         if (paths[k] / "model_index.json").exists():
             continue
