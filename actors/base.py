@@ -124,10 +124,10 @@ def stage_files(stage: str, cfg: StageConfig, face_cfg=None) -> list[tuple[str, 
     """(config key, local path) of every file or folder a stage loads on its node: its
     weights and, for stages that build the face model, the FLAME files."""
     out = []
-    if cfg.model and _local(cfg.model):
+    if cfg.model and looks_local(cfg.model):
         out.append((f"generate.stages.{stage}.model", cfg.model))
     prior = cfg.options.get("prior") if isinstance(cfg.options, dict) else None
-    if isinstance(prior, str) and _local(prior):
+    if isinstance(prior, str) and looks_local(prior):
         out.append((f"generate.stages.{stage}.options.prior", prior))
     if face_cfg is not None and stage in FACE_STAGES + ("render",) and face_cfg.model == "flame":
         from faces.models import FLAME_FILES
@@ -136,8 +136,9 @@ def stage_files(stage: str, cfg: StageConfig, face_cfg=None) -> list[tuple[str, 
     return out
 
 
-def _local(path: str) -> bool:
-    return "://" not in path and path.startswith(("/", "./", "../", "~"))
+def looks_local(where: str) -> bool:
+    """A local path (not a hub id or a URL)."""
+    return where.startswith(("/", "./", "../", "~")) or os.path.exists(where)
 
 
 def check_on_node(stage: str, files: list[tuple[str, str]]) -> None:

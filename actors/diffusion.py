@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from actors.base import StageConfig, options_of, register
+from actors.base import StageConfig, looks_local, options_of, register
 from actors.options import rng
 from actors.inpainting import inpaint_mask
 from actors.neutral_face import FrontalRenderer
@@ -24,10 +24,6 @@ log = logging.getLogger(__name__)
 DEFAULT_PRIOR = "kandinsky-community/kandinsky-2-2-prior"
 DEFAULT_CONTROLNET = "kandinsky-community/kandinsky-2-2-controlnet-depth"
 DEFAULT_INPAINT = "kandinsky-community/kandinsky-2-2-decoder-inpaint"
-
-
-def looks_local(where: str) -> bool:
-    return where.startswith(("/", "./", "../", "~")) or os.path.exists(where)
 
 
 def check_weights(where: str, stage: str, key: str) -> None:

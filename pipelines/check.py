@@ -138,7 +138,7 @@ def _default(name: str) -> str:
 def _diffusers(section: str, what: str, where: str, cls: str) -> Item:
     """A diffusers folder (model_index.json naming ``cls``, its component folders) or a hub
     id (in the local cache or not)."""
-    from actors.diffusion import looks_local
+    from actors.base import looks_local
 
     fix = (HF_HELP.format(repo="<repo>", where=where) if looks_local(where) else
            f"huggingface-cli download {where} (into the Hugging Face cache of every GPU node), "

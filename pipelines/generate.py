@@ -22,7 +22,7 @@ import pyarrow.fs as pafs
 from actors.base import stage_actor
 from pipelines import guard, storage
 from pipelines.manifest import build_manifest, content_config
-from pipelines.tasks import identity_rows, render_rows, write_rows
+from pipelines.tasks import face_model, identity_rows, render_rows, write_rows
 
 if TYPE_CHECKING:
     from cluster.config import Pain3DConfig
@@ -113,9 +113,7 @@ def preflight(cfg: "Pain3DConfig") -> None:
             if path and not os.path.isfile(path):
                 raise FileNotFoundError(f"face.{key} {path} does not exist; point it at your "
                                         "file (see configs/paper.yaml for what each one is)")
-        from faces.models import make_face_model
-
-        make_face_model(cfg.face)  # shapes, formats and the derived AU rig, before any actor
+        face_model(cfg.face)  # shapes, formats and the derived AU rig, before any actor
     st = cfg.generate.stages
     if st.rigging.backend == "learned":  # its checkpoint, and that it fits face.model
         from actors.rigging import LearnedRigBackend
@@ -139,9 +137,7 @@ def flame_rig_record(cfg: "Pain3DConfig") -> dict | None:
     file and fit) so that a run can be traced to the rig it was made with."""
     if cfg.face.model != "flame":
         return None
-    from faces.models import make_face_model
-
-    m = make_face_model(cfg.face)
+    m = face_model(cfg.face)  # the one preflight built (kept per process)
     d = m.derived or {}
     return {"source": m.basis.source, "derived": d.get("derived"),
             "fit_r2": {au: e.get("fit_r2") for au, e in d.get("aus", {}).items()} or None}
