@@ -70,19 +70,8 @@ def make_backend(stage: str, cfg: StageConfig, context: dict, device: str):
 
 def _import_stages():
     # the stage modules register their backends on import
-    from actors import diffusion, inpainting, neutral_face, qa, rigging, texturing  # noqa: F401
-
-
-def import_adapter(module: str, stage: str, backend: str, what: str, how: str):
-    """Import the user's installation behind an adapter backend, or say how to get it."""
-    import importlib
-
-    try:
-        return importlib.import_module(module)
-    except ImportError as e:
-        raise RuntimeError(
-            f"{stage}.backend '{backend}' needs {what} importable as '{module}' ({e}); {how} "
-            f"or set {stage}.options.module") from e
+    from actors import (diffusion, hunyuan3d, inpainting, neutral_face, nfr, qa,  # noqa: F401
+                        rigging, texturing)
 
 
 def resolve_device(stage: str, num_gpus: float) -> tuple[str, list]:

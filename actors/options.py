@@ -77,3 +77,20 @@ def describe(cls) -> list[tuple[str, str, object]]:
     """(name, type, default) of each option, for the README and `pain3d check`."""
     hints = typing.get_type_hints(cls)
     return [(f.name, _type_name(hints[f.name]), f.default) for f in dataclasses.fields(cls)]
+
+
+@dataclass(frozen=True)
+class BridgeOptions:
+    """Options every backend behind the model bridge shares (bridge/client.py)."""
+
+    python: str = ""  # the model environment's interpreter on each node (its bin/python)
+    repo: str = ""  # the user's clone of the model's repository on each node
+    timeout_s: float = rng(1.0, 86400.0, 600.0)  # per call
+    start_timeout_s: float = rng(1.0, 86400.0, 900.0)  # start, import, weights, health
+
+    def __post_init__(self):
+        for k, what in (("python", "the model environment's bin/python"),
+                        ("repo", "the folder of your clone of the model's repository")):
+            if not getattr(self, k):
+                raise ValueError(f"{k} is required: {what} (scripts/setup_model_env.sh "
+                                 "builds both)")

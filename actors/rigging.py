@@ -1,8 +1,8 @@
 """Rigging stage: neutral mesh from shape parameters, then one rigged mesh per expression.
 
 Backends: ``builtin`` (the procedural head's AU rig), ``flame`` (FLAME with a linear AU
-basis), ``nfr`` (adapter to the user's Neural Face Rigging installation), ``learned``
-(paper 001's CGAN / CAAE, trained by ``pain3d train rig``).
+basis), ``learned`` (paper 001's CGAN / CAAE, trained by ``pain3d train rig``) and ``nfr``
+(Neural Face Rigging through the model bridge, actors/nfr.py).
 """
 from __future__ import annotations
 
@@ -10,9 +10,7 @@ import logging
 
 import numpy as np
 
-from dataclasses import dataclass
-
-from actors.base import StageConfig, import_adapter, options_of, register
+from actors.base import StageConfig, register
 from faces.models import make_face_model
 from faces.rig import RIG_AUS
 
@@ -59,55 +57,6 @@ class FlameRig(_FaceModelRig):
             raise ValueError("rigging.backend 'flame' needs face.model: flame and "
                              "face.flame_path / face.au_basis_path")
         super().__init__(cfg, context, device)
-
-
-@dataclass(frozen=True)
-class NFROptions:
-    module: str = "nfr"
-
-
-@register("rigging", "nfr", options=NFROptions)
-class NFRRig:
-    """Adapter to Neural Face Rigging (DiffusionNet features + Neural Jacobian Fields).
-
-    NFR is not pip-installable; install it from its authors' repository and point
-    ``rigging.options.module`` at an importable module (default ``nfr``) exposing::
-
-        load(checkpoint: str, device: str) -> rigger
-        rigger(vertices: float32 (V, 3), faces: int (F, 3), aus: dict[str, float]) -> (V, 3)
-
-    ``rigging.model`` is the checkpoint path. The neutral mesh comes from face.model
-    (FLAME, as in the paper, or the built-in head); the rigger deforms it to each AU
-    configuration. Expression parameters stored are the AU intensities themselves.
-    """
-
-    def __init__(self, cfg: StageConfig, context: dict, device: str):
-        mod = import_adapter(options_of("rigging", cfg).module, "rigging", "nfr",
-                             "the Neural Face Rigging code",
-                             "install NFR from its authors' repository")
-        if not cfg.model:
-            raise ValueError("rigging.backend 'nfr' needs rigging.model: the NFR checkpoint path")
-        self.model = make_face_model(context["face"])
-        self.rigger = mod.load(cfg.model, device)
-        self.faces = np.asarray(self.model.template.faces)
-
-    def __call__(self, batch: dict) -> dict:
-        verts, params = [], []
-        for shape, aus in zip(batch["shape"], batch["aus"]):
-            neutral = self.model.neutral(shape).astype(np.float32)
-            out = []
-            for conf in aus_from_row(aus):
-                v = neutral if not conf else np.asarray(self.rigger(neutral, self.faces, conf),
-                                                        np.float32)
-                if v.shape != neutral.shape:
-                    raise ValueError(f"NFR returned vertices of shape {v.shape}, expected "
-                                     f"{neutral.shape}")
-                out.append(v)
-            verts.append(np.stack(out))
-            params.append(aus.astype(np.float32))
-        batch["vertices"] = np.stack(verts)
-        batch["expression_params"] = np.stack(params)
-        return batch
 
 
 @register("rigging", "learned")

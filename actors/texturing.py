@@ -1,8 +1,8 @@
 """Texturing stage: an albedo for each identity, used for every expression and view.
 
 Backends: ``builtin`` (the procedural UV albedo), ``projection`` (bake the neutral-face
-image onto the mesh through the frontal camera), ``hunyuan3d`` (adapter to the user's
-Hunyuan3D 2.1 texture generator). Meshes without UVs (FLAME) get per-vertex colours.
+image onto the mesh through the frontal camera), ``hunyuan3d`` (Hunyuan3D 2.1 paint through
+the model bridge, actors/hunyuan3d.py). Meshes without UVs (FLAME) get per-vertex colours.
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from scipy.spatial import cKDTree
 
 from dataclasses import dataclass
 
-from actors.base import StageConfig, import_adapter, options_of, register
+from actors.base import StageConfig, options_of, register
 from actors.options import rng
 from actors.neutral_face import demographics_of, frontal_camera
 from faces.identity import identity_appearance
@@ -153,54 +153,3 @@ class ProjectionTexture:
         fill = nearest * (1 - fade) + skin * fade
         out = col * w[:, None] + fill * (1 - w[:, None])
         return np.clip(out, 0, 255).astype(np.uint8)
-
-
-@dataclass(frozen=True)
-class Hunyuan3DOptions:
-    module: str = "hy3dpaint.textureGenPipeline"
-    texture_size: int | None = rng(64, 8192, None)  # default: face.texture_size
-
-
-@register("texturing", "hunyuan3d", options=Hunyuan3DOptions)
-class Hunyuan3DTexture:
-    """Adapter to Hunyuan3D 2.1's texture generator (paint a mesh from a reference image).
-
-    Hunyuan3D is not pip-installable here; install it from Tencent's repository and point
-    ``texturing.options.module`` (default ``hy3dpaint.textureGenPipeline``) at a module
-    exposing::
-
-        load(model_path: str, device: str) -> painter
-        painter(vertices (V, 3), faces (F, 3), corner_uv (F, 3, 2), image (H, W, 3) uint8,
-                texture_size: int) -> (texture_size, texture_size, 3) uint8 albedo
-
-    ``texturing.model`` is the local weights folder. The albedo must follow the mesh's UVs.
-    """
-
-    def __init__(self, cfg: StageConfig, context: dict, device: str):
-        o = options_of("texturing", cfg)
-        mod = import_adapter(o.module,
-                             "texturing", "hunyuan3d", "Hunyuan3D 2.1's texture generator",
-                             "install it from Tencent's Hunyuan3D-2.1 repository")
-        if not cfg.model:
-            raise ValueError("texturing.backend 'hunyuan3d' needs texturing.model: the folder "
-                             "with the Hunyuan3D 2.1 paint weights")
-        self.model = make_face_model(context["face"])
-        if self.model.template.corner_uv is None:
-            raise ValueError("texturing.backend 'hunyuan3d' needs a mesh with UVs (face.model: "
-                             "builtin, or a FLAME file with UVs)")
-        self.size = o.texture_size or context["face"].texture_size
-        self.painter = mod.load(cfg.model, device)
-
-    def __call__(self, batch: dict) -> dict:
-        t = self.model.template
-        tex = []
-        for i in range(len(batch["identity"])):
-            a = np.asarray(self.painter(batch["vertices"][i, 0], t.faces, t.corner_uv,
-                                        batch["neutral_image"][i], self.size), np.uint8)
-            if a.shape != (self.size, self.size, 3):
-                raise ValueError(f"Hunyuan3D returned a texture of shape {a.shape}, expected "
-                                 f"{(self.size, self.size, 3)}")
-            tex.append(a)
-        batch["texture"] = np.stack(tex)
-        batch.pop("albedo", None)
-        return batch

@@ -99,3 +99,26 @@ def flame_overrides(d) -> list[str]:
     return ["face.model=flame", f"face.flame_path={d / 'flame2023.pkl'}",
             f"face.flame_landmarks_path={d / 'mediapipe_landmark_embedding.npz'}",
             f"face.flame_uv_path={d / 'FLAME_texture.npz'}", "generate.stages.rigging.backend=flame"]
+
+
+@pytest.fixture(scope="session")
+def standin_python():
+    """The stand-in model environment's interpreter (tests/standins/make_env.sh; .ci/install
+    builds it, and this builds it when it is missing)."""
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    py = root / ".venv-standin" / "bin" / "python"
+    if not py.exists():
+        subprocess.run(["bash", str(root / "tests/standins/make_env.sh")], check=True)
+    return str(py)
+
+
+@pytest.fixture(scope="session")
+def standin_models(tmp_path_factory):
+    """(NFR data bundle, Hunyuan3D weights folder) of the stand-ins."""
+    from tests.standins.bundles import make_hunyuan_model, make_nfr_bundle
+
+    d = tmp_path_factory.mktemp("standin-models")
+    return make_nfr_bundle(d / "nfr"), make_hunyuan_model(d / "hunyuan3d")
