@@ -115,9 +115,11 @@ def stage_files(stage: str, cfg: StageConfig, face_cfg=None) -> list[tuple[str, 
     out = []
     if cfg.model and looks_local(cfg.model):
         out.append((f"generate.stages.{stage}.model", cfg.model))
-    prior = cfg.options.get("prior") if isinstance(cfg.options, dict) else None
-    if isinstance(prior, str) and looks_local(prior):
-        out.append((f"generate.stages.{stage}.options.prior", prior))
+    opts = cfg.options if isinstance(cfg.options, dict) else {}
+    for key in ("prior", "python", "repo"):  # a prior's weights; a bridged model's env + clone
+        where = opts.get(key)
+        if isinstance(where, str) and where and looks_local(where):
+            out.append((f"generate.stages.{stage}.options.{key}", where))
     if face_cfg is not None and stage in FACE_STAGES + ("render",) and face_cfg.model == "flame":
         from faces.models import FLAME_FILES
 

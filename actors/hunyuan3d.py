@@ -18,7 +18,7 @@ from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from actors.base import StageConfig, options_of, register
-from actors.bridged import local, start_worker
+from actors.bridged import local, start_worker, worker_spec
 from actors.options import BridgeOptions, rng
 from bridge.hunyuan3d_server import hub_snapshot
 from faces.models import make_face_model
@@ -100,12 +100,20 @@ class Hunyuan3DTexture:
                                     "fill it with scripts/setup_model_env.sh hunyuan3d")
         self.model = make_face_model(context["face"])
         self.size = o.texture_size or context["face"].texture_size
-        env = {"HF_HOME": model_dir, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-        self.server = start_worker("texturing", "hunyuan3d", "hunyuan3d_server", o, env=env,
-                                   model=model_dir, max_num_view=o.max_num_view,
-                                   resolution=o.resolution,
-                                   paint_texture_size=o.paint_texture_size)
+        self.server = start_worker(self.worker_spec(cfg, o))
         self._n = 0
+
+    @staticmethod
+    def missing(model_dir: str, o=None) -> list[str]:  # what `pain3d check` reports
+        return model_missing(model_dir)
+
+    @staticmethod
+    def worker_spec(cfg: StageConfig, o: Hunyuan3DOptions):
+        model_dir = local(cfg.model or "")
+        env = {"HF_HOME": model_dir, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+        return worker_spec("texturing", "hunyuan3d", "hunyuan3d_server", o, env=env,
+                           model=model_dir, max_num_view=o.max_num_view,
+                           resolution=o.resolution, paint_texture_size=o.paint_texture_size)
 
     def paint(self, neutral: np.ndarray, image: np.ndarray, depth: np.ndarray):
         """Hunyuan3D's textured mesh of one identity: (ObjMesh, albedo image)."""

@@ -23,7 +23,7 @@ from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
 from actors.base import StageConfig, options_of, register
-from actors.bridged import local, start_worker
+from actors.bridged import local, start_worker, worker_spec
 from actors.options import BridgeOptions, rng
 from bridge.nfr_server import BUNDLE_FILES, checkpoint_path
 from faces.flame_rig import umeyama
@@ -142,10 +142,16 @@ class NFRRig:
         self.o = o
         self.model = make_face_model(context["face"])
         self.faces = np.asarray(self.model.template.faces)
-        self.server = start_worker("rigging", "nfr", "nfr_server", o, bundle=local(cfg.model),
-                                   config=o.config, load_head=o.load_head,
-                                   resume_id=o.resume_id, scale=o.scale, shift=list(o.shift))
+        self.server = start_worker(self.worker_spec(cfg, o))
         self._n = 0
+
+    missing = staticmethod(bundle_missing)  # what `pain3d check` reports
+
+    @staticmethod
+    def worker_spec(cfg: StageConfig, o: NFROptions):
+        return worker_spec("rigging", "nfr", "nfr_server", o, bundle=local(cfg.model or ""),
+                           config=o.config, load_head=o.load_head, resume_id=o.resume_id,
+                           scale=o.scale, shift=list(o.shift))
 
     def rig(self, neutral: np.ndarray, codes: np.ndarray) -> np.ndarray:
         """(n, 53) codes -> (n, V, 3) frames; every all-zero row is the code-0 output."""

@@ -43,16 +43,16 @@ class Server:
         if missing:
             raise FileNotFoundError("Hunyuan3D paint needs %s (scripts/setup_model_env.sh "
                                     "hunyuan3d fills the model folder)" % ", ".join(missing))
-        os.chdir(self.paint_dir)
-        sys.path.insert(0, self.paint_dir)
         try:
-            from utils.torchvision_fix import apply_fix
-            apply_fix()
-        except ImportError:
-            pass
-        try:
+            os.chdir(self.paint_dir)  # cfgs/, ckpt/ and the custom pipeline are found from here
+            sys.path.insert(0, self.paint_dir)
+            try:
+                from utils.torchvision_fix import apply_fix
+                apply_fix()
+            except ImportError:
+                pass
             import textureGenPipeline
-        except ImportError as e:
+        except (ImportError, OSError) as e:
             raise ImportError("cannot import hy3dpaint's textureGenPipeline from %s (%s: %s): "
                               "point options.repo at your Hunyuan3D-2.1 clone and "
                               "options.python at the environment its README builds"

@@ -40,11 +40,11 @@ class Server:
         self.model = None
 
     def probe(self) -> dict:
-        os.chdir(self.repo)  # NFR finds diffusion-net and ICT-FaceKit relative to its root
-        sys.path.insert(0, self.repo)
         try:
+            os.chdir(self.repo)  # NFR finds diffusion-net and ICT-FaceKit relative to its root
+            sys.path.insert(0, self.repo)
             import test_user
-        except ImportError as e:
+        except (ImportError, OSError) as e:
             raise ImportError("cannot import NFR's test_user.py from %s (%s: %s): point "
                               "options.repo at your NFR_pytorch clone and options.python at "
                               "the environment its README builds" % (self.repo,

@@ -18,7 +18,8 @@ USER_ERRORS = (ConfigError, FileNotFoundError, FileExistsError, ValueError, Runt
                PermissionError, IsADirectoryError, OSError)
 _USER_ERROR_NAMES = {t.__name__ for t in USER_ERRORS} | {
     "StorageError", "OutputConflict", "ModuleNotFoundError", "ImportError", "KeyError",
-    "CorruptImage", "SweepExists", "UnsafeDelete", "BadName", "RunExists"}
+    "CorruptImage", "SweepExists", "UnsafeDelete", "BadName", "RunExists", "BridgeError",
+    "OptionsError"}
 _ERROR_LINE = re.compile(r"^(?:[\w.]+\.)?(\w+): (.+)$")
 # Ray's loggers; their warnings (placement-group cleaners, deprecations, ...) go to the file
 RAY_LOGGERS = ("ray", "ray.data", "ray.train", "ray.tune", "ray.util", "ray.air")

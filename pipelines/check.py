@@ -111,7 +111,9 @@ def _stage(name: str, sc: StageConfig, cfg) -> list[Item]:
         items.append(_diffusers(section, "decoder", sc.model or _default(name),
                                 KANDINSKY_CLASSES[name]))
         items.append(_diffusers(section, "prior", o.prior, KANDINSKY_CLASSES["prior"]))
-    elif sc.backend in ("nfr", "hunyuan3d", "learned"):
+    elif sc.backend in ("nfr", "hunyuan3d"):
+        items += _bridged(section, name, sc)
+    elif sc.backend == "learned":
         for key, path in stage_files(name, sc):
             items.append(_try(section, key, path, lambda: None,
                               f"point {key} at the {sc.backend} weights"))
@@ -126,6 +128,38 @@ def _stage(name: str, sc: StageConfig, cfg) -> list[Item]:
         except (FileNotFoundError, RuntimeError, ValueError) as e:
             items.append(Item(section, "face landmarker bundle", sc.model or "(installed)",
                               MISSING, fix=str(e)))
+    return items
+
+
+def _bridged(section: str, name: str, sc: StageConfig) -> list[Item]:
+    """A model behind the bridge: its environment, clone and weights, then its worker
+    started once to import the model's code and check its files (no weights loaded)."""
+    from actors.base import options_of
+    from actors.bridged import local, probe_worker
+    from bridge.client import BridgeError
+
+    o = options_of(name, sc)
+    cls = backend_class(name, sc.backend)
+    setup = f"bash scripts/setup_model_env.sh {sc.backend}"
+    items = [_try(section, key, path, lambda: None, f"{setup}, then set {key}")
+             for key, path in stage_files(name, sc)]
+    items += [Item(section, "weights", "(not set)", MISSING,
+                   fix=f"set generate.stages.{name}.model ({setup})")] if not sc.model else []
+    if sc.model:
+        missing = cls.missing(local(sc.model), o)
+        items.append(Item(section, "weights", sc.model, MISSING if missing else FOUND,
+                          "; ".join(missing)[:300], fix=setup))
+    if not any(i.bad for i in items):
+        try:
+            info = probe_worker(cls.worker_spec(sc, o))
+            p = info.get("probe", {})
+            detail = f"Python {info['python']}, numpy {info['numpy']}" + "".join(
+                f", {k} {v}" for k, v in p.items() if k in ("torch", "cuda"))
+            items.append(Item(section, "model code (worker started, imports checked)",
+                              o.repo, FOUND, detail))
+        except BridgeError as e:
+            items.append(Item(section, "model code (worker started, imports checked)", o.repo,
+                              WRONG, str(e)[:300], fix=setup))
     return items
 
 
@@ -181,9 +215,6 @@ def _modules(cfg) -> list[Item]:
             need.update({m: f"pip install {m}" for m in ("torch", "diffusers", "transformers")})
         elif sc.backend == "mediapipe":
             need["mediapipe"] = "pip install mediapipe"
-        elif sc.backend in ("nfr", "hunyuan3d"):
-            module = backend_class(name, sc.backend).Options(**sc.options).module
-            need[module] = f"install {sc.backend} from its authors' repository"
     return [Item("python modules", m, "importable", FOUND if _importable(m) else MISSING,
                  fix=fix) for m, fix in need.items()]
 

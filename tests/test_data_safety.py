@@ -93,15 +93,19 @@ def test_first_generate_refuses_a_folder_with_the_users_frames(sandbox, capsys):
     assert_kept(before, sandbox)
 
 
-def test_failed_first_generate_removes_only_its_own_files(ray_local, tmp_path, capsys):
-    """A first run that fails inside Ray (an uninstallable texturing backend) leaves the
-    user's files beside it as they were and nothing of its own."""
+def test_failed_first_generate_removes_only_its_own_files(ray_local, tmp_path, capsys,
+                                                          standin_python, standin_models):
+    """A first run that fails inside Ray (Hunyuan3D's worker finds no code in options.repo)
+    leaves the user's files beside it as they were and nothing of its own."""
     sb = tmp_path / "sb"
     sb.mkdir()
     (sb / "thesis.tex").write_text("chapter 1")
     before = snapshot(sb)
     rc, err, lines = _run(["generate", "--identities", "1", "--out", sb, "render.size=32",
-                           "face.texture_size=64", "generate.stages.texturing.backend=hunyuan3d"],
+                           "face.texture_size=64", "generate.stages.texturing.backend=hunyuan3d",
+                           f"generate.stages.texturing.model={standin_models[1]}",
+                           f"generate.stages.texturing.options={{python: {standin_python}, "
+                           f"repo: {tmp_path}}}"],
                           capsys)
     assert rc == 2 and len(lines) == 1, err[-2000:]
     assert_kept(before, sb)

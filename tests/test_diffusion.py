@@ -219,73 +219,15 @@ def test_missing_weights_fail_at_startup(tmp_path, capsys):
     assert not out.exists()
 
 
-NFR_STANDIN = '''
-import numpy as np
-CALLS = []
-def load(checkpoint, device):
-    CALLS.append((checkpoint, device))
-    def rigger(vertices, faces, aus):
-        out = vertices.copy()
-        out[:, 1] += 0.001 * aus.get("AU4", 0.0)   # a recognisable, AU-dependent shift
-        return out
-    return rigger
-'''
-
-HUNYUAN_STANDIN = '''
-import numpy as np
-def load(model_path, device):
-    def painter(vertices, faces, corner_uv, image, texture_size):
-        t = np.zeros((texture_size, texture_size, 3), np.uint8)
-        t[...] = image.reshape(-1, 3).mean(0).astype(np.uint8)
-        return t
-    return painter
-'''
-
-
-@pytest.fixture
-def standins(tmp_path, monkeypatch):
-    (tmp_path / "nfr_standin.py").write_text(NFR_STANDIN)
-    (tmp_path / "hy3d_standin.py").write_text(HUNYUAN_STANDIN)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    return tmp_path
-
-
-def test_nfr_adapter_plumbing(standins):
-    import nfr_standin
-
-    cfg = load_config("local", ["render.size=64", "face.texture_size=128"])
-    ctx = {"face": cfg.face, "render": cfg.render}
-    b = identity_rows({"identity": np.array([2])}, cfg)
-    sc = StageConfig(backend="nfr", model="/ckpt/nfr.pth", options={"module": "nfr_standin"})
-    out = make_backend("rigging", sc, ctx, "cpu")(b)
-    assert nfr_standin.CALLS == [("/ckpt/nfr.pth", "cpu")]
-    v = out["vertices"][0]
-    assert v.shape[0] == 11
-    au4 = b["aus"][0][:, 0]
-    np.testing.assert_allclose(v[:, :, 1].mean(1) - v[0, :, 1].mean(), 0.001 * au4, atol=1e-6)
-    assert np.array_equal(out["expression_params"][0], b["aus"][0])
-
-
-def test_adapters_say_what_is_missing():
+def test_bridged_backends_say_what_is_missing():
     cfg = load_config("local")
     ctx = {"face": cfg.face, "render": cfg.render}
-    with pytest.raises(RuntimeError, match="Neural Face Rigging"):
-        make_backend("rigging", StageConfig(backend="nfr", model="x",
-                                            options={"module": "no_such_nfr"}), ctx, "cpu")
-    with pytest.raises(RuntimeError, match="Hunyuan3D"):
+    with pytest.raises(ValueError, match="rigging.options.python is required"):
+        make_backend("rigging", StageConfig(backend="nfr", model="x"), ctx, "cpu")
+    with pytest.raises(ValueError, match="texturing.options.repo is required"):
         make_backend("texturing", StageConfig(backend="hunyuan3d", model="x",
-                                              options={"module": "no_such_hy3d"}), ctx, "cpu")
+                                              options={"python": "python3"}), ctx, "cpu")
     with pytest.raises(ValueError, match="unknown rigging backend"):
         make_backend("rigging", StageConfig(backend="magic"), ctx, "cpu")
 
 
-def test_hunyuan_adapter_plumbing(standins):
-    cfg = load_config("local", ["render.size=64", "face.texture_size=128"])
-    ctx = {"face": cfg.face, "render": cfg.render}
-    b, _ = _rows(cfg, [0])
-    b = make_backend("neutral_face", cfg.generate.stages.neutral_face, ctx, "cpu")(b)
-    sc = StageConfig(backend="hunyuan3d", model="/weights/hy3d",
-                     options={"module": "hy3d_standin", "texture_size": 64})
-    out = make_backend("texturing", sc, ctx, "cpu")(b)
-    assert out["texture"].shape == (1, 64, 64, 3)
-    assert np.all(out["texture"][0] == b["neutral_image"][0].reshape(-1, 3).mean(0).astype(np.uint8))

@@ -247,13 +247,19 @@ def test_sigkill_halfway_then_rerun_is_consistent(tmp_path):
     assert m["counts"]["frames"] == 264 and m["counts"]["duplicate_sample_ids"] == 0
 
 
-def test_stage_failing_on_a_worker_is_one_line(tmp_path, capsys):
-    (tmp_path / "nfr.pth").write_bytes(b"")  # there: the node-side file check passes
+def test_stage_failing_on_a_worker_is_one_line(tmp_path, capsys, standin_python,
+                                               standin_models):
+    """NFR's worker, started inside the rigging actor, finds no NFR code in options.repo."""
+    (tmp_path / "empty").mkdir()
     rc = main(["generate", "--identities", "1", "--out", str(tmp_path / "x"),
                "generate.stages.rigging.backend=nfr",
-               f"generate.stages.rigging.model={tmp_path / 'nfr.pth'}",
-               "generate.stages.rigging.options={module: no_such_nfr_module}"])
+               f"generate.stages.rigging.model={standin_models[0]}",
+               f"generate.stages.rigging.options={{python: {standin_python}, "
+               f"repo: {tmp_path / 'empty'}}}"])
     assert rc == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1].startswith("pain3d: error: rigging.backend 'nfr' needs the Neural Face Rigging")
+    assert err[-1].startswith("pain3d: error: rigging.backend 'nfr': the model could not start "
+                              "(probe): ImportError: cannot import NFR's test_user.py"), err[-1]
     assert not list((tmp_path / "x").glob("frames/*.parquet"))
+
+

@@ -2,7 +2,7 @@
 decode entry points; the "decoder" is a fixed deformation, not a network.
 
 Each of the 53 ICT codes moves the vertices within ``RADIUS`` (a fraction of the bounding
-box diagonal) of its own point on the front of the face (``code_centres``) straight down;
+box diagonal) of its own vertex on the front of the face (``code_centres``) straight down;
 every vertex also drifts a little by a smooth function of its position, so the output at
 code 0 is not the input (as with the real network).
 """
@@ -33,7 +33,8 @@ def code_centres(v):
     for name in CODES:
         side = 0.35 if name.endswith('_L') else 0.65 if name.endswith('_R') else 0.5
         height = next(h for fam, h in HEIGHT.items() if name.startswith(fam))
-        out.append(lo + (hi - lo) * np.array([side, height, 1.0]))
+        target = lo + (hi - lo) * np.array([side, height, 1.0])
+        out.append(v[np.linalg.norm(v - target, axis=1).argmin()])  # on the surface
     return np.array(out)
 
 

@@ -1,0 +1,254 @@
+"""NFR rigging and Hunyuan3D 2.1 texturing through the model bridge, against stand-ins of
+both repositories (tests/standins/) in the stand-in environment (numpy<2, torch 2.13)."""
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from actors.base import StageConfig, make_backend
+from actors.hunyuan3d import masked_reference, surface_colors
+from actors.nfr import ICT_CODES, NFROptions, ict_codes, place_output
+from actors.options import OptionsError
+from bridge.client import BridgeError
+from cluster.config import load_config
+from faces.objfile import ObjMesh, read_obj
+from faces.rig import RIG_AUS
+from pipelines.tasks import identity_rows
+from tests.standins.bundles import HUNYUAN_REPO, NFR_REPO
+
+
+def standin_nfr():
+    """The stand-in's own region rule (its mymodel.code_weights), read from its file."""
+    sys.path.insert(0, str(NFR_REPO))
+    try:
+        import mymodel
+    finally:
+        sys.path.remove(str(NFR_REPO))
+    return mymodel
+
+
+def nfr_stage(python, bundle, **options):
+    return StageConfig(backend="nfr", model=str(bundle),
+                       options=dict({"python": python, "repo": str(NFR_REPO)}, **options))
+
+
+@pytest.fixture(scope="module")
+def cfg():
+    return load_config("local", ["render.size=64", "face.texture_size=128"])
+
+
+@pytest.fixture(scope="module")
+def rigged(standin_python, standin_models, cfg):
+    """Two identities rigged by the stand-in NFR (built-in head)."""
+    ctx = {"face": cfg.face, "render": cfg.render}
+    rig = make_backend("rigging", nfr_stage(standin_python, standin_models[0]), ctx, "cpu")
+    b = identity_rows({"identity": np.array([0, 1])}, cfg)
+    out = rig({k: v.copy() for k, v in b.items()})
+    rig.server.close()
+    return rig, b, out
+
+
+def test_au_to_ict_mapping_and_curve():
+    aus = np.zeros((3, len(RIG_AUS)), np.float32)
+    aus[0, RIG_AUS.index("AU4")] = 5
+    aus[1, RIG_AUS.index("AU26")] = 2.5
+    aus[2, RIG_AUS.index("AU43")] = 5
+    o = NFROptions(python="p", repo="r")
+    c = ict_codes(aus, o)
+    assert c.shape == (3, 53) and set(np.flatnonzero(c[0])) == {
+        ICT_CODES.index("browDown_L"), ICT_CODES.index("browDown_R")}
+    assert c[0, ICT_CODES.index("browDown_L")] == 1.0
+    assert c[1, ICT_CODES.index("jawOpen")] == 0.5
+    assert c[2, ICT_CODES.index("eyeBlink_R")] == 1.0
+    o2 = NFROptions(python="p", repo="r", code_at_5=0.8, curve_gamma=2.0)
+    assert ict_codes(aus, o2)[1, ICT_CODES.index("jawOpen")] == pytest.approx(0.8 * 0.25)
+
+
+def test_nfr_options_are_checked():
+    with pytest.raises(OptionsError, match="options.python is required"):
+        make_backend("rigging", StageConfig(backend="nfr", model="x"), {}, "cpu")
+    with pytest.raises(OptionsError, match="shift must be three numbers"):
+        make_backend("rigging", StageConfig(backend="nfr", model="x", options={
+            "python": "p", "repo": "r", "shift": [0, 1]}), {}, "cpu")
+
+
+def test_nfr_neutral_is_the_code_zero_output_and_zero_rows_reuse_it(rigged):
+    rig, b, out = rigged
+    v = out["vertices"].astype(np.float64)
+    assert v.shape == (2, 11, rig.model.template.n_vertices, 3)  # vertex count and order kept
+    for i in range(2):
+        neutral_in = rig.model.neutral(b["shape"][i])
+        drift = np.linalg.norm(v[i, 0] - neutral_in, axis=1)
+        assert drift.max() > 2e-4  # the stand-in drifts at code 0 ...
+        for e in np.flatnonzero(~b["aus"][i].any(1)):  # ... and every no-AU row is that output
+            np.testing.assert_array_equal(v[i, e], v[i, 0])
+    np.testing.assert_array_equal(out["expression_params"][0], ict_codes(b["aus"][0],
+                                                                          rig.o))
+
+
+def test_nfr_pain_frame_moves_only_where_the_standin_moved(rigged):
+    rig, b, out = rigged
+    mymodel = standin_nfr()
+    from actors.nfr import _components
+
+    labels = _components(rig.faces, rig.model.template.n_vertices)
+    skin = labels == np.bincount(labels).argmax()
+    for i in range(2):
+        neutral_in = rig.model.neutral(b["shape"][i]).astype(np.float64)
+        v = out["vertices"][i].astype(np.float64)
+        for e in range(1, 11):
+            w = mymodel.code_weights(neutral_in[skin], out["expression_params"][i, e]).sum(1)
+            moved = np.linalg.norm(v[e] - v[0], axis=1)
+            assert moved[~skin].max() < 1e-9  # eyeballs, teeth: rigid, not expression-driven
+            assert moved[skin][w == 0].max() < 1e-7  # nothing outside the stand-in's regions
+            if out["expression_params"][i, e].any():
+                assert moved[skin][w > 0].max() > 1e-4  # and its regions did move
+
+
+def test_nfr_pieces_it_drops_follow_the_drift_rigidly(rigged):
+    rig, b, out = rigged
+    from actors.nfr import _components
+
+    labels = _components(rig.faces, rig.model.template.n_vertices)
+    neutral_in = rig.model.neutral(b["shape"][0]).astype(np.float64)
+    v0 = out["vertices"][0, 0].astype(np.float64)
+    for lab in np.unique(labels):
+        if lab == np.bincount(labels).argmax():
+            continue
+        p = np.flatnonzero(labels == lab)
+        d_in = np.linalg.norm(neutral_in[p][:, None] - neutral_in[p][None], axis=-1)
+        d_out = np.linalg.norm(v0[p][:, None] - v0[p][None], axis=-1)
+        assert np.abs(d_in - d_out).max() < 1e-6  # a rigid motion
+        assert np.linalg.norm(v0[p] - neutral_in[p], axis=1).max() < 5e-3  # stays in place
+
+
+def test_nfr_scale_and_shift_are_undone(standin_python, standin_models, cfg, rigged):
+    _, b, out = rigged
+    ctx = {"face": cfg.face, "render": cfg.render}
+    rig = make_backend("rigging", nfr_stage(standin_python, standin_models[0], scale=10.0,
+                                            shift=[1.0, -2.0, 0.5]), ctx, "cpu")
+    scaled = rig({k: v.copy() for k, v in b.items() if k in ("shape", "aus")})
+    rig.server.close()
+    np.testing.assert_allclose(scaled["vertices"], out["vertices"], atol=2e-6)
+
+
+def test_place_output_refuses_a_mesh_that_is_not_the_input():
+    neutral = np.random.default_rng(0).normal(size=(50, 3))
+    faces = np.array([[0, 1, 2]])
+    with pytest.raises(ValueError, match="only 0 match"):
+        place_output(neutral, faces, neutral[:40] + 1.0, np.zeros((1, 40, 3)), 1.0, [0, 0, 0])
+
+
+def test_nfr_without_its_code_or_bundle_fails_at_start_in_one_sentence(
+        standin_python, standin_models, tmp_path, cfg):
+    ctx = {"face": cfg.face, "render": cfg.render}
+    sc = nfr_stage(standin_python, standin_models[0])
+    sc.options["repo"] = str(tmp_path)  # a folder without NFR's code
+    with pytest.raises(BridgeError, match=r"could not start \(probe\): ImportError: cannot "
+                                          r"import NFR's test_user.py") as e:
+        make_backend("rigging", sc, ctx, "cpu")
+    assert "\n" not in str(e.value)
+    with pytest.raises(FileNotFoundError, match="is not NFR's data bundle: .*gradients_std.npy"):
+        make_backend("rigging", nfr_stage(standin_python, tmp_path), ctx, "cpu")
+
+
+# ---- Hunyuan3D 2.1 ----
+
+def hunyuan_stage(python, model, **options):
+    return StageConfig(backend="hunyuan3d", model=str(model), options=dict(
+        {"python": python, "repo": str(HUNYUAN_REPO), "paint_texture_size": 512,
+         "texture_size": 128}, **options))
+
+
+@pytest.fixture(scope="module")
+def painted(standin_python, standin_models, cfg):
+    ctx = {"face": cfg.face, "render": cfg.render}
+    b = identity_rows({"identity": np.array([3])}, cfg)
+    b = make_backend("rigging", StageConfig(), ctx, "cpu")(b)
+    b = make_backend("neutral_face", cfg.generate.stages.neutral_face, ctx, "cpu")(b)
+    tx = make_backend("texturing", hunyuan_stage(standin_python, standin_models[1]), ctx, "cpu")
+    out = tx({k: v.copy() for k, v in b.items()})
+    tx.server.close()
+    return tx, b, out
+
+
+def uv_to_surface(obj: ObjMesh, uv: np.ndarray) -> np.ndarray:
+    """The 3-D point of ``obj`` at each atlas coordinate (the inverse of its UV map)."""
+    from scipy.spatial import cKDTree
+
+    tri_uv = obj.corner_uv
+    _, cand = cKDTree(tri_uv.mean(1)).query(uv, k=16)
+    best = np.zeros((len(uv), 3))
+    err = np.full(len(uv), np.inf)
+    for j in range(cand.shape[1]):
+        t = tri_uv[cand[:, j]]
+        m = np.stack([t[:, 1] - t[:, 0], t[:, 2] - t[:, 0]], -1)  # (N, 2, 2)
+        ok = np.abs(np.linalg.det(m)) > 1e-14
+        w = np.zeros((len(uv), 2))
+        w[ok] = np.linalg.solve(m[ok], (uv - t[:, 0])[ok][..., None])[..., 0]
+        bary = np.c_[1 - w.sum(1), w]
+        out = -np.minimum(bary, 0).sum(1) + (~ok) * 1e9
+        better = out < err
+        p = obj.vertices[obj.faces[cand[:, j]]]
+        best[better] = (bary[:, :, None] * p).sum(1)[better]
+        err[better] = out[better]
+    return best
+
+
+def test_hunyuan_albedo_comes_back_in_the_meshs_own_uvs(painted, renderer):
+    tx, b, out = painted
+    tex = out["texture"][0]
+    assert tex.shape == (128, 128, 3)
+    obj = read_obj(next(Path(tx.server.work_dir).glob("identity-1/textured_mesh.obj")))
+    neutral = b["vertices"][0, 0].astype(np.float64)
+    # the stand-in re-unwrapped the mesh: its UVs are not the face model's
+    assert obj.faces.shape[0] == tx.model.template.faces.shape[0]
+    attrs, covered = renderer.bake_uv(tx.model.mesh(neutral), neutral, 128)
+    # its albedo encodes its own UVs (red = u, green = v): decode, find that point on its mesh
+    uv = tex[covered][:, :2].astype(np.float64) / 255.0
+    where = uv_to_surface(obj, uv)
+    err = np.linalg.norm(where - attrs[..., :3][covered], axis=1)
+    assert np.median(err) < 5e-3 and np.mean(err < 1e-2) > 0.9  # the same surface point
+    wrong = uv_to_surface(obj, tx.model.template.corner_uv.reshape(-1, 2)[:len(uv)])
+    assert np.median(np.linalg.norm(wrong - attrs[..., :3][covered][:len(wrong)], axis=1)) > 0.02
+
+
+def test_hunyuan_gets_the_neutral_image_without_its_background(painted):
+    tx, b, _ = painted
+    ref = np.asarray(Image.open(next(Path(tx.server.work_dir).glob("identity-1/image.png"))))
+    assert ref.shape[-1] == 4
+    np.testing.assert_array_equal(ref[..., 3] > 0, b["frontal_depth"][0] > 0)
+    np.testing.assert_array_equal(ref[..., :3], b["neutral_image"][0])
+    np.testing.assert_array_equal(masked_reference(b["neutral_image"][0],
+                                                   b["frontal_depth"][0]), ref)
+
+
+def test_surface_colors_and_a_remeshed_answer():
+    quad = ObjMesh(np.array([[0, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0]], float),
+                   np.array([[0, 1, 2], [0, 2, 3]]),
+                   np.array([[[0, 0], [1, 0], [1, 1]], [[0, 0], [1, 1], [0, 1]]], float), None)
+    tex = np.zeros((64, 64, 3), np.float32)
+    tex[..., 0] = (np.arange(64) + 0.5)[None, :] * 4  # red grows with u
+    tex[..., 1] = (63.5 - np.arange(64))[:, None] * 4  # green grows with v (row 0 is v = 1)
+    pts = np.array([[0.25, 0.5, 0.0], [0.75, 0.1, 0.0], [0.5, 0.9, 0.02]])
+    cols, dist = surface_colors(quad, tex, pts)
+    np.testing.assert_allclose(cols[:, 0] / 256, pts[:, 0], atol=0.02)
+    np.testing.assert_allclose(cols[:, 1] / 256, pts[:, 1], atol=0.02)
+    np.testing.assert_allclose(dist, [0, 0, 0.02], atol=1e-9)
+
+
+def test_hunyuan_checks_its_weights_folder_and_code(standin_python, standin_models, tmp_path,
+                                                    cfg):
+    ctx = {"face": cfg.face, "render": cfg.render}
+    with pytest.raises(FileNotFoundError, match="lacks .*models--tencent--Hunyuan3D-2.1.*"
+                                                "RealESRGAN_x4plus.pth"):
+        make_backend("texturing", hunyuan_stage(standin_python, tmp_path), ctx, "cpu")
+    sc = hunyuan_stage(standin_python, standin_models[1])
+    sc.options["repo"] = str(tmp_path)
+    with pytest.raises(BridgeError, match="cannot import hy3dpaint's textureGenPipeline"):
+        make_backend("texturing", sc, ctx, "cpu")
+    with pytest.raises(OptionsError, match="resolution must be 512 or 768"):
+        make_backend("texturing", hunyuan_stage(standin_python, tmp_path, resolution=600),
+                     ctx, "cpu")
