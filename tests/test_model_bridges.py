@@ -252,3 +252,106 @@ def test_hunyuan_checks_its_weights_folder_and_code(standin_python, standin_mode
     with pytest.raises(OptionsError, match="resolution must be 512 or 768"):
         make_backend("texturing", hunyuan_stage(standin_python, tmp_path, resolution=600),
                      ctx, "cpu")
+
+
+# ---- pain3d generate / check with both backends behind the bridge ----
+
+def bridged_overrides(python, models, rig_options="") -> list[str]:
+    nfr, hy = models
+    return ["generate.stages.rigging.backend=nfr", f"generate.stages.rigging.model={nfr}",
+            f"generate.stages.rigging.options={{python: {python}, repo: {NFR_REPO}{rig_options}}}",
+            "generate.stages.texturing.backend=hunyuan3d", f"generate.stages.texturing.model={hy}",
+            f"generate.stages.texturing.options={{python: {python}, repo: {HUNYUAN_REPO}, "
+            "paint_texture_size: 512}"]
+
+
+def hot_pixels(table) -> list[int]:
+    """Per pain frame: heatmap pixels hotter than zero displacement (inferno's black)."""
+    import io
+
+    out = []
+    for h in table.column("heatmap").to_pylist():
+        if h is not None:
+            a = np.asarray(Image.open(io.BytesIO(h))).astype(int)
+            out.append(int((a.max(-1) > 8).sum()))
+    return out
+
+
+def generate(tmp_path, python, models, extra=()):
+    import pyarrow.parquet as pq
+
+    from cluster.cli import main
+
+    out = tmp_path / "ds"
+    assert main(["generate", "--identities", "2", "--out", str(out), "render.size=64",
+                 "face.texture_size=128", "generate.stages.qa.backend=none",
+                 *bridged_overrides(python, models, *extra)]) == 0
+    return out, pq.read_table(out / "frames")
+
+
+@pytest.mark.slow
+def test_generate_with_nfr_and_hunyuan3d_behind_the_bridge(ray_local, standin_python,
+                                                           standin_models, tmp_path):
+    import json
+
+    out, t = generate(tmp_path, standin_python, standin_models)
+    m = json.loads((out / "manifest.json").read_text())
+    assert t.num_rows == m["counts"]["frames"] == 2 * 11 * 3
+    hot = hot_pixels(t)
+    assert len(hot) == 60 and min(hot) > 0  # each pain frame shows the stand-in's motion ...
+    masks = t.filter(t.column("expression").to_numpy() > 0).column("mask").to_pylist()
+    import io
+    area = [int((np.asarray(Image.open(io.BytesIO(mk))) > 0).sum()) for mk in masks]
+    assert max(h / a for h, a in zip(hot, area)) < 0.4  # ... only in its regions
+    params = np.stack(t.column("expression_params").to_numpy(zero_copy_only=False))
+    assert params.shape[1] == 53  # the ICT codes each expression was rigged with
+    tex = np.asarray(Image.open(out / "textured_meshes/000000/neutral.png"))
+    assert tex.shape == (128, 128, 3) and tex[..., 0].std() > 20  # the stand-in's UV colours
+
+
+@pytest.mark.slow
+def test_generate_at_code_zero_has_all_zero_heatmaps(ray_local, standin_python, standin_models,
+                                                     tmp_path):
+    """Every expression at code 0 (code_at_5: 0) is the neutral passed through NFR: no heat,
+    although the stand-in drifts every vertex away from the input neutral."""
+    _, t = generate(tmp_path, standin_python, standin_models, (", code_at_5: 0.0",))
+    hot = hot_pixels(t)
+    assert len(hot) == 60 and max(hot) == 0
+
+
+def test_check_starts_each_worker_and_imports_its_code(standin_python, standin_models,
+                                                       tmp_path, capsys):
+    from cluster.cli import main
+
+    args = ["generate.stages.qa.backend=none", *bridged_overrides(standin_python, standin_models)]
+    assert main(["check", *args]) == 0
+    out = capsys.readouterr().out
+    assert out.count("[    found    ] model code (worker started, imports checked)") == 2
+    assert "numpy 1.26" in out and "torch 2.13" in out
+    (tmp_path / "empty").mkdir()
+    assert main(["check", *args, f"generate.stages.texturing.options.repo={tmp_path / 'empty'}",
+                 f"generate.stages.rigging.model={tmp_path}"]) == 1
+    out = capsys.readouterr().out
+    assert "[wrong-format ] model code" in out and "cannot import hy3dpaint" in out
+    assert "[   missing   ] weights" in out and "gradients_std.npy" in out
+
+
+def test_nfr_rigs_the_flame_format_head_and_keeps_its_eyeballs(standin_python, standin_models,
+                                                               test_flame):
+    from actors.nfr import _components
+
+    cfg = load_config("local", ["render.size=64"])
+    cfg.face = test_flame[1]
+    ctx = {"face": cfg.face, "render": cfg.render}
+    rig = make_backend("rigging", nfr_stage(standin_python, standin_models[0]), ctx, "cpu")
+    b = identity_rows({"identity": np.array([5])}, cfg)
+    out = rig({k: v.copy() for k, v in b.items()})
+    rig.server.close()
+    v = out["vertices"][0].astype(np.float64)
+    assert v.shape == (11, 5023, 3)
+    labels = _components(rig.faces, 5023)
+    pieces = np.bincount(labels)
+    assert len(pieces) >= 3  # the face and (at least) two eyeballs NFR does not rig
+    still = labels != pieces.argmax()
+    assert np.abs(v[1:, still] - v[:1, still]).max() < 1e-9
+    assert np.abs(v[1:, ~still] - v[:1, ~still]).max() > 1e-4
