@@ -89,7 +89,10 @@ class ModelServer:
         self._spawn()
         deadline = time.monotonic() + self.spec.start_timeout_s
         try:
-            self.info = dict(self._read(deadline, what="start"))
+            try:
+                self.info = dict(self._read(deadline, what="start"))
+            except _Died as d:  # it could not even run the bridge (no numpy, wrong Python)
+                raise self._died(True, "start", d) from None
             self.info["probe"] = self._request("probe", {}, None, deadline, start=True)[0]
             if load:
                 self.info["load"] = self._request("load", {}, None, deadline, start=True)[0]

@@ -145,7 +145,7 @@ def _bridged(section: str, name: str, sc: StageConfig) -> list[Item]:
              for key, path in stage_files(name, sc)]
     items += [Item(section, "weights", "(not set)", MISSING,
                    fix=f"set generate.stages.{name}.model ({setup})")] if not sc.model else []
-    if sc.model:
+    if sc.model and os.path.isdir(local(sc.model)):
         missing = cls.missing(local(sc.model), o)
         items.append(Item(section, "weights", sc.model, MISSING if missing else FOUND,
                           "; ".join(missing)[:300], fix=setup))

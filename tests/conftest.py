@@ -1,6 +1,9 @@
 import numpy as np
 import pytest
 
+# stand-ins of other projects' code (their test_user.py is NFR's script, not a test)
+collect_ignore = ["standins"]
+
 # a tiny ViTPain for training tests (the test Ray declares fake GPUs: no NCCL here)
 # (a ViT; the local preset's conv net is tested apart: TINY_CONV)
 TINY_TRAIN = ["train.model.backbone=vit_tiny_patch16_224", "train.model.img_size=32",

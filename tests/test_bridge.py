@@ -130,3 +130,11 @@ def test_no_orphans_after_close_or_a_killed_actor(standin_python, tmp_path):
     os.kill(actor.pid, signal.SIGKILL)
     actor.wait()
     assert gone(worker, within=10.0)
+
+
+def test_interpreter_without_numpy_fails_at_start(tmp_path):
+    env = tmp_path / "bare"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env)], check=True)
+    with pytest.raises(BridgeError, match=r"exited during start \(exit code 1\); its last log "
+                                          r"lines: .*No module named 'numpy'"):
+        ModelServer(spec(str(env / "bin" / "python"), tmp_path)).start()

@@ -307,6 +307,23 @@ def test_generate_with_nfr_and_hunyuan3d_behind_the_bridge(ray_local, standin_py
     assert params.shape[1] == 53  # the ICT codes each expression was rigged with
     tex = np.asarray(Image.open(out / "textured_meshes/000000/neutral.png"))
     assert tex.shape == (128, 128, 3) and tex[..., 0].std() > 20  # the stand-in's UV colours
+    assert not bridge_workers(within=15.0)  # the actors' workers ended with them
+
+
+def bridge_workers(within: float) -> list:
+    """Model-bridge worker processes still alive after ``within`` seconds."""
+    import time
+
+    import psutil
+
+    deadline = time.monotonic() + within
+    while True:
+        alive = [p for p in psutil.process_iter(["cmdline", "status"])
+                 if any(a.endswith("bridge/worker.py") for a in (p.info["cmdline"] or []))
+                 and p.info["status"] != psutil.STATUS_ZOMBIE]
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.5)
 
 
 @pytest.mark.slow
