@@ -55,30 +55,46 @@ def masked_reference(image: np.ndarray, depth: np.ndarray) -> np.ndarray:
     return np.dstack([np.asarray(image, np.uint8), alpha])
 
 
-def surface_colors(obj: ObjMesh, texture: np.ndarray, points: np.ndarray, k: int = 16):
-    """Colour of ``texture`` (H, W, 3) through ``obj``'s UVs at the surface point of ``obj``
-    nearest to each of ``points`` (N, 3); also each point's distance to that surface."""
-    tri = obj.vertices[obj.faces]  # (F, 3, 3)
-    _, cand = cKDTree(tri.mean(1)).query(points, k=min(k, len(tri)))
-    cand = cand.reshape(len(points), -1)
+def _nearest_on(tri: np.ndarray, cand: np.ndarray, points: np.ndarray):
+    """Of the candidate triangles ``cand`` (N, k) of each point: the best one, the point's
+    barycentrics in it (clamped into the triangle) and its distance."""
     a, b, c = (tri[cand, i] for i in range(3))  # (N, k, 3)
     v0, v1, v2 = b - a, c - a, points[:, None] - a
     d00, d01, d11 = (v0 * v0).sum(-1), (v0 * v1).sum(-1), (v1 * v1).sum(-1)
     d20, d21 = (v2 * v0).sum(-1), (v2 * v1).sum(-1)
-    den = np.where(np.abs(d00 * d11 - d01 ** 2) > 1e-30, d00 * d11 - d01 ** 2, 1e-30)
+    den = d00 * d11 - d01 ** 2
+    den = np.where(np.abs(den) > 1e-30, den, 1e-30)
     w1, w2 = (d11 * d20 - d01 * d21) / den, (d00 * d21 - d01 * d20) / den
-    bary = np.clip(np.stack([1 - w1 - w2, w1, w2], -1), 0, None)  # clamped into the triangle
+    bary = np.clip(np.stack([1 - w1 - w2, w1, w2], -1), 0, None)
     bary /= np.maximum(bary.sum(-1, keepdims=True), 1e-12)
-    near = (bary[..., :1] * a + bary[..., 1:2] * b + bary[..., 2:] * c)
+    near = bary[..., :1] * a + bary[..., 1:2] * b + bary[..., 2:] * c
     dist = np.linalg.norm(near - points[:, None], axis=-1)
     best = dist.argmin(1)
     rows = np.arange(len(points))
-    uv = (bary[rows, best][:, :, None] * obj.corner_uv[cand[rows, best]]).sum(1)
+    return cand[rows, best], bary[rows, best], dist[rows, best]
+
+
+def surface_colors(obj: ObjMesh, texture: np.ndarray, points: np.ndarray):
+    """Colour of ``texture`` (H, W, 3) through ``obj``'s UVs at the surface point of ``obj``
+    nearest to each of ``points`` (N, 3); also each point's distance to that surface. Each
+    point looks at the triangles of the 4 nearest centroids, and at 32 when none of those
+    holds it (long thin triangles)."""
+    tri = obj.vertices[obj.faces]  # (F, 3, 3)
+    tree = cKDTree(tri.mean(1))
+    k = min(4, len(tri))
+    face, bary, dist = _nearest_on(tri, tree.query(points, k=k)[1].reshape(len(points), -1),
+                                   points)
+    scale = np.linalg.norm(tri.max((0, 1)) - tri.min((0, 1)))
+    redo = np.flatnonzero(dist > 1e-6 * scale)
+    if len(redo) and len(tri) > k:
+        cand = tree.query(points[redo], k=min(32, len(tri)))[1]
+        face[redo], bary[redo], dist[redo] = _nearest_on(tri, cand, points[redo])
+    uv = (bary[:, :, None] * obj.corner_uv[face]).sum(1)
     h, w = texture.shape[:2]
     coords = [(1.0 - uv[:, 1]) * h - 0.5, uv[:, 0] * w - 0.5]  # OBJ: v = 1 is the top row
     cols = np.stack([ndimage.map_coordinates(texture[..., ch].astype(np.float32), coords,
                                              order=1, mode="nearest") for ch in range(3)], 1)
-    return cols, dist[rows, best]
+    return cols, dist
 
 
 @register("texturing", "hunyuan3d", options=Hunyuan3DOptions)
