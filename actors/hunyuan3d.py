@@ -10,6 +10,7 @@ without UVs) takes the colour at the same surface point of Hunyuan3D's mesh.
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import dataclass
 
 import numpy as np
@@ -132,7 +133,10 @@ class Hunyuan3DTexture:
                            resolution=o.resolution, paint_texture_size=o.paint_texture_size)
 
     def paint(self, neutral: np.ndarray, image: np.ndarray, depth: np.ndarray):
-        """Hunyuan3D's textured mesh of one identity: (ObjMesh, albedo image)."""
+        """Hunyuan3D's textured mesh of one identity: (ObjMesh, albedo image). Its files
+        stay until the next identity's (the last ones until the actor ends)."""
+        shutil.rmtree(os.path.join(self.server.work_dir, f"identity-{self._n}"),
+                      ignore_errors=True)
         self._n += 1
         d = os.path.join(self.server.work_dir, f"identity-{self._n}")
         os.makedirs(d, exist_ok=True)
@@ -169,6 +173,11 @@ class Hunyuan3DTexture:
         batch.pop("albedo", None)
         batch.pop("albedo_vertex_colors", None)
         return batch
+
+    def __del__(self):
+        server = getattr(self, "server", None)
+        if server is not None:
+            server.shutdown()
 
     def _bake_uv(self, neutral, obj, albedo):
         """Hunyuan3D's albedo in the face model's own UVs (texels off the atlas take the

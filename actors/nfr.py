@@ -104,22 +104,37 @@ def place_output(neutral: np.ndarray, faces: np.ndarray, rig_input: np.ndarray,
     diag = np.linalg.norm(neutral.max(0) - neutral.min(0))
     dist, j = cKDTree(src).query(neutral)
     hit = dist < 1e-5 * diag
-    if hit.sum() < len(src) * 0.99:
-        raise ValueError(f"NFR rigged a mesh of {len(src)} vertices of which only {hit.sum()} "
-                         "match the face model's; check rigging.options.scale / shift")
+    if len(np.unique(j[hit])) < len(src) * 0.99:
+        raise ValueError(f"NFR rigged a mesh of {len(src)} vertices of which only "
+                         f"{len(np.unique(j[hit]))} match the face model's; check "
+                         "rigging.options.scale / shift")
     out = np.asarray(outputs, np.float64) / scale + src.mean(0)  # undo the mean-centring
     out[1:] -= np.median(out[1:] - out[:1], axis=1, keepdims=True)  # the static majority
     frames = np.repeat(neutral[None], len(out), axis=0)
     frames[:, hit] = out[:, j[hit]]
+    if hit.all():
+        return frames.astype(np.float32)
     labels = _components(faces, len(neutral))
-    tree = cKDTree(neutral[hit])
     rigged = np.flatnonzero(hit)
-    for lab in np.unique(labels[~hit]):
-        piece = np.flatnonzero((labels == lab) & ~hit)
-        near = rigged[tree.query(neutral[piece].mean(0), k=min(64, len(rigged)))[1]]
-        _, rot, t = umeyama(neutral[near], frames[0, near])  # the drift at code 0, rigidly
+    tree = cKDTree(neutral[hit])
+    main = np.bincount(labels[hit]).argmax()
+    stray = np.flatnonzero(~hit & (labels == main))  # dropped from the rigged piece itself
+    if len(stray):  # each follows its nearest rigged vertex, frame by frame
+        near = rigged[np.atleast_1d(tree.query(neutral[stray])[1])]
+        frames[:, stray] = neutral[stray] + (frames[:, near] - neutral[near])
+    for lab in np.unique(labels[~hit & (labels != main)]):
+        piece = np.flatnonzero(labels == lab)
+        k = min(64, len(rigged))
+        near = rigged[np.atleast_1d(tree.query(neutral[piece].mean(0), k=k)[1])]
+        rot, t = _rigid(neutral[near], frames[0, near])  # the code-0 drift, no scale
         frames[:, piece] = neutral[piece] @ rot.T + t
     return frames.astype(np.float32)
+
+
+def _rigid(src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rotation and translation taking ``src`` onto ``dst`` (least squares, no scale)."""
+    _, rot, _ = umeyama(src, dst)
+    return rot, dst.mean(0) - rot @ src.mean(0)
 
 
 @register("rigging", "nfr", options=NFROptions)
@@ -162,7 +177,11 @@ class NFRRig:
         self._n += 1
         mesh = write_obj(os.path.join(self.server.work_dir, f"mesh-{self._n}.obj"), neutral,
                          self.faces)
-        _, arrays = self.server.call({"mesh": str(mesh)}, {"codes": uniq})
+        try:
+            _, arrays = self.server.call({"mesh": str(mesh)}, {"codes": uniq})
+        finally:  # the mesh and the image NFR's render_img saves beside it
+            for p in (mesh, mesh.with_name(mesh.stem + "_img.npy")):
+                p.unlink(missing_ok=True)
         if arrays.get("vertices") is None or arrays["vertices"].shape[0] != len(uniq):
             raise ValueError(f"NFR returned {arrays.get('vertices', np.empty(0)).shape} "
                              f"vertices for {len(uniq)} code rows")
@@ -183,4 +202,4 @@ class NFRRig:
     def __del__(self):
         server = getattr(self, "server", None)
         if server is not None:
-            server.close()
+            server.shutdown()

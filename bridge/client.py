@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-import select
+import selectors
 import shutil
 import signal
 import subprocess
@@ -50,12 +50,21 @@ class WorkerSpec:
 
 
 def _kill(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
+    """Kill the worker's whole process group (the model's own children too), then reap it."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # before reaping: the group id is still ours
+    except (ProcessLookupError, PermissionError):
+        pass
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:  # stuck in the driver (uninterruptible): leave it
+        log.warning("model worker %s did not exit 30 s after SIGKILL", proc.pid)
+    for pipe in (proc.stdin, proc.stdout):
         try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
+            if pipe:
+                pipe.close()
+        except OSError:
             pass
-        proc.wait()
 
 
 def gpu_env() -> dict:
@@ -86,9 +95,9 @@ class ModelServer:
     # ---- life cycle ---------------------------------------------------------------------
     def start(self, load: bool = True) -> dict:
         """Start the worker, probe the model's code and files, load it, check its health."""
-        self._spawn()
         deadline = time.monotonic() + self.spec.start_timeout_s
         try:
+            self._spawn()
             try:
                 self.info = dict(self._read(deadline, what="start"))
             except _Died as d:  # it could not even run the bridge (no numpy, wrong Python)
@@ -115,13 +124,19 @@ class ModelServer:
         opts = os.path.join(self.work_dir, "options.json")
         with open(opts, "w") as f:
             json.dump(self.spec.options, f)
-        self._log = open(self.log_path, "ab")
-        self._log_from = self._log.tell()  # this worker's lines start here
         self._buf = b""
-        self.proc = subprocess.Popen(
-            [py, "-u", WORKER, "--handler", self.spec.handler, "--work-dir", self.work_dir,
-             "--options", opts], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=self._log, cwd=self.work_dir, env=env, start_new_session=True)
+        with open(self.log_path, "ab") as logf:  # the child keeps its own descriptor
+            self._log_from = logf.tell()  # this worker's lines start here
+            try:
+                self.proc = subprocess.Popen(
+                    [py, "-u", WORKER, "--handler", self.spec.handler, "--work-dir",
+                     self.work_dir, "--options", opts], stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE, stderr=logf, cwd=self.work_dir, env=env,
+                    start_new_session=True)
+            except OSError as e:
+                raise BridgeError(f"{self.spec.name}: {self.spec.python_key} {py} cannot be "
+                                  f"run ({e.strerror or e}); set it to the model "
+                                  "environment's bin/python") from None
         self._finalizer = weakref.finalize(self, _kill, self.proc)
 
     def close(self, polite: bool = True) -> None:
@@ -135,20 +150,23 @@ class ModelServer:
                 proc.stdin.write(encode({"id": 0, "op": "exit"}))
                 proc.stdin.close()
                 proc.wait(timeout=5)
-            except (OSError, subprocess.TimeoutExpired):
+            except (OSError, ValueError, subprocess.TimeoutExpired):
                 pass
+        self._finalizer.detach()
         _kill(proc)
-        try:  # children the model started in the worker's group
-            os.killpg(proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        self._log.close()
+
+    def shutdown(self) -> None:
+        """Stop the worker for good and remove its files, all but its log."""
+        self.close()
+        for p in Path(self.work_dir).iterdir() if os.path.isdir(self.work_dir) else []:
+            if p.name != "worker.log":
+                shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
-        self.close()
+        self.shutdown()
 
     # ---- requests -----------------------------------------------------------------------
     def call(self, args: dict, arrays: dict | None = None) -> tuple[dict, dict]:
@@ -177,16 +195,17 @@ class ModelServer:
         if arrays:
             inputs = save_arrays(os.path.join(self.work_dir, f"in-{rid}.npz"), arrays)
         try:
-            self.proc.stdin.write(encode({"id": rid, "op": op, "args": args, "inputs": inputs}))
-            self.proc.stdin.flush()
-        except BrokenPipeError:
-            raise self._died(start, op) from None
-        try:
-            reply = self._read(deadline, what=op)
-        except _Died as d:
-            raise self._died(start, op, d) from None
+            try:
+                self.proc.stdin.write(encode({"id": rid, "op": op, "args": args,
+                                              "inputs": inputs}))
+                self.proc.stdin.flush()
+                reply = self._read(deadline, what=op)
+            except BrokenPipeError:
+                raise self._died(start, op) from None
+            except _Died as d:
+                raise self._died(start, op, d) from None
         finally:
-            if inputs:
+            if inputs and os.path.exists(inputs):
                 os.unlink(inputs)
         if reply.get("id") != rid:
             self.close()
@@ -208,7 +227,7 @@ class ModelServer:
         return reply.get("result") or {}, arrays_out
 
     def _died(self, start: bool, op: str, d: _Died | None = None):
-        code = d.code if d else (self.proc.poll() if self.proc else None)
+        code = d.code if d else _exit_code(self.proc)
         if start:  # a worker that cannot even start is not retried
             self.close()
             return BridgeError(f"{self.spec.name}: the model worker exited during {op} "
@@ -216,22 +235,28 @@ class ModelServer:
         return d or _Died(code)
 
     def _read(self, deadline: float, what: str) -> dict:
-        """The next message line, waiting until ``deadline``."""
+        """The next message line, waiting until ``deadline``; a worker that exits is seen
+        within a second even when a child of the model still holds its stdout open."""
         fd = self.proc.stdout.fileno()
-        while b"\n" not in self._buf:
-            left = deadline - time.monotonic()
-            ready = select.select([fd], [], [], max(0.0, left))[0] if left > 0 else []
-            if not ready:
-                key = "timeout_s" if what == "call" else "start_timeout_s"
-                timeout = getattr(self.spec, key)
-                self.close(polite=False)
-                raise BridgeError(f"{self.spec.name}: the model worker gave no answer to "
-                                  f"'{what}' within {timeout:g} s (options.{key}) and was "
-                                  f"stopped; {self._tail()}")
-            chunk = os.read(fd, 1 << 16)
-            if not chunk:
-                raise _Died(self.proc.wait())
-            self._buf += chunk
+        with selectors.DefaultSelector() as sel:  # not select(): fds past 1024 in long actors
+            sel.register(fd, selectors.EVENT_READ)
+            while b"\n" not in self._buf:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    key = "timeout_s" if what == "call" else "start_timeout_s"
+                    timeout = getattr(self.spec, key)
+                    self.close(polite=False)
+                    raise BridgeError(f"{self.spec.name}: the model worker gave no answer to "
+                                      f"'{what}' within {timeout:g} s (options.{key}) and was "
+                                      f"stopped; {self._tail()}")
+                if not sel.select(min(left, 1.0)):
+                    if self.proc.poll() is not None:
+                        raise _Died(self.proc.returncode)
+                    continue
+                chunk = os.read(fd, 1 << 16)
+                if not chunk:
+                    raise _Died(self.proc.wait(timeout=30))
+                self._buf += chunk
         line, self._buf = self._buf.split(b"\n", 1)
         try:
             return decode(line)
@@ -243,13 +268,21 @@ class ModelServer:
     def _tail(self, n: int = 3) -> str:
         try:
             with open(self.log_path, "rb") as f:
-                f.seek(getattr(self, "_log_from", 0))
+                end = f.seek(0, os.SEEK_END)
+                f.seek(max(getattr(self, "_log_from", 0), end - (1 << 16)))
                 text = f.read().decode(errors="replace")
             lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
         except OSError:
             lines = []
         last = " | ".join(lines[-n:]) if lines else "(nothing)"
         return f"its last log lines: {last}; full log: {self.log_path}"
+
+
+def _exit_code(proc):
+    try:
+        return proc.wait(timeout=5) if proc else None
+    except subprocess.TimeoutExpired:
+        return None
 
 
 def _first_line(text) -> str:

@@ -14,6 +14,7 @@ import importlib.util
 import json
 import os
 import platform
+import signal
 import sys
 import threading
 import time
@@ -39,7 +40,7 @@ def _watch_parent(ppid: int) -> None:
     while True:
         time.sleep(1.0)
         if os.getppid() != ppid:
-            os._exit(0)
+            os.killpg(0, signal.SIGKILL)  # the worker's group: the model's children too
 
 
 def _handler(name: str):
@@ -90,13 +91,14 @@ def main(argv=None) -> int:
         try:
             if server is None:
                 server = _handler(a.handler).Server(options, a.work_dir)
-            reply = dict(_serve(server, req, a.work_dir), id=req.get("id"), ok=True)
+            line = encode(dict(_serve(server, req, a.work_dir), id=req.get("id"), ok=True))
         except Exception as e:  # the model's error goes back to the stage, and into the log
             traceback.print_exc()
-            reply = {"id": req.get("id"), "ok": False, "error": "%s: %s" % (type(e).__name__, e),
-                     "traceback": traceback.format_exc()}
+            line = encode({"id": req.get("id"), "ok": False,
+                           "error": "%s: %s" % (type(e).__name__, e),
+                           "traceback": traceback.format_exc()})
         sys.stderr.flush()
-        out.write(encode(reply))
+        out.write(line)
     return 0
 
 

@@ -27,7 +27,10 @@ def spec(python, tmp_path, **options):
 def gone(pid, within=10.0):
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
-        if not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
             return True
         time.sleep(0.1)
     return False
@@ -84,7 +87,7 @@ def test_hanging_worker_times_out_in_one_sentence(standin_python, tmp_path):
 def test_hanging_start_times_out(standin_python, tmp_path):
     sp = spec(standin_python, tmp_path, hang_load=True)
     sp.start_timeout_s = 3.0
-    with pytest.raises(BridgeError, match=r"'load' within 3 s \(options.start_timeout_s\)"):
+    with pytest.raises(BridgeError, match=r"within 3 s \(options.start_timeout_s\)"):
         ModelServer(sp).start()
 
 
@@ -138,3 +141,38 @@ def test_interpreter_without_numpy_fails_at_start(tmp_path):
     with pytest.raises(BridgeError, match=r"exited during start \(exit code 1\); its last log "
                                           r"lines: .*No module named 'numpy'"):
         ModelServer(spec(str(env / "bin" / "python"), tmp_path)).start()
+
+
+def test_death_is_seen_while_a_forked_child_holds_the_pipe(standin_python, tmp_path):
+    sp = spec(standin_python, tmp_path)
+    sp.timeout_s = 60.0
+    with ModelServer(sp) as s:
+        first = s.start()["pid"]
+        t = time.monotonic()
+        result, _ = s.call({"mode": "fork_die_once"}, {"x": np.ones(1)})
+        assert result["pid"] != first and time.monotonic() - t < 15  # not the 60 s timeout
+
+
+def test_shutdown_leaves_only_the_log(standin_python, tmp_path):
+    s = ModelServer(spec(standin_python, tmp_path))
+    s.start()
+    s.call({}, {"x": np.ones(3)})
+    (Path(s.work_dir) / "identity-1").mkdir()
+    s.shutdown()
+    assert [p.name for p in Path(s.work_dir).iterdir()] == ["worker.log"]
+
+
+def test_reply_that_is_not_json_is_a_model_error_not_a_death(standin_python, tmp_path):
+    with ModelServer(spec(standin_python, tmp_path)) as s:
+        pid = s.start()["pid"]
+        with pytest.raises(BridgeError, match="the model failed .*not JSON serializable"):
+            s.call({"mode": "numpy_result"})
+        assert s.call({}, {"x": np.ones(1)})[0]["pid"] == pid
+
+
+def test_interpreter_that_cannot_be_executed(tmp_path):
+    bad = tmp_path / "python"
+    bad.write_text("not a program")
+    bad.chmod(0o755)
+    with pytest.raises(BridgeError, match="cannot be run .*Exec format error"):
+        ModelServer(spec(str(bad), tmp_path)).start()

@@ -121,7 +121,7 @@ def test_nfr_pieces_it_drops_follow_the_drift_rigidly(rigged):
         d_in = np.linalg.norm(neutral_in[p][:, None] - neutral_in[p][None], axis=-1)
         d_out = np.linalg.norm(v0[p][:, None] - v0[p][None], axis=-1)
         assert np.abs(d_in - d_out).max() < 1e-6  # a rigid motion
-        assert np.linalg.norm(v0[p] - neutral_in[p], axis=1).max() < 5e-3  # stays in place
+        assert np.linalg.norm(v0[p] - neutral_in[p], axis=1).max() < 2e-3  # the drift's size
 
 
 def test_nfr_scale_and_shift_are_undone(standin_python, standin_models, cfg, rigged):
@@ -132,6 +132,22 @@ def test_nfr_scale_and_shift_are_undone(standin_python, standin_models, cfg, rig
     scaled = rig({k: v.copy() for k, v in b.items() if k in ("shape", "aus")})
     rig.server.close()
     np.testing.assert_allclose(scaled["vertices"], out["vertices"], atol=2e-6)
+
+
+def test_place_output_vertices_nfr_dropped_from_its_piece_follow_their_neighbours():
+    g = np.stack(np.meshgrid(np.arange(5.0), np.arange(5.0)), -1).reshape(-1, 2)
+    neutral = np.c_[g * 0.01, np.zeros(25)]  # a 5 x 5 sheet, 1 cm apart
+    q = (np.arange(4)[:, None] * 5 + np.arange(4)).ravel()
+    faces = np.r_[np.c_[q, q + 1, q + 6], np.c_[q, q + 6, q + 5]]
+    keep = np.arange(25) != 12  # NFR dropped the centre vertex
+    moved = neutral[keep].copy()
+    moved[:, 2] += 0.002 * (neutral[keep, 0] > 0.025)  # code 1 lifts the two right columns
+    outs = np.stack([neutral[keep], moved]) - neutral[keep].mean(0)
+    frames = place_output(neutral, faces, neutral[keep], outs, 1.0, [0, 0, 0])
+    np.testing.assert_allclose(frames[0], neutral, atol=1e-7)
+    lift = frames[1, :, 2] - frames[0, :, 2]
+    np.testing.assert_allclose(lift[keep], 0.002 * (neutral[keep, 0] > 0.025), atol=1e-7)
+    assert lift[12] in (0.0, pytest.approx(0.002))  # as its nearest rigged neighbour
 
 
 def test_place_output_refuses_a_mesh_that_is_not_the_input():
@@ -316,11 +332,20 @@ def bridge_workers(within: float) -> list:
 
     import psutil
 
+    def workers():  # this test process's descendants only (Ray's workers included)
+        out = []
+        for p in psutil.Process().children(recursive=True):
+            try:
+                if (p.status() != psutil.STATUS_ZOMBIE
+                        and any(a.endswith("bridge/worker.py") for a in p.cmdline())):
+                    out.append(p)
+            except psutil.NoSuchProcess:
+                pass
+        return out
+
     deadline = time.monotonic() + within
     while True:
-        alive = [p for p in psutil.process_iter(["cmdline", "status"])
-                 if any(a.endswith("bridge/worker.py") for a in (p.info["cmdline"] or []))
-                 and p.info["status"] != psutil.STATUS_ZOMBIE]
+        alive = workers()
         if not alive or time.monotonic() > deadline:
             return alive
         time.sleep(0.5)

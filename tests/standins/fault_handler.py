@@ -33,6 +33,13 @@ class Server:
                 open(marker, "w").close()
                 print("about to crash (first time)", file=sys.stderr, flush=True)
                 os._exit(3)
+        elif mode == "fork_die_once":  # dies, but a forked child still holds its stdout
+            marker = os.path.join(self.o["marker_dir"], "forked")
+            if not os.path.exists(marker):
+                open(marker, "w").close()
+                if os.fork() == 0:
+                    time.sleep(3600)
+                os._exit(5)
         elif mode == "crash":
             print("RuntimeError: CUDA out of memory (stand-in)", file=sys.stderr, flush=True)
             os._exit(4)
@@ -46,6 +53,8 @@ class Server:
             import subprocess
             p = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)"])
             return {"child": p.pid}, {}
+        elif mode == "numpy_result":  # not JSON: must come back as an error, not a death
+            return {"value": np.float32(1.0)}, {}
         elif mode == "fail":
             raise ValueError("the stand-in model refused this input")
         print("printed by the model", flush=True)  # must not reach the protocol
