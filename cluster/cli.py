@@ -106,14 +106,21 @@ def cmd_import(args) -> int:
             m = unbc.run(args.root, args.out, args.size, args.overwrite, progress=b.update)
         lines = unbc.summary_lines(m)
     else:
-        from pipelines.layout3dpain import import_3dpain
+        from cluster.runtime import init_ray
+        from pipelines.import3dpain import import_3dpain
 
+        cfg = config_of(args)
+        init_ray(cfg.generate.ray, args.verbose)
         with tqdm(total=None, **bar) as b:
             m = import_3dpain(args.root, args.out, args.missing_heatmaps, args.overwrite,
                               progress=b.update, start=lambda n: b.reset(total=n))
-        c = m["counts"]
+        c, f = m["counts"], m["files"]
         lines = [f"imported {c['frames']} frames ({c['heatmaps']} heatmaps) of "
                  f"{c['identities']} identities"]
+        for kind, what in (("unmatched", "match no name rule"), ("duplicates", "repeat a frame")):
+            if f[kind]["files"]:
+                print(f"warning: {f[kind]['files']} file(s) {what} and were not imported (e.g. "
+                      f"{f[kind]['examples'][0]}; listed in manifest.json)", file=sys.stderr)
     importers.warn_skips(m["skipped"])
     print("\n".join(lines + [f"wrote {args.out} (manifest.json)"]))
     return 0

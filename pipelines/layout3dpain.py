@@ -1,13 +1,15 @@
-"""The 3DPain authors' release layout, both ways.
+"""pain3d's export in a 3D-Pain-style layout, and reading either layout for training.
+
+Export::
 
     images/<id>_neutral_<view>.png  images/<id>_<expr>_<view>.png
     heatmaps/<id>_<expr>_<view>.png
     annotations/<id>_<expr>.json     (one per pain expression: AU intensities, PSPI, ...)
     textured_meshes/<id>/...
 
-The reader is tolerant of the published release's variations (AU keys like "AU04" or
-"au4", "PSPI" or "pspi", a missing view index, non-numeric identity names), so training
-works on our exports and on the authors' folder alike.
+Reading (the authors' release as published, and this export) is pipelines/release3dpain.py
+(name rules, bundles) and pipelines/import3dpain.py (frames tables, the import job).
+Annotations are read tolerantly: AU keys like "AU04" or "au4", "PSPI" or "pspi".
 """
 from __future__ import annotations
 
@@ -101,9 +103,6 @@ def export_3dpain(dataset: str, out: str, overwrite: bool = False, progress=None
     return counts
 
 
-_STEM = re.compile(r"^(?P<id>.+?)_(?P<expr>neutral|\d+)(?:_(?P<view>\d+))?$")
-
-
 def _au_key(k: str) -> str | None:
     m = re.fullmatch(r"au_?0*(\d+)", k.strip().lower())
     return f"AU{int(m.group(1))}" if m else None
@@ -120,7 +119,7 @@ def _number(v, key: str, p: Path) -> float:
     return x
 
 
-def _normalise_annotation(a, p: Path) -> dict:
+def normalise_annotation(a, p) -> dict:
     if not isinstance(a, dict):
         raise ValueError(f"annotation {p} holds a JSON {type(a).__name__}, not an object of AU "
                          "intensities; fix or remove that file")
@@ -143,99 +142,6 @@ class MissingHeatmap(ValueError):
     pass
 
 
-def _index(root: Path) -> tuple[dict, dict[str, list[Path]], dict[str, int]]:
-    """(annotations by (name, expression), image paths by identity name, name -> identity)."""
-    for sub in ("images", "annotations"):
-        if not (root / sub).is_dir():
-            raise FileNotFoundError(f"{root} is not a 3DPain-layout folder: {sub}/ is missing")
-    ann = {}
-    for p in sorted((root / "annotations").glob("*.json")):
-        m = _STEM.match(p.stem)
-        if not m:
-            continue
-        try:
-            a = json.loads(p.read_text())
-        except (ValueError, UnicodeDecodeError) as e:
-            raise ValueError(f"annotation {p} is not valid JSON ({e})") from e
-        ann[(m["id"], int(m["expr"]))] = _normalise_annotation(a, p)
-    images: dict[str, list[Path]] = {}
-    for p in sorted((root / "images").glob("*.png")):
-        if (m := _STEM.match(p.stem)):
-            images.setdefault(m["id"], []).append(p)
-    names = sorted(images)
-    numeric = all(re.search(r"\d+", n) for n in names)
-    ids = {n: (int(re.findall(r"\d+", n)[-1]) if numeric else k) for k, n in enumerate(names)}
-    if len(set(ids.values())) != len(ids):
-        ids = {n: k for k, n in enumerate(names)}
-    return ann, images, ids
-
-
-def _heatmap(root: Path, name: str, expr: str, stem: str, missing: str) -> Path | None:
-    """The frame's heatmap: one per view (heatmaps/<stem>.png, as pain3d exports) or one per
-    pain expression (heatmaps/<id>_<expr>.png, as the authors release). None: skip the frame."""
-    for cand in (root / "heatmaps" / f"{stem}.png", root / "heatmaps" / f"{name}_{expr}.png"):
-        if cand.is_file():
-            return cand
-    if missing == "skip":
-        return None
-    raise MissingHeatmap(
-        f"pain frame images/{stem}.png has no heatmap (neither heatmaps/{stem}.png nor "
-        f"heatmaps/{name}_{expr}.png); restore it, or run pain3d import 3dpain ROOT --out DIR "
-        "--missing-heatmaps skip to leave such frames out (counted)")
-
-
-def identity_table(root: Path, name: str, ident: int, ann: dict, paths: list[Path],
-                   missing: str = "error") -> tuple[pa.Table, list[str]]:
-    """One identity's frames (FRAME_SCHEMA) and the pain frames skipped for lack of a
-    heatmap (``missing='skip'``)."""
-    rows: dict[str, list] = {f.name: [] for f in FRAME_SCHEMA}
-    any_ann = next((v for (n, _), v in ann.items() if n == name), {})
-    skipped = []
-    for p in paths:
-        m = _STEM.match(p.stem)
-        view = int(m["view"] or 0)
-        e = 0 if m["expr"] == "neutral" else int(m["expr"])
-        a = ann.get((name, e), {}) if e else {}
-        if e and not a:
-            raise ValueError(f"{p.name} has no annotation {name}_{m['expr']}.json")
-        heat = _heatmap(root, name, m["expr"], p.stem, missing) if e else None
-        if e and heat is None:
-            skipped.append(f"images/{p.name}")
-            continue
-        _append(rows, p, ident, e, view, a, any_ann, heat)
-    return table_from_rows(rows), skipped
-
-
-def _append(rows: dict, p: Path, ident: int, e: int, view: int, a: dict, any_ann: dict,
-            heat: Path | None) -> None:
-    aus = {k: float(a.get(k, 0.0)) for k in PSPI_COLS + EXTRA_COLS}
-    image = p.read_bytes()
-    fix = "restore that file from the release, or remove the frame"
-    w, h = check_image(image, str(p), fix)
-    heat_bytes = heat.read_bytes() if heat else None
-    if heat_bytes is not None:
-        check_image(heat_bytes, str(heat), fix)
-    rows["sample_id"].append(sample_id(ident, e, view))
-    rows["identity"].append(ident)
-    rows["expression"].append(e)
-    rows["view"].append(view)
-    rows["yaw_deg"].append(_yaw(a or any_ann, view))
-    for k in PSPI_COLS + EXTRA_COLS:
-        rows[k].append(aus[k])
-    rows["pspi"].append(int(a.get("pspi", round(pspi_of(aus)))) if e else 0)
-    for k in ("age_group", "gender", "ethnicity", "prompt"):
-        rows[k].append(str(a.get(k, any_ann.get(k, "unknown"))))
-    seed = a.get("seed", any_ann.get("seed", -1))
-    rows["seed"].append(int(seed) if isinstance(seed, (int, float)) and np.isfinite(seed) else -1)
-    rows["image"].append(image)
-    rows["heatmap"].append(heat_bytes)
-    rows["mask"].append(_full_mask(w, h))
-    rows["shape_params"].append([])
-    rows["expression_params"].append([aus[k] for k in PSPI_COLS + EXTRA_COLS])
-    rows["neutral_sample_id"].append(sample_id(ident, 0, view))
-    rows["face_model"].append("3dpain-release")
-
-
 def _yaw(a: dict, view: int) -> float:
     """The frame's yaw: its view's entry of ``yaw_deg_by_view`` (pain3d's exports); an older
     export's single ``yaw_deg`` is view 0's, so other views' yaw is unknown (NaN)."""
@@ -251,54 +157,10 @@ def _yaw(a: dict, view: int) -> float:
 
 
 def read_3dpain(folder: str | Path, missing: str = "error") -> pa.Table:
-    """A 3DPain-layout folder -> the frames table (FRAME_SCHEMA). A pain frame without a
-    heatmap is an error (``missing='error'``) or left out (``'skip'``)."""
-    root = Path(folder)
-    ann, images, ids = _index(root)
-    parts = [identity_table(root, n, ids[n], ann, images[n], missing)[0] for n in sorted(images)]
-    return pa.concat_tables(parts) if parts else table_from_rows(
-        {f.name: [] for f in FRAME_SCHEMA})
+    """A release folder (the authors' layout or pain3d's export) -> the frames table."""
+    from pipelines.import3dpain import read_release
 
-
-def import_3dpain(folder: str, out: str, missing: str = "error", overwrite: bool = False,
-                  progress=None, start=None) -> dict:
-    """``pain3d import 3dpain``: one shard per identity, atomically; a re-run skips finished
-    identities. ``start(n)`` learns the number of identities, ``progress(1)`` each one done.
-    Returns the manifest (with the skipped frames counted)."""
-    from pipelines import importers
-    from pipelines.manifest import build_manifest
-
-    if missing not in MISSING_HEATMAPS:
-        raise ValueError(f"--missing-heatmaps must be one of {MISSING_HEATMAPS}, got {missing!r}")
-    root = Path(folder)
-    ann, images, ids = _index(root)
-    if not images:
-        raise FileNotFoundError(f"{root} holds no frames: images/ has no <id>_<expression>_"
-                                "<view>.png; point it at the release's root folder")
-    if missing == "error":  # every heatmap is looked for before anything is written
-        for name, paths in images.items():
-            for p in paths:
-                m = _STEM.match(p.stem)
-                if m["expr"] != "neutral":
-                    _heatmap(root, name, m["expr"], p.stem, missing)
-    settings = {"source": "3dpain-release", "root": str(root.resolve()),
-                "missing_heatmaps": missing}
-    if start:
-        start(len(images))
-    with importers.session(out, settings, [folder], overwrite) as (loc, done):
-        for name in sorted(images):
-            if ids[name] not in done:
-                table, skipped = identity_table(root, name, ids[name], ann, images[name], missing)
-                importers.write_identity(loc, ids[name], table, {
-                    "identity": ids[name], "name": name, "frames": table.num_rows,
-                    "skipped": {"no heatmap": skipped} if skipped else {}})
-            if progress:
-                progress(1)
-    m = build_manifest(loc, {"import": settings}, "")
-    m.update({"source": "3dpain-release", "import": settings,
-              "skipped": importers.fold_skips(importers.summaries(loc))})
-    guard.write_record(loc, "manifest.json", m)
-    return m
+    return read_release(folder, missing)
 
 
 def _full_mask(w: int, h: int) -> bytes:
@@ -308,8 +170,11 @@ def _full_mask(w: int, h: int) -> bytes:
 
 
 def is_3dpain_layout(path: str) -> bool:
+    """A release folder read in place: pain3d's export (images/ + annotations/) or the
+    authors' unpacked layout (meshes_inpainted/ + annotations/)."""
     p = Path(path)
-    return not path.startswith("s3://") and (p / "images").is_dir() and (p / "annotations").is_dir()
+    return not path.startswith("s3://") and (p / "annotations").is_dir() and (
+        (p / "images").is_dir() or (p / "meshes_inpainted").is_dir())
 
 
 def _require(path: str, have, columns) -> None:
@@ -340,8 +205,9 @@ def require_columns(path: str, columns: list[str]) -> None:
 def frames_loc(path: str) -> storage.Location:
     loc = storage.resolve(path)
     if loc.fs.get_file_info(loc.join("frames")).type == pafs.FileType.NotFound:
-        raise FileNotFoundError(f"{path} holds neither frames/ (pain3d) nor images/ + "
-                                "annotations/ (3DPain layout)")
+        raise FileNotFoundError(f"{path} holds neither frames/ (pain3d) nor a 3D-Pain release "
+                                "(meshes_inpainted/ or images/, and annotations/); bundled "
+                                "releases (.tar.gz) need pain3d import 3dpain first")
     return loc
 
 
