@@ -270,6 +270,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "pretraining of pain3d crossval --init without heatmaps)")
     tr.add_argument("--name", default=None, help="run name (default <mode>-s<seed>)")
     tr.add_argument("--resume", action="store_true", help="continue the run of that name")
+    tr.add_argument("--split-file", default=None, metavar="CSV",
+                    help="the authors' split (annotation_base_name,split: 0 train, 1 val, "
+                    "2 test) instead of train.split; split.json records it")
     tr.add_argument("--layer", action="append", default=[],
                     help="a preset merged over --config (repeatable), e.g. fusion "
                     "(configs/fusion.yaml: paper 003's fusion for the student)")

@@ -35,6 +35,9 @@ def train_config(args):
     job = [args.mode] if args.mode in JOBS else []
     cfg = check_backbone(config_of(args, layers=job + list(getattr(args, "layer", None) or [])))
     args.name = guard.check_name("run", args.name or f"{args.mode}-s{cfg.seed}")
+    if args.mode in JOBS and getattr(args, "split_file", None):
+        raise ConfigError(f"--split-file is for teacher and student runs; pain3d train "
+                          f"{args.mode} splits by train.split")
     if args.mode in JOBS and (args.teacher or args.no_distill):
         raise ConfigError(f"--teacher and --no-distill are for the student; pain3d train "
                           f"{args.mode} takes neither")
@@ -43,7 +46,7 @@ def train_config(args):
     if args.resume:
         check_resumable(cfg.train.storage, args.name)
     else:
-        plan_split(cfg, args.data)
+        args.planned_split = plan_split(cfg, args.data, getattr(args, "split_file", None))
     return cfg
 
 
@@ -59,7 +62,8 @@ def cmd_train(args) -> int:
     from train.run import train
 
     res = train(cfg, args.mode, args.data, args.name, teacher=args.teacher, resume=args.resume,
-                distill=not args.no_distill)
+                distill=not args.no_distill,
+                split=getattr(args, "planned_split", None) if args.split_file else None)
     m = res.best_metrics
     print(f"{args.mode} run {res.run}: best val macro AUROC "
           f"{m.get('val_macro_auroc', float('nan')):.3f} (epoch {m.get('epoch', '?')}), "

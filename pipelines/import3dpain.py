@@ -186,3 +186,57 @@ def import_3dpain(folder: str, out: str, missing: str = "error", overwrite: bool
               "skipped": importers.fold_skips(importers.summaries(loc))})
     guard.write_record(loc, "manifest.json", m)
     return m
+
+
+def subject_ids(data: str) -> dict[str, int]:
+    """Subject name -> identity of a dataset: an import's per-identity records, or (a
+    release folder read in place) the release's own numbering."""
+    from pipelines.layout3dpain import is_3dpain_layout
+
+    if is_3dpain_layout(data):
+        return identity_numbers(scan(data).frames)
+    loc = storage.resolve(data)
+    out = {s["name"]: int(s["identity"]) for s in importers.summaries(loc) if "name" in s}
+    if not out:
+        raise ValueError(f"{data} records no subject names (it was not made by pain3d import "
+                         "3dpain), so a split file cannot be matched to its identities")
+    return out
+
+
+def split_from_file(data: str, path: str) -> dict:
+    """The authors' split CSV (``annotation_base_name,split``; 0 train, 1 val, 2 test; one
+    row per pain expression) as this dataset's identity split, with where it came from."""
+    import csv
+    import hashlib
+
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"--split-file {path} is not there")
+    try:
+        rows = list(csv.DictReader(p.read_text().splitlines()))
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise ValueError(f"--split-file {path} is not a CSV ({e})") from None
+    if not rows or not {"annotation_base_name", "split"} <= set(rows[0]):
+        raise ValueError(f"--split-file {path} needs the columns annotation_base_name,split "
+                         "(as the authors' data/splits/*.csv)")
+    part = {}
+    for r in rows:
+        base, k = r["annotation_base_name"].strip(), r["split"].strip()
+        if k not in ("0", "1", "2"):
+            raise ValueError(f"--split-file {path}: split {k!r} of {base} is not 0, 1 or 2")
+        subject = base.split("_pain_")[0].split("_neutral")[0]
+        if part.setdefault(subject, k) != k:
+            raise ValueError(f"--split-file {path} puts subject {subject} in two splits; an "
+                             "identity must be in one")
+    ids = subject_ids(data)
+    missing = sorted(set(ids) - set(part))
+    if missing:
+        raise ValueError(f"--split-file {path} has no row for {len(missing)} subject(s) of "
+                         f"{data} (e.g. {missing[0]}); give the split file of this release")
+    names = ("train", "val", "test")
+    split = {n: sorted(i for s, i in ids.items() if part[s] == str(k))
+             for k, n in enumerate(names)}
+    split["source"] = {"split_file": str(p.resolve()),
+                       "sha256": hashlib.sha256(p.read_bytes()).hexdigest(),
+                       "subjects_in_file_not_in_data": len(set(part) - set(ids))}
+    return split

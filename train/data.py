@@ -248,7 +248,8 @@ def split_datasets(data: str, split: dict[str, list[int]], size: int,
 
     index = load_frames_columns(data, ["sample_id", "identity"]) if max_frames else None
     out = {}
-    for name, ids in split.items():
+    for name in SPLITS:  # (a split file's split also records its source)
+        ids = split.get(name, [])
         if not ids:
             continue
         ds = _read(data, ids, (["neutral_sample_id"] if neutral else [])

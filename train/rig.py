@@ -265,7 +265,7 @@ def train_rig(cfg: "Pain3DConfig", data: str, name: str, resume: bool = False,
     require_columns(data, PAIR_COLUMNS)
     loc, existing = open_run(tc.storage, name, resume)
     split = existing or plan_split(cfg, data)
-    pairs = {k: rig_pairs(data, v) for k, v in split.items()}
+    pairs = {k: rig_pairs(data, split[k]) for k in ("train", "val", "test")}
     train_p = pairs["train"]
     spec = RigSpec.from_pairs(train_p.params, train_p.face_model, rc)
     mean, std = np.array(spec.mean, np.float32), np.array(spec.std, np.float32)

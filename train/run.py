@@ -89,13 +89,20 @@ def fetch_checkpoint(uri: str, files: tuple[str, str] = ("model.pt", "model_conf
     raise FileNotFoundError(f"no {what} at {uri}")
 
 
-def plan_split(cfg: "Pain3DConfig", data: str) -> dict[str, list[int]]:
-    """The split this dataset gets under ``train.split``; refuses one with an empty part
-    (before Ray starts, not 30 s into a run)."""
+def plan_split(cfg: "Pain3DConfig", data: str, split_file: str | None = None
+               ) -> dict[str, list[int]]:
+    """The split this dataset gets: the authors' ``split_file`` (CSV) when given, else
+    ``train.split``; refuses one with an empty part (before Ray starts, not 30 s into a
+    run)."""
     require_columns(data, READ_COLUMNS)
     ids = identity_table(path=data)
-    split = make_split(ids, cfg.train.split, cfg.seed)
-    empty = [k for k, v in split.items() if not v]
+    if split_file:
+        from pipelines.import3dpain import split_from_file
+
+        split = split_from_file(data, split_file)
+    else:
+        split = make_split(ids, cfg.train.split, cfg.seed)
+    empty = [k for k in ("train", "val", "test") if not split[k]]
     if empty:
         raise ValueError(f"train.split {list(cfg.train.split)} leaves the {empty[0]} split "
                          f"empty for the {len(ids)} identities of {data}; give every part a "
