@@ -197,3 +197,11 @@ def test_train_with_the_split_file_uses_exactly_its_split(ray_local, tmp_path):
     split = json.loads((runs / "t" / "split.json").read_text())
     assert (split["train"], split["val"], split["test"]) == ([3], [7], [0])
     assert split["source"]["sha256"] and split["source"]["split_file"] == str(csv)
+
+
+def test_every_name_rule_is_in_the_readme_with_its_example():
+    from pipelines.release3dpain import RULES
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    for name, _, _, _, example in RULES:
+        assert f"| {name} |" in readme and example in readme
