@@ -13,9 +13,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-# MediaPipe's 478-point mesh: the points matching the iBUG ones align.py uses
-MP_POINTS = {"right eye": [33, 133, 159, 145], "left eye": [362, 263, 386, 374],
-             "nose tip": [4], "right mouth corner": [61], "left mouth corner": [291]}
 
 
 def main() -> None:
@@ -23,7 +20,7 @@ def main() -> None:
     from PIL import Image
 
     from actors.qa import FaceReader, model_path
-    from pipelines.align import TEMPLATE
+    from pipelines.align import MP_POINTS, TEMPLATE
     from pipelines.layout3dpain import load_frames_columns
     from train.crop import box_from_head, crop_resize
 

@@ -25,6 +25,18 @@ TEMPLATE = np.array([[0.320, 0.373], [0.680, 0.373], [0.500, 0.581],
                      [0.360, 0.814], [0.640, 0.814]], np.float64)
 
 
+# MediaPipe's 478-point mesh: the points matching the iBUG ones above (the same five
+# alignment points, for frames without AAM landmarks; docs/align_template.py reads them too)
+MP_POINTS = {"right eye": [33, 133, 159, 145], "left eye": [362, 263, 386, 374],
+             "nose tip": [4], "right mouth corner": [61], "left mouth corner": [291]}
+
+
+def mp_key_points(mesh: np.ndarray) -> np.ndarray:
+    """The five alignment points (5, 2) of MediaPipe's (478, 2) face mesh."""
+    p = np.asarray(mesh, np.float64)
+    return np.stack([p[ix].mean(0) for ix in MP_POINTS.values()])
+
+
 def key_points(landmarks: np.ndarray) -> np.ndarray:
     """The five alignment points (5, 2) of a (66, 2) landmark array."""
     p = np.asarray(landmarks, np.float64)
@@ -43,15 +55,36 @@ def similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     return m
 
 
-def align(image: np.ndarray, landmarks: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """(the size x size aligned face, the 66 landmarks in its pixels). Pixels outside the frame
-    repeat its border, as a crop near the edge of a photo would look."""
-    m = similarity(key_points(landmarks), TEMPLATE * size)
+def warp(image: np.ndarray, key: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(the size x size face whose five ``key`` points land on the template, the 2x3
+    transform). Pixels outside the frame repeat its border, as a crop near the edge of a
+    photo would look."""
+    m = similarity(key, TEMPLATE * size)
     out = cv2.warpAffine(np.ascontiguousarray(image), m, (size, size), flags=cv2.INTER_AREA
                          if m[0, 0] ** 2 + m[0, 1] ** 2 < 1 else cv2.INTER_LINEAR,
                          borderMode=cv2.BORDER_REPLICATE)
+    return out, m
+
+
+def align(image: np.ndarray, landmarks: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(the size x size aligned face, the 66 landmarks in its pixels)."""
+    out, m = warp(image, key_points(landmarks), size)
     pts = np.asarray(landmarks, np.float64) @ m[:, :2].T + m[:, 2]
     return out, pts.astype(np.float32)
+
+
+def landmarks_problem(landmarks: np.ndarray) -> str | None:
+    """Why a landmark array cannot align a face (None: it can): the archive has empty files,
+    files with another row count and files whose points coincide."""
+    p = np.asarray(landmarks, np.float64)
+    if p.shape != (N_POINTS, 2):
+        return f"{p.shape[0] if p.ndim else 0} rows, not {N_POINTS}"
+    if not np.isfinite(p).all():
+        return "non-finite coordinates"
+    k = key_points(p)
+    if np.linalg.norm(k[1] - k[0]) < 1.0 or np.ptp(k, axis=0).max() < 2.0:
+        return "its points coincide"
+    return None
 
 
 def place_template(box: tuple[float, float, float, float], angle_deg: float = 0.0

@@ -8,9 +8,13 @@ into the frames table (one shard per subject), in parallel on Ray Data.
     Sequence_Labels/{OPR,VAS}/<subject>/<sequence>.txt          one float (optional)
 
 Each frame is aligned from its landmarks (pipelines/align.py) to a ``size`` square framed like
-the synthetic training crop. The PSPI comes from the label file; the one computed from the FACS
-rows is kept beside it (``pspi_facs``) and every disagreement is counted and listed in the
-manifest, never corrected. Frames lacking a landmark or label file are skipped and counted.
+the synthetic training crop; a copy without ``AAM_landmarks/`` is aligned from MediaPipe's face
+landmarker instead (the ``aligner`` column says which). The widespread nested copies
+(``Images/Images/``, ``Frame_Labels/Frame_Labels/``, ...) are read as they are. The PSPI comes
+from the label file; the one computed from the FACS rows is kept beside it (``pspi_facs``) and
+every disagreement is counted and listed in the manifest, never corrected; a listed AU43
+counts 1 (binary, as the authors score it). Frames lacking a landmark or label file, with a
+malformed landmark file, or blank (the archive's pure-black frames) are skipped and counted.
 """
 from __future__ import annotations
 
@@ -25,34 +29,46 @@ from PIL import Image
 
 from faces.au import PSPI_MAX
 from pipelines import guard, importers, storage
-from pipelines.align import align
+from pipelines.align import align, landmarks_problem, mp_key_points, warp
 from pipelines.tasks import EXTRA_COLS, FRAME_SCHEMA, PSPI_COLS, png_bytes, table_from_rows
 
 log = logging.getLogger(__name__)
-REQUIRED = ("Images", "Frame_Labels/PSPI", "Frame_Labels/FACS", "AAM_landmarks")
+REQUIRED = ("Images", "Frame_Labels/PSPI", "Frame_Labels/FACS")
 CODED_AUS = (4, 6, 7, 9, 10, 12, 20, 25, 26, 43)
 SEQUENCE_LABELS = ("OPR", "VAS")
 SKIP_KINDS = {"landmarks": "no AAM landmarks file", "pspi": "no PSPI label file",
-              "facs": "no FACS label file"}
+              "facs": "no FACS label file", "bad_landmarks": "a malformed AAM landmarks file",
+              "blank": "a blank (pure-black) image", "no_face": "no face found by MediaPipe"}
+BLANK_STD = 2.0  # grey levels: a frame this flat shows no face
 SCHEMA = pa.schema(list(FRAME_SCHEMA) + [
     ("subject", pa.string()), ("sequence", pa.string()), ("frame", pa.int32()),
     ("AU20", pa.float32()), ("pspi_facs", pa.float32()), ("opr", pa.float32()),
-    ("vas", pa.float32()), ("landmarks", pa.list_(pa.float32()))])
+    ("vas", pa.float32()), ("landmarks", pa.list_(pa.float32())), ("aligner", pa.string())])
 
 
 class NotArchive(ValueError):
     pass
 
 
+def folder(root, name: str) -> Path:
+    """``root/name``, or the nested copy's ``root/<top>/<top>/<rest>`` when that is where it
+    lies (``Images/Images``, ``Frame_Labels/Frame_Labels/PSPI``, ...)."""
+    r = Path(root)
+    top, _, rest = name.partition("/")
+    nested = r / top / top / rest if rest else r / top / top
+    return nested if nested.is_dir() else r / name
+
+
 def subjects_of(root: str) -> list[str]:
     """The subject folders of an archive root; one sentence when ROOT is not the archive."""
     r = Path(root)
-    missing = [d for d in REQUIRED if not (r / d).is_dir()]
-    subjects = sorted(p.name for p in (r / "Images").iterdir() if p.is_dir()) \
-        if not missing else []
+    missing = [d for d in REQUIRED if not folder(r, d).is_dir()]
+    images = folder(r, "Images")
+    subjects = sorted(p.name for p in images.iterdir() if p.is_dir()) if not missing else []
     if missing or not subjects:
         raise NotArchive(f"{root} is not the UNBC-McMaster archive: expected the folders "
-                         f"{', '.join(d + '/' for d in REQUIRED)} with one folder per subject "
+                         f"{', '.join(d + '/' for d in REQUIRED)} (AAM_landmarks/ too, or the "
+                         "frames are aligned by MediaPipe) with one folder per subject "
                          f"(e.g. Images/042-ll042/ll042t1aaaff/ll042t1aaaff001.png)"
                          + (f"; missing {', '.join(missing)}" if missing else
                             "; Images/ has no subject folders"))
@@ -92,22 +108,30 @@ def read_pspi(path: Path) -> float:
 
 
 def read_facs(path: Path) -> dict[int, float]:
-    """{AU: intensity}; an empty file: no AU coded."""
+    """{AU: intensity}; an empty file: no AU coded. AU43 (eyes closed) is binary: listed, it
+    counts 1 whatever intensity the row gives (the archive often gives none, or 0)."""
     out = {}
     for row in _floats(path):
-        if len(row) < 2:
+        au = int(round(row[0])) if row else None
+        if au == 43:
+            out[43] = 1.0
+        elif len(row) < 2:
             raise ValueError(f"{path}: each row should read 'AU intensity ...'; restore it "
                              "from the archive")
-        out[int(round(row[0]))] = row[1]
+        else:
+            out[au] = row[1]
     return out
 
 
-def read_landmarks(path: Path) -> np.ndarray:
-    p = np.asarray(_floats(path), np.float64)
-    if p.shape != (66, 2):
-        raise ValueError(f"{path} should hold 66 rows 'x y', has shape {p.shape}; restore it "
-                         "from the archive")
-    return p
+def read_landmarks(path: Path) -> np.ndarray | None:
+    """The 66 landmarks, or None for a malformed file (empty, other row counts, coincident
+    points: skipped and counted, as the archive has such files)."""
+    try:
+        rows = _floats(path)
+        p = np.asarray(rows, np.float64) if rows and len({len(r) for r in rows}) == 1 else None
+    except ValueError:
+        return None
+    return p if p is not None and landmarks_problem(p) is None else None
 
 
 def pspi_from_facs(aus: dict[int, float]) -> float:
@@ -118,7 +142,7 @@ def pspi_from_facs(aus: dict[int, float]) -> float:
 def _sequence_labels(root: Path, subject: str, seq: str) -> dict[str, float | None]:
     out = {}
     for kind in SEQUENCE_LABELS:
-        f = root / "Sequence_Labels" / kind / subject / f"{seq}.txt"
+        f = folder(root, f"Sequence_Labels/{kind}") / subject / f"{seq}.txt"
         out[kind.lower()] = read_pspi(f) if f.is_file() else None
     return out
 
@@ -139,9 +163,45 @@ def _image(path: Path) -> np.ndarray:
 
 def _frames(root: Path, subject: str):
     """(sequence, frame stem, image path) of a subject, in order."""
-    for seq_dir in sorted(p for p in (root / "Images" / subject).iterdir() if p.is_dir()):
+    for seq_dir in sorted(p for p in (folder(root, "Images") / subject).iterdir()
+                          if p.is_dir()):
         for img in sorted(seq_dir.glob("*.png")):
             yield seq_dir.name, img.stem, img
+
+
+def _files(r: Path, subject: str, seq: str, stem: str, aam: Path | None) -> dict[str, Path]:
+    files = {"pspi": folder(r, "Frame_Labels/PSPI") / subject / seq / f"{stem}_facs.txt",
+             "facs": folder(r, "Frame_Labels/FACS") / subject / seq / f"{stem}_facs.txt"}
+    if aam is not None:
+        files["landmarks"] = aam / subject / seq / f"{stem}_aam.txt"
+    return files
+
+
+class _Aligner:
+    """AAM landmarks where the archive has them, else MediaPipe's face landmarker."""
+
+    def __init__(self, root: Path):
+        aam = folder(root, "AAM_landmarks")
+        self.aam = aam if aam.is_dir() else None
+        self.reader = None
+
+    def __call__(self, image: np.ndarray, files: dict, size: int):
+        """(face, 66 landmarks or empty, aligner name), or (None, skip kind, None)."""
+        if self.aam is not None:
+            pts = read_landmarks(files["landmarks"])
+            if pts is None:
+                return None, "bad_landmarks", None
+            face, pts = align(image, pts, size)
+            return face, pts, "aam"
+        if self.reader is None:
+            from actors.qa import FaceReader, model_path
+
+            self.reader = FaceReader(model_path(None))
+        reading = self.reader.read(image)
+        if reading is None:
+            return None, "no_face", None
+        face, _ = warp(image, mp_key_points(reading.landmarks), size)
+        return face, np.zeros((0, 2), np.float32), "mediapipe"
 
 
 def import_subject(root: str, subject: str, ident: int, out: str, size: int) -> dict:
@@ -149,36 +209,49 @@ def import_subject(root: str, subject: str, ident: int, out: str, size: int) -> 
     r = Path(root)
     rows: dict[str, list] = {f.name: [] for f in SCHEMA}
     skipped: dict[str, list[str]] = {}
-    mismatches, seqs = [], {}
+    mismatches, seqs, aligners = [], {}, Counter()
     full = png_bytes(np.full((size, size), 255, np.uint8), compress_level=6)
+    aligner = _Aligner(r)
+
+    def skip(kind: str, path: Path) -> None:
+        skipped.setdefault(SKIP_KINDS[kind], []).append(str(path.relative_to(r)))
+
     for seq, stem, img in _frames(r, subject):
-        files = {"landmarks": r / "AAM_landmarks" / subject / seq / f"{stem}_aam.txt",
-                 "pspi": r / "Frame_Labels" / "PSPI" / subject / seq / f"{stem}_facs.txt",
-                 "facs": r / "Frame_Labels" / "FACS" / subject / seq / f"{stem}_facs.txt"}
+        files = _files(r, subject, seq, stem, aligner.aam)
         lacking = [k for k, f in files.items() if not f.is_file()]
         for k in lacking:
-            skipped.setdefault(SKIP_KINDS[k], []).append(str(files[k].relative_to(r)))
+            skip(k, files[k])
         if lacking:
+            continue
+        image = _image(img)
+        if image.std() < BLANK_STD:
+            skip("blank", img)
             continue
         aus, label = read_facs(files["facs"]), read_pspi(files["pspi"])
         if not 0 <= label <= PSPI_MAX:
             raise ValueError(f"{files['pspi']} holds PSPI {label}, outside 0-{PSPI_MAX}; "
                              "restore it from the archive")
+        face, pts, how = aligner(image, files, size)
+        if face is None:
+            skip(pts, files.get("landmarks", img))
+            continue
         computed = pspi_from_facs(aus)
         if abs(label - computed) > 1e-6:
             mismatches.append({"frame": stem, "pspi_label": label, "pspi_facs": computed})
-        face, pts = align(_image(img), read_landmarks(files["landmarks"]), size)
         if seq not in seqs:
             seqs[seq] = _sequence_labels(r, subject, seq)
+        aligners[how] += 1
         _append(rows, subject, ident, seq, stem, aus, label, computed, seqs[seq],
-                png_bytes(face, compress_level=6), full, pts)
+                png_bytes(face, compress_level=6), full, pts, how)
+    if aligner.reader is not None:
+        aligner.reader.close()
     _link_neutrals(rows)
     table = table_from_rows(rows, SCHEMA)
     pspi = np.asarray(rows["pspi"], int)
     summary = {"subject": subject, "identity": ident, "frames": len(pspi),
                "sequences": len(seqs), "pspi_hist": np.bincount(
                    pspi, minlength=PSPI_MAX + 1).tolist(),
-               "skipped": skipped, "mismatches": mismatches,
+               "skipped": skipped, "mismatches": mismatches, "aligners": dict(aligners),
                "sequence_labels": sorted({k for v in seqs.values() for k, x in v.items()
                                           if x is not None})}
     importers.write_identity(storage.resolve(out), ident, table, summary)
@@ -186,7 +259,7 @@ def import_subject(root: str, subject: str, ident: int, out: str, size: int) -> 
 
 
 def _append(rows, subject, ident, seq, stem, aus, label, computed, seq_labels, image, mask,
-            pts) -> None:
+            pts, aligner) -> None:
     score = int(round(label))
     rows["sample_id"].append(stem)
     rows["identity"].append(ident)
@@ -213,6 +286,7 @@ def _append(rows, subject, ident, seq, stem, aus, label, computed, seq_labels, i
     rows["opr"].append(seq_labels["opr"])
     rows["vas"].append(seq_labels["vas"])
     rows["landmarks"].append(pts.reshape(-1).tolist())
+    rows["aligner"].append(aligner)
 
 
 def _link_neutrals(rows: dict) -> None:
@@ -247,6 +321,7 @@ def manifest(loc: storage.Location, settings: dict) -> dict:
         "pspi_histogram": {"frames": hist.tolist()},
         "pspi_mismatches": {"frames": len(mism), "list": mism},
         "skipped": importers.fold_skips(parts),
+        "aligners": dict(sum((Counter(s.get("aligners", {})) for s in parts), Counter())),
         "sequence_labels": sorted({k for s in parts for k in s["sequence_labels"]}),
     }
 
