@@ -325,6 +325,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "data (the paper's Table 3), folds as Ray Tune trials")
     cv.add_argument("--data", default=None, help="dataset (e.g. from pain3d import unbc)")
     cv.add_argument("--folds", type=int, default=None, help="K (default crossval.folds: 5)")
+    cv.add_argument("--folds-file", default=None, metavar="FILE",
+                    help="a given subject-to-fold assignment: JSON (folds of identities, as "
+                    "folds.json) or CSV (identity,fold or subject,fold)")
     cv.add_argument("--init", default=None, help="checkpoint to fine-tune every fold from (a "
                     "teacher or a student pretrained on pain3d data); default: "
                     "train.model.pretrained_file, or a seeded random start")

@@ -276,12 +276,18 @@ def cmd_crossval(args) -> int:
         load_model(fetch_checkpoint(args.init))
     # Tune needs the dashboard (Ray Train's placement-group cleaner uses the state API)
     init_ray(dataclasses.replace(cfg.generate.ray, include_dashboard=True), args.verbose)
+    if args.folds_file and not args.resume:  # a bad assignment: one sentence before Ray
+        from train.crossval import _subjects, read_folds_file
+
+        read_folds_file(args.folds_file, args.data, _subjects(args.data))
     s = crossval(cfg, absolute_path(args.data), args.name, init=absolute_path(args.init),
-                 resume=args.resume, verbose=args.verbose)
+                 resume=args.resume, verbose=args.verbose,
+                 folds_file=absolute_path(args.folds_file))
     m = s["mean_std"]
     folder = f"{cfg.train.storage.rstrip('/')}/{args.name}"
     print(f"cross-validation {args.name} ({len(s['folds'])} folds, {len(s['trained'])} trained "
           f"now): AUROC PSPI>=3 {m['auroc_pspi_ge3']['mean']:.3f} +- "
           f"{m['auroc_pspi_ge3']['std']:.3f}, F1 {m['f1_pspi_ge3']['mean']:.3f}; AUROC PSPI>=2 "
-          f"{m['auroc_pspi_ge2']['mean']:.3f} -> {folder}/crossval.md, crossval.json")
+          f"{m['auroc_pspi_ge2']['mean']:.3f}, PSPI>=1 {m['auroc_pspi_ge1']['mean']:.3f} -> "
+          f"{folder}/crossval.md, crossval.json")
     return 0

@@ -289,14 +289,17 @@ def _append(rows, subject, ident, seq, stem, aus, label, computed, seq_labels, i
     rows["aligner"].append(aligner)
 
 
+NEUTRAL_RULE = "the sequence's first imported frame (chosen without reading any label)"
+
+
 def _link_neutrals(rows: dict) -> None:
-    """neutral_sample_id: the sequence's first PSPI-0 frame, else the subject's, else none."""
-    first_seq, first_any = {}, None
-    for sid, seq, p in zip(rows["sample_id"], rows["sequence"], rows["pspi"]):
-        if p == 0:
-            first_seq.setdefault(seq, sid)
-            first_any = first_any or sid
-    rows["neutral_sample_id"] = [first_seq.get(s, first_any) for s in rows["sequence"]]
+    """neutral_sample_id: the sequence's first imported frame. No label is read, so a test
+    subject's reference never sees its PSPI (UNBC sequences start at rest; the authors pick
+    a random PSPI-0 frame of the subject, which reads the labels)."""
+    first: dict[str, str] = {}
+    for sid, seq in zip(rows["sample_id"], rows["sequence"]):
+        first.setdefault(seq, sid)
+    rows["neutral_sample_id"] = [first[s] for s in rows["sequence"]]
 
 
 def manifest(loc: storage.Location, settings: dict) -> dict:
@@ -310,6 +313,7 @@ def manifest(loc: storage.Location, settings: dict) -> dict:
     frames = int(hist.sum())
     return {
         "format": "pain3d-frames/1", "source": "unbc-mcmaster", "import": settings,
+        "neutral_reference": NEUTRAL_RULE,
         "code_version": code_version(),
         "counts": {"subjects": len(parts), "sequences": sum(s["sequences"] for s in parts),
                    "frames": frames, "pspi_ge3": int(hist[3:].sum()),

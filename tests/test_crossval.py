@@ -10,7 +10,8 @@ import torch
 from cluster.cli import main
 from tests.conftest import TINY_TRAIN
 from tests.unbc_fixture import build_unbc_tree
-from train.crossval import fold_split, make_folds, markdown, protocol_differences
+from train.crossval import (COLUMNS, fold_split, make_folds, markdown, protocol_differences,
+                            read_folds_file)
 from train.losses import class_weights
 
 
@@ -100,9 +101,11 @@ def test_table_names_the_protocol_differences(tmp_path):
     cell = {"mean": 0.7, "std": float("nan"), "n": 1}
     s = {"folds": [[1]], "data": "d", "init": None, "backbone": "resnet18", "epochs": 1,
          "class_weights": "sqrt_inverse", "protocol_differences": diff, "per_fold": [fold],
-         "mean_std": {k: cell for k in ("auroc_pspi_ge3", "f1_pspi_ge3", "auroc_pspi_ge2",
-                                        "f1_pspi_ge2", "acc", "pearson_r", "mae_expected")}}
+         "mean_std": {k: cell for k in COLUMNS}}
     md = markdown(s, "cv")
+    assert "AUROC ≥1" in md and "F1 ≥1" in md
+    assert "## Differences from the authors' code" in md
+    assert "calibrated on each fold's validation subjects; the authors grid-search" in md
     assert "**This run is not comparable to them**: 3 folds, not 5" in md
     # one fold's value says n = 1, and a start from neither --init nor a file is called random
     assert "| ours: cv | a random initialisation of resnet18 (no --init, no pretrained_file) | " \
@@ -119,7 +122,7 @@ def test_crossval_on_a_unbc_layout_import(data10, ray_local, tmp_path, capsys):
     assert main(["import", "unbc", str(root), "--out", str(data), "--size", "48"]) == 0
     tiny = TINY_TRAIN + [f"train.storage={runs}", "train.epochs=1", "train.num_workers=1"]
     # the authors' options compose with it: neutral reference (the import links each frame to
-    # its sequence's first PSPI-0 frame), both heads, two-shot evaluation
+    # its sequence's first frame, label-free), both heads, two-shot evaluation
     options = ["train.model.neutral_reference=true", "train.model.head=both",
                "train.eval.neutral_shots=2"]
     assert main(["crossval", "--data", str(data), "--folds", "3", "--name", "scratch"]
@@ -137,6 +140,10 @@ def test_crossval_on_a_unbc_layout_import(data10, ray_local, tmp_path, capsys):
         split = json.loads((cv / f"fold-{f['fold']}" / "split.json").read_text())
         assert not set(split["train"] + split["val"]) & set(f["test_subjects"])
         assert np.isfinite(f["metrics"]["auroc_pspi_ge2"]) and "f1_pspi_ge3" in f["metrics"]
+        assert "auroc_pspi_ge1" in f["metrics"] and "f1_pspi_ge1" in f["metrics"]
+        test = json.loads((cv / f"fold-{f['fold']}" / "eval-test" / "metrics.json").read_text())
+        assert test["thresholds_from"] == "the validation split"
+    assert s["select_metric"] == "val_auroc_pspi_ge3"
     md = (cv / "crossval.md").read_text()
     assert sum(line.startswith(f"| {k} |") for k in range(3) for line in md.splitlines()) == 3
     assert "class imbalance: PSPI cross-entropy weights `sqrt_inverse`" in md
@@ -158,3 +165,29 @@ def test_crossval_on_a_unbc_layout_import(data10, ray_local, tmp_path, capsys):
     md = (runs / "pretrained" / "crossval.md").read_text()
     assert f"| ours: pretrained | checkpoint {ckpt} |" in md and "| ours: scratch |" in md
     assert json.loads((runs / "pretrained" / "fold-1" / "config.json").read_text())["init"] == ckpt
+
+
+def test_folds_file_json_or_csv_must_cover_the_subjects(tmp_path, monkeypatch):
+    import train.crossval as cv
+
+    subjects = [101, 102, 103, 104]
+    (tmp_path / "f.json").write_text(json.dumps([[104, 101], [102, 103]]))
+    assert read_folds_file(str(tmp_path / "f.json"), "d", subjects) == [[101, 104], [102, 103]]
+    (tmp_path / "f.csv").write_text("identity,fold\n101,0\n102,1\n103,2\n104,0\n")
+    assert read_folds_file(str(tmp_path / "f.csv"), "d", subjects) == [[101, 104], [102], [103]]
+    monkeypatch.setattr(cv, "_subject_names", lambda data: {"101-tv101": 101, "102-tv102": 102})
+    (tmp_path / "s.csv").write_text("subject,fold\n101-tv101,0\n102-tv102,1\n")
+    assert read_folds_file(str(tmp_path / "s.csv"), "d", [101, 102]) == [[101], [102]]
+    with pytest.raises(ValueError, match="does not cover d's subjects exactly: 1 missing"):
+        read_folds_file(str(tmp_path / "f.json"), "d", subjects + [105])
+    (tmp_path / "dup.json").write_text(json.dumps([[101, 102], [102, 103, 104]]))
+    with pytest.raises(ValueError, match="each subject in one"):
+        read_folds_file(str(tmp_path / "dup.json"), "d", subjects)
+
+
+def test_unbc_references_read_no_label():
+    from pipelines.unbc import _link_neutrals
+
+    rows = {"sample_id": ["a1", "a2", "b1", "b2", "b3"], "sequence": ["a", "a", "b", "b", "b"]}
+    _link_neutrals(rows)  # no "pspi" (nor any label) in the rows: none can be read
+    assert rows["neutral_sample_id"] == ["a1", "a1", "b1", "b1", "b1"]

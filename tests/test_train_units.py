@@ -107,6 +107,9 @@ def test_metrics_by_hand():
     assert m["f1_pspi_ge2_at_0.5"] == pytest.approx(2 * 1 / (2 * 1 + 0 + 1))  # tp=1 fp=0 fn=1
     assert "f1_pspi_ge2" not in m  # no calibrated threshold given
     assert m["auroc_pspi_ge1"] == pytest.approx(roc_auc_score(y >= 1, p[:, 1:].sum(1)))
+    from sklearn.metrics import f1_score
+
+    assert m["f1_pspi_ge1_at_0.5"] == pytest.approx(f1_score(y >= 1, p[:, 1:].sum(1) >= 0.5))
     au_m = compute_metrics(logits, y, np.ones((5, 6)), np.zeros((5, 6)))
     assert au_m["mae_AU4"] == 1.0 and au_m["mae_AU43"] == 1.0
 
@@ -136,7 +139,7 @@ def test_thresholds_calibrated_on_training_predictions():
     logits = np.full((400, 17), 0.0)
     logits[:, 0] = 3.0 - 0.6 * y + rng.normal(0, 0.5, 400)  # P(no pain) falls with PSPI
     t = calibrate_thresholds(logits, y)
-    assert set(t) == {2, 3} and all(0 < v < 1 for v in t.values())
+    assert set(t) == {1, 2, 3} and all(0 < v < 1 for v in t.values())
     m = compute_metrics(logits, y, thresholds=t)
     assert m["f1_pspi_ge3"] >= m["f1_pspi_ge3_at_0.5"]  # calibrated on these very frames
 

@@ -32,7 +32,7 @@ def macro_auroc(y: np.ndarray, probs: np.ndarray, classes=None) -> float:
     return float(np.mean(aucs)) if aucs and len(aucs) == len(use) else float("nan")
 
 
-BINARY = (1, 2, 3)  # pain at PSPI >= k: AUROC at each; F1 at 2 and 3 (the UNBC protocol)
+BINARY = (1, 2, 3)  # pain at PSPI >= k: AUROC and F1 at each (the authors' UNBC protocol)
 
 
 def pain_score(probs: np.ndarray, k: int) -> np.ndarray:
@@ -52,13 +52,14 @@ def pain_scores(logits=None, binary=None) -> dict[int, np.ndarray]:
 
 
 def calibrate_thresholds(logits, y: np.ndarray, binary=None) -> dict[int, float]:
-    """Per k in (2, 3): the PSPI >= k score threshold with the best F1 on these (training)
-    predictions, as the authors calibrate on their training split."""
+    """Per k in BINARY: the PSPI >= k score threshold with the best F1 on these predictions
+    (the authors grid-search theirs on the training split; pain3d's crossval calibrates on
+    each fold's validation subjects)."""
     from sklearn.metrics import precision_recall_curve
 
     scores = pain_scores(logits, binary)
     out = {}
-    for k in (2, 3):
+    for k in BINARY:
         target = np.asarray(y) >= k
         if not target.any() or target.all() or k not in scores:
             continue
@@ -105,7 +106,7 @@ def compute_metrics(logits, y: np.ndarray, au_pred: np.ndarray | None = None,
     (see :func:`regression_metrics`); a model with both also gets ``reg_*`` columns and the
     binary heads' ``bin_auroc_pspi_ge{k}``. AUROC and F1 at PSPI >= k: from P(PSPI >= k), else
     the binary heads; F1 at 0.5 (``_at_0.5``) and, given ``thresholds`` from the training
-    split, at those (``f1_pspi_ge2``)."""
+    split, at those (``f1_pspi_ge1`` .. ``f1_pspi_ge3``)."""
     y = np.asarray(y, int)
     if logits is not None:
         probs = softmax(np.asarray(logits, np.float64))
@@ -118,11 +119,10 @@ def compute_metrics(logits, y: np.ndarray, au_pred: np.ndarray | None = None,
     for k, score in pain_scores(logits, binary).items():
         target = y >= k
         m[f"auroc_pspi_ge{k}"] = _auroc(target, score)
-        if k >= 2:
-            m[f"f1_pspi_ge{k}_at_0.5"] = float(f1_score(target, score >= 0.5, zero_division=0))
-            if thresholds and k in thresholds:
-                m[f"f1_pspi_ge{k}"] = float(f1_score(target, score >= thresholds[k],
-                                                     zero_division=0))
+        m[f"f1_pspi_ge{k}_at_0.5"] = float(f1_score(target, score >= 0.5, zero_division=0))
+        if thresholds and k in thresholds:
+            m[f"f1_pspi_ge{k}"] = float(f1_score(target, score >= thresholds[k],
+                                                 zero_division=0))
     if logits is not None and reg is not None:
         r = regression_metrics(np.asarray(reg) * PSPI_MAX, y, classes=classes)
         m.update({f"reg_{k}": v for k, v in r.items()})

@@ -165,17 +165,27 @@ def check_same_data(loc, name: str, data: str) -> None:
                         f"--data {recorded}, or start a new run (another --name) on {data}")
 
 
+# validation metrics that can pick a run's best checkpoint, and which way is better
+SELECTABLE = {"val_macro_auroc": "max", "val_auroc_pspi_ge1": "max", "val_auroc_pspi_ge2": "max",
+              "val_auroc_pspi_ge3": "max", "val_acc": "max", "val_pearson_r": "max",
+              "val_mae_expected": "min"}
+
+
 def train(cfg: "Pain3DConfig", mode: str, data: str, name: str, teacher: str | None = None,
           resume: bool = False, epoch_hook=None, distill: bool = True,
           seed: int | None = None, callbacks: list | None = None,
           show_progress: bool = True, split: dict | None = None,
-          init: str | None = None) -> TrainResult:
+          init: str | None = None, select: str = "val_macro_auroc") -> TrainResult:
     """``distill=False`` trains the RGB model without a teacher (the ablation's first rows);
     ``seed`` seeds training (the split always uses the config's seed); ``callbacks`` go to
     Ray Train's RunConfig (a sweep passes Tune's report callback); ``show_progress``: an
     epoch bar on stderr (off inside sweep trials); ``split``: the identities of each part
     (a cross-validation fold's) instead of ``train.split``'s; ``init``: a checkpoint whose
-    weights the model starts from (its model config must be ``train.model``)."""
+    weights the model starts from (its model config must be ``train.model``); ``select``: the
+    validation metric that picks the best checkpoint (:data:`SELECTABLE`)."""
+    if select not in SELECTABLE:
+        raise ValueError(f"unknown checkpoint selection metric {select!r}; use one of "
+                         f"{sorted(SELECTABLE)}")
     tc = cfg.train
     if mode not in ("teacher", "student"):
         raise ValueError(f"unknown training mode {mode!r}; use teacher or student")
@@ -226,9 +236,10 @@ def train(cfg: "Pain3DConfig", mode: str, data: str, name: str, teacher: str | N
         cfg, mode, data, name, split, loc, {
             "seed": cfg.seed if seed is None else seed, "teacher_dir": teacher_dir,
             "epoch_hook": epoch_hook, "meta": meta, "init_dir": init_dir,
-            "class_weights": weights, "fusion_init": fusion_init}, callbacks, sampling),
+            "class_weights": weights, "fusion_init": fusion_init}, callbacks, sampling,
+        select),
         Watcher(tc.storage, name, tc.epochs, f"{mode} {name}") if show_progress else None)
-    return finish(result, loc, name, tc.storage, split)
+    return finish(result, loc, name, tc.storage, split, select, SELECTABLE[select])
 
 
 def fit_run(loc, name: str, existing, inputs: list[str], files: dict, make_trainer,
@@ -301,7 +312,8 @@ def _fit(trainer):
 
 
 def _trainer(cfg: "Pain3DConfig", mode: str, data: str, name: str, split: dict, loc,
-             loop: dict, callbacks, sampling: list[float] | None = None):
+             loop: dict, callbacks, sampling: list[float] | None = None,
+             select: str = "val_macro_auroc"):
     """The TorchTrainer of one run: datasets of the split, workers, storage, checkpoints."""
     from ray.train import DataConfig
     from ray.train.torch import TorchTrainer
@@ -325,7 +337,7 @@ def _trainer(cfg: "Pain3DConfig", mode: str, data: str, name: str, split: dict, 
         # val is sharded too (each rank predicts a share, rank 0 scores the gathered union);
         # Ray's equal split may drop up to num_workers - 1 validation frames per epoch
         dataset_config=DataConfig(datasets_to_split=["train", "val"]),
-        run_config=run_config(tc, loc, name, "val_macro_auroc", "max", callbacks))
+        run_config=run_config(tc, loc, name, select, SELECTABLE[select], callbacks))
 
 
 def scaling(tc):
