@@ -312,12 +312,15 @@ def _validate_train(cfg) -> None:
     if t.class_weights not in CLASS_WEIGHTS:
         raise ConfigError(f"unknown train.class_weights {t.class_weights!r}; use one of "
                           f"{', '.join(CLASS_WEIGHTS)}")
-    from train.config import SAMPLING
+    from train.config import AUGMENT_STYLES, SAMPLING
     from train.heads import HEADS
 
     if t.sampling not in SAMPLING:
         raise ConfigError(f"unknown train.sampling {t.sampling!r}; use one of "
                           f"{', '.join(SAMPLING)}")
+    if t.augment_style not in AUGMENT_STYLES:
+        raise ConfigError(f"unknown train.augment_style {t.augment_style!r}; use one of "
+                          f"{', '.join(AUGMENT_STYLES)}")
     if t.model.head not in HEADS:
         raise ConfigError(f"unknown train.model.head {t.model.head!r}; use one of "
                           f"{', '.join(HEADS)}")

@@ -191,3 +191,30 @@ def test_unbc_references_read_no_label():
     rows = {"sample_id": ["a1", "a2", "b1", "b2", "b3"], "sequence": ["a", "a", "b", "b", "b"]}
     _link_neutrals(rows)  # no "pspi" (nor any label) in the rows: none can be read
     assert rows["neutral_sample_id"] == ["a1", "a1", "b1", "b1", "b1"]
+
+
+def test_the_authors_sampler_and_augmentations():
+    from cluster.config import load_config
+    from train.losses import pain_x2_weights
+    from train.steps import augment
+
+    y = np.array([0] * 60 + [1] * 30 + [4] * 10)
+    w = np.asarray(pain_x2_weights(y))
+    assert w[1] == w[4] == pytest.approx(2 * w[0]) and np.isclose(w[y].mean(), 1)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(400, 3, 16, 16)
+    ax, ah, an = augment(x, x.clone(), gen, jitter=False, n=x.clone(), style="authors")
+    assert torch.equal(ax, ah) and torch.equal(ax, an)  # paired frames turn and flip alike
+    assert ax.shape == x.shape and not torch.equal(ax, x)
+    jx, _, _ = augment(x, None, torch.Generator().manual_seed(1), jitter=True, style="authors")
+    assert jx.min() >= 0 and jx.max() <= 1 and not torch.allclose(jx, ax)
+    cfg = load_config("local", layers=["crossval-authors"])
+    assert (cfg.train.sampling, cfg.train.augment_style, cfg.crossval.select_metric) == (
+        "pain_x2", "authors", "val_macro_auroc")
+    s = {"select_metric": "val_macro_auroc", "sampling": "pain_x2", "class_weights": "none",
+         "augment": True, "augment_style": "authors", "backbone": "resnet18", "init": None}
+    from train.crossval import authors_differences
+
+    diffs = authors_differences(s)
+    assert not any(d.startswith(("Imbalance", "Augmentation")) for d in diffs)
+    assert diffs[0].startswith("Best epoch picked by `val_macro_auroc` (as the authors")

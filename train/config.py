@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 
-SAMPLING = ("uniform", "weighted")
+SAMPLING = ("uniform", "weighted", "pain_x2")
+AUGMENT_STYLES = ("pain3d", "authors")
 FUSIONS = ("none", "intermediate", "late_max", "late_mean", "late_weighted")
 FUSION_PARAMS = ("truth", "encoder")
 
@@ -162,6 +163,9 @@ class TrainConfig:
     grad_clip: float = 1.0
     amp: bool = True  # mixed precision, on GPU only
     augment: bool = True  # horizontal flip (image and heatmap together), brightness jitter
+    # pain3d: flip p 0.5 + brightness 0.2 (student); authors: flip p 0.3, rotation +-15 deg,
+    # colour jitter 0.2 (brightness, contrast, saturation), as TaatiTeam/Pain-in-3D trains UNBC
+    augment_style: str = "pain3d"
     num_workers: int = 2
     use_gpu: bool | None = None  # None: when the cluster has GPUs
     cpus_per_worker: float = 1.0
@@ -183,7 +187,8 @@ class TrainConfig:
     # none | inverse (1/n_k) | sqrt_inverse (1/sqrt(n_k)), scaled to average 1 per frame
     class_weights: str = "none"
     # uniform: every training frame once per epoch; weighted: frames drawn with weights
-    # inverse to their PSPI level's frequency (the expected count per level is equal)
+    # inverse to their PSPI level's frequency (the expected count per level is equal);
+    # pain_x2: PSPI >= 1 frames at twice the weight of PSPI 0 ones (the authors' sampler)
     sampling: str = "uniform"
     eval: EvalConfig = field(default_factory=EvalConfig)
 

@@ -284,6 +284,7 @@ def summarise(record: dict, results: list[dict], cfg) -> dict:
             "select_metric": cfg.crossval.select_metric,
             "neutral_reference": bool(cfg.train.model.neutral_reference),
             "sampling": cfg.train.sampling, "augment": cfg.train.augment,
+            "augment_style": cfg.train.augment_style,
             "protocol_differences": protocol_differences(record["data"], len(record["folds"]),
                                                          cfg.train.max_frames),
             "per_fold": results, "mean_std": table}
@@ -369,13 +370,15 @@ def authors_differences(s: dict) -> list[str]:
         out.append("Neutral reference: the sequence's first frame, chosen without labels; the "
                    "authors pick a random PSPI-0 frame of the subject, which reads the test "
                    "subjects' labels.")
-    out.append(f"Imbalance: PSPI cross-entropy weights `{s.get('class_weights')}`, sampling "
-               f"`{s.get('sampling', 'uniform')}`; the authors sample PSPI ≥ 1 frames at twice "
-               "the weight (not reproduced here).")
-    out.append("Augmentation: " + ("horizontal flip (p 0.5) and brightness jitter"
-                                   if s.get("augment", True) else "none")
-               + "; the authors flip with p 0.3, rotate ±15° and jitter colour by 0.2 (not "
-               "reproduced here).")
+    if s.get("sampling") != "pain_x2" or s.get("class_weights") != "none":
+        out.append(f"Imbalance: PSPI cross-entropy weights `{s.get('class_weights')}`, "
+                   f"sampling `{s.get('sampling', 'uniform')}`; the authors sample PSPI ≥ 1 "
+                   "frames at twice the weight (`--protocol crossval-authors`).")
+    if not s.get("augment", True) or s.get("augment_style", "pain3d") != "authors":
+        out.append("Augmentation: " + ("horizontal flip (p 0.5) and brightness jitter"
+                                       if s.get("augment", True) else "none")
+                   + "; the authors flip with p 0.3, rotate ±15° and jitter colour by 0.2 "
+                   "(`--protocol crossval-authors`).")
     out.append(f"Backbone `{s.get('backbone')}` ({init_label(s.get('init'), s.get('backbone'), s.get('pretrained_file'))}); the "
                "authors fine-tune pretrained ViT / DINOv3 backbones with LoRA.")
     return out

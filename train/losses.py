@@ -40,6 +40,16 @@ def class_weights(pspi, how: str, n_classes: int = 17) -> list[float] | None:
     return (w * n.sum() / (w * n).sum()).tolist()
 
 
+def pain_x2_weights(pspi, n_classes: int = 17) -> list[float] | None:
+    """Sampling weights per PSPI level: PSPI >= 1 frames at twice the weight of PSPI 0 ones
+    (the authors' sampler), scaled so that the training frames' mean weight is 1."""
+    n = np.bincount(np.asarray(pspi, int), minlength=n_classes).astype(float)
+    if not n.sum():
+        return None
+    w = np.where(np.arange(n_classes) >= 1, 2.0, 1.0)
+    return (w * n.sum() / (w * n).sum()).tolist()
+
+
 def kl_distill(student_logits: torch.Tensor, teacher_logits: torch.Tensor, t: float) -> torch.Tensor:
     """T^2 KL(P_teacher || P_student) at temperature T, averaged over the batch."""
     log_ps = F.log_softmax(student_logits / t, dim=-1)

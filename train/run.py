@@ -21,7 +21,7 @@ from pipelines import guard, storage
 from pipelines.layout3dpain import require_columns
 from train.data import (READ_COLUMNS, identity_table, make_split, qa_failures, split_datasets,
                         split_hash)
-from train.losses import class_weights
+from train.losses import class_weights, pain_x2_weights
 from train.loop import train_func
 from train.progress import Watcher
 
@@ -226,7 +226,8 @@ def train(cfg: "Pain3DConfig", mode: str, data: str, name: str, teacher: str | N
     train_pspi = _pspi_of(data, split["train"])
     weights = class_weights(train_pspi, tc.class_weights)
     # weighted sampling: the inverse-frequency level weights, a mean of 1 per training frame
-    sampling = class_weights(train_pspi, "inverse") if tc.sampling == "weighted" else None
+    sampling = (class_weights(train_pspi, "inverse") if tc.sampling == "weighted" else
+                pain_x2_weights(train_pspi) if tc.sampling == "pain_x2" else None)
     if teacher_dir is not None:
         check_teacher_split(teacher, teacher_dir, meta["split_hash"])
     files = {"split.json": split, "config.json": {

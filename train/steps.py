@@ -135,16 +135,46 @@ def set_frozen(w: Worker, frozen: bool) -> None:
 
 
 def augment(x: torch.Tensor, h: torch.Tensor | None, gen: torch.Generator, jitter: bool,
-            n: torch.Tensor | None = None):
+            n: torch.Tensor | None = None, style: str = "pain3d"):
     """Horizontal flip (the paired heatmap and neutral frame flip with their image) and, for
-    RGB, brightness (the neutral frame keeps its own)."""
-    flip = (torch.rand(x.shape[0], generator=gen) < 0.5)[:, None, None, None].to(x.device)
+    RGB, brightness (the neutral frame keeps its own). ``style='authors'``: flip p 0.3, a
+    rotation of up to 15 degrees (paired frames turn alike) and colour jitter 0.2."""
+    p_flip = 0.3 if style == "authors" else 0.5
+    flip = (torch.rand(x.shape[0], generator=gen) < p_flip)[:, None, None, None].to(x.device)
     x = torch.where(flip, x.flip(-1), x)
     h = None if h is None else torch.where(flip, h.flip(-1), h)
     n = None if n is None else torch.where(flip, n.flip(-1), n)
-    if jitter:
+    if style == "authors":
+        angle = (torch.rand(x.shape[0], generator=gen) * 2 - 1) * 15.0
+        x, h, n = (None if t is None else _rotate(t, angle) for t in (x, h, n))
+        if jitter:
+            x = _colour_jitter(x, gen, 0.2)
+    elif jitter:
         x = x * (1 + 0.2 * (torch.rand(x.shape[0], 1, 1, 1, generator=gen).to(x.device) - 0.5))
     return x, h, n
+
+
+def _rotate(t: torch.Tensor, degrees: torch.Tensor) -> torch.Tensor:
+    """Each image turned about its centre by its angle (border pixels repeated)."""
+    import torch.nn.functional as F
+
+    a = torch.deg2rad(degrees).to(t.device, t.dtype)
+    rot = torch.stack([torch.stack([a.cos(), -a.sin(), torch.zeros_like(a)], 1),
+                       torch.stack([a.sin(), a.cos(), torch.zeros_like(a)], 1)], 1)
+    grid = F.affine_grid(rot, list(t.shape), align_corners=False)
+    return F.grid_sample(t, grid, padding_mode="border", align_corners=False)
+
+
+def _colour_jitter(x: torch.Tensor, gen: torch.Generator, s: float) -> torch.Tensor:
+    """Brightness, contrast and saturation each scaled by a factor in [1 - s, 1 + s]."""
+    def factor():
+        return (1 + s * (2 * torch.rand(x.shape[0], 1, 1, 1, generator=gen) - 1)).to(x.device)
+
+    x = x * factor()
+    mean = x.mean((1, 2, 3), keepdim=True)
+    x = (x - mean) * factor() + mean
+    grey = x.mean(1, keepdim=True)
+    return ((x - grey) * factor() + grey).clamp(0, 1)
 
 
 def train_step(w: Worker, b: dict) -> dict[str, float]:
@@ -154,7 +184,8 @@ def train_step(w: Worker, b: dict) -> dict[str, float]:
     n = b["neutral"].float() if w.model.cfg.neutral_reference else None
     params = w.model.params_of(x, b)  # of the frame as it is (an encoder saw no flips)
     if w.cfg.augment:
-        x, h, n = augment(x, h, w.gen, jitter=w.mode == "student", n=n)
+        x, h, n = augment(x, h, w.gen, jitter=w.mode == "student", n=n,
+                          style=w.cfg.augment_style)
     with torch.autocast(w.device.type, enabled=w.use_amp):
         out = w.net(x, n, params)
         t_out = None
