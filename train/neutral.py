@@ -1,7 +1,7 @@
 """Neutral reference frames (``train.model.neutral_reference``).
 
 Every row names its neutral frame (``neutral_sample_id``: in a generated dataset the same
-identity and view at rest; in an UNBC import the sequence's first PSPI-0 frame). Training
+identity and view at rest; in an UNBC import the sequence's first frame, label-free). Training
 reads that frame's image beside each row (:func:`attach`). Evaluation with
 ``train.eval.neutral_shots: N`` averages the model's answers over N references of the same
 identity (:func:`shot_ids`): the row's own first, then the identity's other reference frames
