@@ -158,7 +158,7 @@ def test_evaluate_writes_report(teacher_run, data10, tmp_path):
     md = (out / "metrics.md").read_text()
     assert "| macro_auroc |" in md and "Pain frames only (PSPI 1-16" in md
     assert r["thresholds_from"] == "the training split" and set(r["thresholds"]) <= {
-        "pspi_ge2", "pspi_ge3"} and r["mode"] == "teacher"
+        "pspi_ge1", "pspi_ge2", "pspi_ge3"} and r["mode"] == "teacher"
     val = json.loads((teacher_run / "split.json").read_text())["val"]
     assert r["frames"] == 33 * len(val) and r["pain_only"]["frames"] == 30 * len(val)
 
