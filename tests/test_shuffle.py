@@ -24,7 +24,8 @@ def _epochs(data, seed, n_epochs=2, shuffle_buffer=1024, cache=False):
             for e in range(n_epochs)], split
 
 
-@pytest.mark.parametrize("cache", [False, True], ids=["decoded every epoch", "decoded once"])
+@pytest.mark.parametrize("cache", [pytest.param(False, marks=pytest.mark.slow), True],
+                         ids=["decoded every epoch", "decoded once"])  # the first: ~23 s
 def test_batches_mix_identities_and_change_every_epoch(data20, cache):
     epochs, split = _epochs(data20, seed=3, cache=cache)
     n_frames = 33 * len(split["train"])

@@ -86,6 +86,7 @@ def test_student_distils_from_teacher(teacher_run, data10, tmp_path, capsys):
                  f"train.storage={tmp_path}"] + TINY) == 2
 
 
+@pytest.mark.slow  # ~30 s: the local preset's conv student, trained
 def test_preset_conv_student_trains_on_cached_face_crops(data10, tmp_path):
     """The local preset's model family end to end: a ResNet student on face crops decoded once
     into the object store; evaluate scores the test split from the checkpoint's own config.

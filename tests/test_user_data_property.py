@@ -131,7 +131,12 @@ def _in_a_users_world(tree, name: str, argv_for, capsys, may_succeed: bool = Tru
         shutil.rmtree(root)
 
 
-@pytest.mark.parametrize("command", list(OUTPUTS))
+# generate and import 3dpain are the long ones (~70 s together): the slow tier runs them
+HEAVY_OUTPUTS = ("generate", "import 3dpain")
+
+
+@pytest.mark.parametrize("command", [pytest.param(c, marks=pytest.mark.slow)
+                                     if c in HEAVY_OUTPUTS else c for c in OUTPUTS])
 @PROPERTY
 @given(tree=TARGET)
 @_with_repros
