@@ -1,0 +1,65 @@
+"""train/stats.py: the cluster bootstrap covers a planted effect at about its nominal rate,
+pairs rows on the same resamples, and Holm's adjustment is the textbook one."""
+import numpy as np
+import pytest
+
+from train.stats import Run, auroc, compare, holm, interval, pain_only_macro_auroc, replicates
+
+
+def mean_score(y, probs):
+    return float(probs[:, 0].mean())
+
+
+def simulate(rng, effect, n_ids=30, frames=6, seeds=3, id_sd=0.5, seed_sd=0.02, noise=0.5):
+    """Two rows scored on the same identities: a frame's value is its identity's effect +
+    the seed's + noise; row B adds ``effect``. True means 0 and ``effect``."""
+    ids = np.repeat(np.arange(n_ids), frames)
+    u = rng.normal(0, id_sd, n_ids)[ids]
+    rows = {"A": [], "B": []}
+    for s in range(seeds):
+        for key, shift in (("A", 0.0), ("B", effect)):
+            v = u + rng.normal(0, seed_sd) + rng.normal(0, noise, len(ids)) + shift
+            probs = np.zeros((len(ids), 17))
+            probs[:, 0] = v
+            rows[key].append(Run(0, s, ids.copy(), np.zeros(len(ids), int), probs))
+    return rows
+
+
+def test_bootstrap_covers_the_planted_effect_at_the_nominal_rate():
+    rng = np.random.default_rng(0)
+    cover_a = cover_d = 0
+    sims = 150
+    for k in range(sims):
+        rows = simulate(rng, effect=0.1)
+        rep = replicates(rows, mean_score, reps=150, seed=k)
+        a, d = interval(rep["A"]), compare(rep["A"], rep["B"])
+        cover_a += a["lo"] <= 0.0 <= a["hi"]
+        cover_d += d["lo"] <= 0.1 <= d["hi"]
+    # nominal 0.95; 150 simulations put the rate within about +-0.035 (2 SE) of the truth
+    assert 0.88 <= cover_a / sims <= 0.995 and 0.88 <= cover_d / sims <= 0.995
+
+
+def test_paired_differences_cancel_the_identity_effects():
+    rng = np.random.default_rng(1)
+    rows = simulate(rng, effect=0.05, id_sd=2.0, seed_sd=0.002, noise=0.05)
+    rep = replicates(rows, mean_score, reps=300)
+    alone, paired = interval(rep["B"]), compare(rep["A"], rep["B"])
+    # the identity effects (sd 2) dominate each row's CI, and cancel in the difference
+    assert alone["hi"] - alone["lo"] > 10 * (paired["hi"] - paired["lo"])
+    assert paired["lo"] > 0 and paired["p"] < 0.01 and paired["mde"] < 0.05
+
+
+def test_holm_and_auroc():
+    assert holm([0.01, 0.04, 0.03, float("nan")])[:3] == pytest.approx([0.03, 0.06, 0.06])
+    assert np.isnan(holm([float("nan")])[0])
+    assert auroc(np.array([0, 0, 1, 1]), np.array([0.1, 0.4, 0.35, 0.8])) == pytest.approx(0.75)
+    y = np.array([1, 1, 2, 2, 3, 3])
+    probs = np.zeros((6, 17))
+    probs[np.arange(6), y] = 1.0  # perfect
+    assert pain_only_macro_auroc(y, probs) == pytest.approx(1.0)
+    from train.metrics import pain_only_metrics
+
+    logits = np.log(np.clip(probs + np.random.default_rng(0).random((6, 17)) * 0.3, 1e-6, None))
+    p = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    assert pain_only_macro_auroc(y, p) == pytest.approx(
+        pain_only_metrics(logits, y)["macro_auroc"])
