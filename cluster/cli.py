@@ -296,6 +296,11 @@ def build_parser() -> argparse.ArgumentParser:
     ab = sub.add_parser("ablate", help="the paper's Table 2: four models x seeds on one split")
     ab.add_argument("--data", required=True)
     ab.add_argument("--seeds", type=int, default=3)
+    ab.add_argument("--splits", type=int, default=1,
+                    help="identity splits (train.split under seed, seed+1, ...), each with "
+                    "--seeds seeds: the CIs then include which identities were tested")
+    ab.add_argument("--bootstrap", type=int, default=1000, metavar="REPS",
+                    help="bootstrap replicates of the CIs (default 1000)")
     ab.add_argument("--name", default="ablation", help="folder under train.storage")
     ab.add_argument("--rows", default=None,
                     help="comma-separated rows (default: the paper's baseline,au_queries,"

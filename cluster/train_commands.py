@@ -179,8 +179,11 @@ def ablate_config(args):
 
     cfg = check_backbone(config_of(args))
     guard.check_name("ablation", args.name)
-    if args.seeds < 1:
-        raise ConfigError(f"--seeds must be >= 1, got {args.seeds}")
+    if args.seeds < 1 or getattr(args, "splits", 1) < 1:
+        raise ConfigError(f"--seeds and --splits must be >= 1, got {args.seeds} and "
+                          f"{getattr(args, 'splits', 1)}")
+    if getattr(args, "bootstrap", 1000) < 10:
+        raise ConfigError(f"--bootstrap must be at least 10 replicates, got {args.bootstrap}")
     from train.ablate import parse_rows
 
     try:
@@ -198,7 +201,8 @@ def cmd_ablate(args) -> int:
 
     cfg = ablate_config(args)
     init_ray(cfg.generate.ray, args.verbose)
-    summary = ablate(cfg, args.data, args.seeds, args.name, rows=args.rows)
+    summary = ablate(cfg, args.data, args.seeds, args.name, rows=args.rows, splits=args.splits,
+                     reps=args.bootstrap)
     print(markdown(summary))
     print(f"wrote {cfg.train.storage.rstrip('/')}/{args.name}/ablation.md")
     return 0

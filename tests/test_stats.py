@@ -63,3 +63,28 @@ def test_holm_and_auroc():
     p = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
     assert pain_only_macro_auroc(y, p) == pytest.approx(
         pain_only_metrics(logits, y)["macro_auroc"])
+
+
+def test_ablation_table_prints_intervals_holm_and_the_detectable_effect():
+    from train.ablate import bootstrap, markdown
+
+    rng = np.random.default_rng(3)
+    scored = {"baseline": [], "au_queries": []}
+    for split in (0, 1):
+        ids = np.repeat(np.arange(split * 100, split * 100 + 12), 20)
+        y = rng.integers(1, 6, len(ids))
+        for seed in (0, 1):
+            for key, skill in (("baseline", 1.0), ("au_queries", 2.0)):
+                logits = rng.normal(0, 1, (len(ids), 17))
+                logits[np.arange(len(ids)), y] += skill
+                p = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+                scored[key].append(Run(split, seed, ids, y, p))
+    b = bootstrap(scored, reps=200, seed=0)
+    assert b["identities"] == {"baseline": 24, "au_queries": 24}
+    (c,) = b["comparisons"]
+    assert (c["row"], c["base"]) == ("au_queries", "baseline")
+    assert c["lo"] > 0 and c["p"] < 0.05 and c["p_holm"] == c["p"] and c["mde"] > 0
+    md = markdown({"rows": {}, "seeds": 2, "splits": 2, "failures": [], "bootstrap": b})
+    assert "## 95% confidence intervals: pain-only macro AUROC (2 split(s) × 2 seed(s)" in md
+    assert "| + AU queries | ViTPain baseline (CLS only) |" in md
+    assert "detects a difference of" in md and "at 80% power" in md

@@ -215,6 +215,28 @@ def test_ablation_runner_completes(data10, tmp_path):
     assert base["teacher"] is None and base["config"]["train"]["model"]["au_queries"] is False
 
 
+@pytest.mark.slow
+def test_ablation_over_splits_prints_intervals_and_the_detectable_effect(data10, tmp_path,
+                                                                         capsys):
+    rc = main(["ablate", "--data", data10, "--seeds", "2", "--splits", "2", "--rows",
+               "baseline,au_queries", "--name", "abl", "--bootstrap", "200",
+               f"train.storage={tmp_path}", "train.epochs=1"] + TINY)
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "95% confidence intervals" in out and "detectable at 80% power" in out
+    s = json.loads((tmp_path / "abl" / "ablation.json").read_text())
+    assert s["splits"] == 2 and [(r["split"], r["seed"]) for r in s["runs"]["baseline"]] == [
+        (0, 0), (0, 1), (1, 0), (1, 1)]
+    b = s["bootstrap"]
+    assert set(b["rows"]) == {"baseline", "au_queries"} and len(b["comparisons"]) == 1
+    r = b["rows"]["au_queries"]
+    assert r["lo"] <= r["mean"] <= r["hi"]
+    splits = [json.loads((tmp_path / "abl" / f"baseline-split{j}-seed0" / "split.json")
+                         .read_text())["test"] for j in (0, 1)]
+    assert splits[0] != splits[1]  # two identity splits
+    assert len(list((tmp_path / "abl" / "scored").glob("*.npz"))) == 8
+
+
 def test_corrupt_png_fails_in_one_line_and_leaves_no_run(data10, tmp_path, capsys):
     import shutil
 

@@ -49,11 +49,14 @@ def split_hash(split: dict[str, list[int]]) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
-def make_split(identities: dict[int, dict], fractions=(0.7, 0.2, 0.1), seed: int = 0
-               ) -> dict[str, list[int]]:
+def make_split(identities: dict[int, dict], fractions=(0.7, 0.2, 0.1), seed: int = 0,
+               variant: int = 0) -> dict[str, list[int]]:
     """Identity-disjoint train/val/test split, stratified by (age, gender, ethnicity): each
     demographic cell is shuffled (seeded) and dealt out in the given proportions, with the
-    rounding remainder carried across cells so the totals match the fractions."""
+    rounding remainder carried across cells so the totals match the fractions. ``variant``
+    > 0 also deals the cells in a seeded order of its own: another split with the same
+    stratification even where every cell holds one identity (where shuffling within cells
+    changes nothing, so every seed would give the same split)."""
     if len(fractions) != 3 or any(f < 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-6:
         raise ValueError(f"train.split must be three fractions summing to 1, got {fractions}")
     cells: dict[tuple, list[int]] = defaultdict(list)
@@ -61,7 +64,10 @@ def make_split(identities: dict[int, dict], fractions=(0.7, 0.2, 0.1), seed: int
         cells[tuple(demo[g] for g in GROUPS)].append(ident)
     rng = np.random.default_rng(seed)
     order = []
-    for key in sorted(cells):
+    keys = sorted(cells)
+    if variant:
+        keys = [keys[i] for i in np.random.default_rng([seed, variant, 31]).permutation(len(keys))]
+    for key in keys:
         ids = cells[key]
         order.extend(ids[i] for i in rng.permutation(len(ids)))
     # largest-deficit apportionment over the cell-ordered list: every prefix (and so every

@@ -48,11 +48,12 @@ def _batches(data: str, ids: list[int], cfg, batch: int = 64, shots: int = 1):
 
 def evaluate(checkpoint: str, data: str, mode: str, split: dict, which: str = "test",
              out: str | None = None, history: list[dict] | None = None,
-             shots: int = 1, calibrate_on: str = "train") -> dict:
+             shots: int = 1, calibrate_on: str = "train", keep: bool = False) -> dict:
     """Scores ``split[which]`` on all frames (17 classes) and on pain frames only (PSPI
     1-16, the paper's Table 2 setting); F1 thresholds calibrated on ``split[calibrate_on]``
     (the training split, as the authors do; cross-validation uses the validation subjects,
-    which the model has not fit).
+    which the model has not fit). ``keep``: the per-frame identities, labels and class
+    probabilities come back under ``"frames_scored"`` (for bootstrap intervals; not JSON).
     ``shots``: a neutral-reference model's answers averaged over that many references of
     each frame's identity (``train.eval.neutral_shots``)."""
     if which not in split:
@@ -86,6 +87,10 @@ def evaluate(checkpoint: str, data: str, mode: str, split: dict, which: str = "t
     if out:
         write_evaluation(out, report, predictions_table(p, thresholds), history,
                          [checkpoint, data])
+    if keep and "logits" in p:
+        report["frames_scored"] = {"identity": np.asarray(p["identity"], np.int64),
+                                   "y": np.asarray(p["y"], np.int64),
+                                   "probs": softmax(np.asarray(p["logits"], np.float64))}
     return report
 
 

@@ -26,7 +26,9 @@ from train.heads import BINARY_THRESHOLDS, PSPI_MAX
 def class_weights(pspi, how: str, n_classes: int = 17) -> list[float] | None:
     """Cross-entropy weights per PSPI level from the training labels ``pspi``: 1/n_k
     (``inverse``) or 1/sqrt(n_k) (``sqrt_inverse``), scaled so that the training frames'
-    mean weight is 1 (the loss keeps its scale); absent levels get 0. None for ``none``."""
+    mean weight is 1; absent levels get 0. None for ``none``. PyTorch's weighted
+    cross-entropy divides each batch's loss by the batch's total weight, so that scaling
+    does not change the loss: the weights act only relative to one another, per batch."""
     if how == "none":
         return None
     if how not in CLASS_WEIGHTS:
