@@ -237,7 +237,8 @@ def markdown(summary: dict) -> str:
     t, seeds = summary["rows"], summary["seeds"]
     lines = [f"# Ablation: test split, {seeds} seed(s), mean ± sample std (ddof=1)", "",
              "## Pain frames only (PSPI 1-16, 16 classes): the paper's Table 2 setting", "",
-             "Same classes and frames as the paper's Table 2; different data and model: the "
+             "Pain frames scored on PSPI 1-16: one reading of the paper's Table 2 caption, "
+             "which says 16 classes \"PSPI 0-15\" (ambiguous); different data and model: the "
              "paper trains a pretrained ViT-L on its 2,500 3DPain identities, ours is this "
              "dataset and config (backbone from scratch unless train.model.pretrained_file). "
              "Rows the paper does not have show — in its columns.",
