@@ -179,9 +179,9 @@ def ablate_config(args):
 
     cfg = check_backbone(config_of(args))
     guard.check_name("ablation", args.name)
-    if args.seeds < 1 or getattr(args, "splits", 1) < 1:
-        raise ConfigError(f"--seeds and --splits must be >= 1, got {args.seeds} and "
-                          f"{getattr(args, 'splits', 1)}")
+    for flag in ("seeds", "splits"):
+        if getattr(args, flag, 1) < 1:
+            raise ConfigError(f"--{flag} must be >= 1, got {getattr(args, flag)}")
     if getattr(args, "bootstrap", 1000) < 10:
         raise ConfigError(f"--bootstrap must be at least 10 replicates, got {args.bootstrap}")
     from train.ablate import parse_rows

@@ -58,6 +58,7 @@ def test_paper_cpu_generates_faces_the_qa_finds(flame_data):
     assert np.abs(np.asarray(t["expression_params"][pain])[:100]).max() > 0.1
 
 
+@pytest.mark.slow  # ~24 s: training on the FLAME dataset
 def test_flame_dataset_trains_and_exports(flame_data, tmp_path, capsys):
     from cluster.config import load_config
     from train.run import train

@@ -88,3 +88,8 @@ def test_ablation_table_prints_intervals_holm_and_the_detectable_effect():
     assert "## 95% confidence intervals: pain-only macro AUROC (2 split(s) × 2 seed(s)" in md
     assert "| + AU queries | ViTPain baseline (CLS only) |" in md
     assert "detects a difference of" in md and "at 80% power" in md
+    assert b["min_test_identities_per_split"] == 12 and "Too few test identities" not in md
+    few = bootstrap({k: [r for r in v if r.split == 0] for k, v in scored.items()}, 50, 0)
+    few["min_test_identities_per_split"] = 1
+    assert "Too few test identities" in markdown({"rows": {}, "seeds": 2, "splits": 1,
+                                                  "failures": [], "bootstrap": few})

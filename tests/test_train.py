@@ -113,6 +113,7 @@ def test_preset_conv_student_trains_on_cached_face_crops(data10, tmp_path):
     assert np.isfinite(report["metrics"]["macro_auroc"])
 
 
+@pytest.mark.slow  # ~26 s: a second teacher run
 def test_existing_run_is_refused_then_resumed(teacher_run, data10, capsys):
     runs = teacher_run.parent
     assert main(["train", "teacher", "--data", data10, "--name", "t", f"train.storage={runs}",

@@ -63,6 +63,7 @@ for _how in FUSIONS[1:]:  # paper 003: the frames' own 3D parameters, or an enco
             f"+ AU queries + {_how.replace('_', ' ')} fusion of {_said} 3D parameters",
             model=(("fusion", _how), ("fusion_params", _params)))
 DEFAULT_ROWS = ("baseline", "au_queries", "au_queries_distill", "teacher")
+MIN_IDENTITIES = 5  # test identities per split below which the bootstrap cannot see their spread
 COLUMNS = ("macro_auroc", "acc", "acc_pm1", "acc_pm2")
 
 
@@ -203,10 +204,12 @@ def bootstrap(scored: dict[str, list], reps: int, seed: int) -> dict:
              for k in have if ROWS[k].base in have]
     for c, p in zip(comps, holm([c["p"] for c in comps])):
         c["p_holm"] = p
+    per_split = [len(set(r.identity.tolist())) for v in have.values() for r in v]
     return {"rows": {k: interval(v) for k, v in rep.items()}, "comparisons": comps,
             "reps": reps, "identities": {k: len({(r.split, int(i)) for r in v
                                                 for i in set(r.identity.tolist())})
-                                         for k, v in have.items()}}
+                                         for k, v in have.items()},
+            "min_test_identities_per_split": min(per_split)}
 
 
 def _column(reports: list, protocol: str, col: str) -> list:
@@ -284,6 +287,13 @@ def _ci_lines(summary: dict) -> list[str]:
     for key, r in b["rows"].items():
         lines.append(f"| {ROWS[key].label} | {b['identities'][key]} | {r['mean']:.3f} | "
                      f"[{r['lo']:.3f}, {r['hi']:.3f}] |")
+    few = b.get("min_test_identities_per_split", MIN_IDENTITIES)
+    if few < MIN_IDENTITIES:
+        lines += ["", f"**Too few test identities for these intervals:** a split tests only "
+                  f"{few}; resampling so few identities cannot show how much the result "
+                  "depends on which identities are tested, so the intervals are too narrow. "
+                  f"Use a dataset or train.split with at least {MIN_IDENTITIES} test "
+                  "identities per split."]
     if b["comparisons"]:
         lines += ["", "Paired differences (the same resampled identities and seeds for both "
                   "rows), Holm-corrected over this table:", "",
@@ -295,7 +305,8 @@ def _ci_lines(summary: dict) -> list[str]:
                          f"{c['p_holm']:.3f} | ±{c['mde']:.3f} |")
         mdes = [c["mde"] for c in b["comparisons"] if c["mde"] == c["mde"]]
         if mdes:
-            lines += ["", f"This design detects a difference of {min(mdes):.3f}–{max(mdes):.3f}"
-                      " macro AUROC at 80% power (two-sided, 5%): smaller effects would likely "
-                      "be missed."]
+            span = (f"{min(mdes):.3f}" if round(min(mdes), 3) == round(max(mdes), 3) else
+                    f"{min(mdes):.3f}–{max(mdes):.3f}")
+            lines += ["", f"This design detects a difference of {span} macro AUROC at 80% "
+                      "power (two-sided, 5%): smaller effects would likely be missed."]
     return lines
