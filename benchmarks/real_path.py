@@ -62,6 +62,7 @@ def config(work: Path, models: dict, flame: Path, steps: int):
             f"face.flame_landmarks_path={flame / 'mediapipe_landmark_embedding.npz'}",
             f"face.flame_uv_path={flame / 'FLAME_texture.npz'}",
             f"{st}.rigging.backend=flame", f"{st}.rigging.model=null",
+            f"{st}.rigging.options={{}}",
             f"{st}.texturing.backend=projection", f"{st}.texturing.model=null",
             f"{st}.texturing.options={{}}", f"generate.out={work / 'dataset'}",
             "generate.identities=1"]
