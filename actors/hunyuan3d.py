@@ -21,6 +21,7 @@ from scipy.spatial import cKDTree
 from actors.base import StageConfig, options_of, register
 from actors.bridged import local, start_worker, worker_spec
 from actors.options import BridgeOptions, rng
+from actors.texturing import set_albedo
 from bridge.hunyuan3d_server import hub_snapshot
 from faces.models import make_face_model
 from faces.objfile import ObjMesh, read_obj, write_obj
@@ -166,13 +167,7 @@ class Hunyuan3DTexture:
             else:
                 cols, _ = surface_colors(obj, albedo, neutral)
                 vcol.append(np.clip(cols, 0, 255).astype(np.uint8))
-        if tex:
-            batch["texture"] = np.stack(tex)
-        if vcol:
-            batch["vertex_colors"] = np.stack(vcol)
-        batch.pop("albedo", None)
-        batch.pop("albedo_vertex_colors", None)
-        return batch
+        return set_albedo(batch, tex, vcol)
 
     def __del__(self):
         server = getattr(self, "server", None)

@@ -48,6 +48,18 @@ class BuiltinTexture:
         return batch
 
 
+def set_albedo(batch: dict, textures: list, vertex_colors: list) -> dict:
+    """The identities' new albedo (UV textures or per-vertex colours) in ``batch``, in place
+    of the one the neutral-face stage made."""
+    if textures:
+        batch["texture"] = np.stack(textures)
+    if vertex_colors:
+        batch["vertex_colors"] = np.stack(vertex_colors)
+    batch.pop("albedo", None)
+    batch.pop("albedo_vertex_colors", None)
+    return batch
+
+
 def _sample(image: np.ndarray, px: np.ndarray) -> np.ndarray:
     """Bilinear sample of an (H, W, 3) image at pixel coordinates (N, 2) (x right, y down)."""
     h, w = image.shape[:2]
@@ -119,13 +131,7 @@ class ProjectionTexture:
             else:
                 w, col = self._weights_and_colors(neutral, normals, image, depth)
                 out_vc.append(self._fill_vertices(neutral, col, w))
-        if out_tex:
-            batch["texture"] = np.stack(out_tex)
-        if out_vc:
-            batch["vertex_colors"] = np.stack(out_vc)
-        batch.pop("albedo", None)
-        batch.pop("albedo_vertex_colors", None)
-        return batch
+        return set_albedo(batch, out_tex, out_vc)
 
     @staticmethod
     def _fill_texture(col, w, covered):

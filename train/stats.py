@@ -67,13 +67,16 @@ def replicates(rows: dict[str, list[Run]], metric=pain_only_macro_auroc, reps: i
     0 is the sample itself (no resampling)."""
     rng = np.random.default_rng([seed, 29])
     splits = sorted({r.split for runs in rows.values() for r in runs})
+    # each split's test identities and seeds (the same for every replicate)
+    ids_of = {s: np.unique(np.concatenate([r.identity for runs in rows.values() for r in runs
+                                           if r.split == s])) for s in splits}
+    seeds_of = {s: sorted({r.seed for runs in rows.values() for r in runs if r.split == s})
+                for s in splits}
     out = {k: np.empty(reps) for k in rows}
     for b in range(reps):
         per_row = {k: [] for k in rows}
         for s in splits:
-            ids = np.unique(np.concatenate([r.identity for runs in rows.values() for r in runs
-                                            if r.split == s]))
-            seeds = sorted({r.seed for runs in rows.values() for r in runs if r.split == s})
+            ids, seeds = ids_of[s], seeds_of[s]
             pick = ids if b == 0 else rng.choice(ids, len(ids), replace=True)
             draw = seeds if b == 0 else list(rng.choice(seeds, len(seeds), replace=True))
             for k, runs in rows.items():
