@@ -19,7 +19,8 @@ def _epochs(data, seed, n_epochs=2, shuffle_buffer=1024, cache=False):
     cfg = load_config("local", ["train.batch_size=32", f"train.shuffle_buffer={shuffle_buffer}"])
     split = make_split(identity_table(path=data), (0.7, 0.2, 0.1), 0)
     ds = split_datasets(data, {"train": split["train"]}, 16, seed=seed, cache=cache)["train"]
-    shard = ds.streaming_split(1, equal=True)[0]  # what Ray Train hands a worker, once
+    # what Ray Train hands a worker, once (a cached split goes to the workers whole)
+    shard = ds if cache else ds.streaming_split(1, equal=True)[0]
     return [[b["identity"].tolist() for b in epoch_batches(shard, cfg.train, seed, e, 0)]
             for e in range(n_epochs)], split
 

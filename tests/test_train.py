@@ -129,17 +129,38 @@ def test_existing_run_is_refused_then_resumed(teacher_run, data10, capsys):
 def test_killed_worker_resumes_from_checkpoint(data10, tmp_path):
     from train.run import train
 
-    cfg = load_config("local", [f"train.storage={tmp_path}", "train.epochs=4",
+    cfg = load_config("local", [f"train.storage={tmp_path}", "train.epochs=5",
                                 "train.max_failures=1"] + TINY)
-    # dies at epoch 2: the controller registers checkpoints asynchronously, so the one of the
-    # epoch just before the crash may not be registered yet; earlier ones are
+    # dies at epoch 3 (0-based): the controller registers checkpoints asynchronously, so the
+    # one of the epoch just before the crash may not be registered yet; the earlier two are
     res = train(cfg, "teacher", data10, "kill",
-                epoch_hook=KillOnce(2, str(tmp_path / "killed-once")))
+                epoch_hook=KillOnce(3, str(tmp_path / "killed-once")))
     assert (tmp_path / "killed-once").exists()
     epochs = [h["epoch"] for h in res.history]
-    assert epochs[-1] == 4  # finished (epochs numbered from 1)
+    assert epochs[-1] == 5  # finished (epochs numbered from 1)
     assert max(h["started_at_epoch"] for h in res.history) >= 2  # after restoring a checkpoint
     assert np.isfinite(res.best_metrics["val_macro_auroc"])
+
+
+@pytest.mark.slow  # ~90 s: four short runs
+def test_same_seed_gives_bit_identical_weights_with_one_and_with_two_workers(data10, tmp_path):
+    import torch
+
+    from train.loop import load_model
+    from train.run import train
+
+    def weights(name, workers):
+        cfg = load_config("local", [f"train.storage={tmp_path}", "train.epochs=2",
+                                    "train.cache_decoded=true", f"train.num_workers={workers}"]
+                          + TINY_CONV)
+        train(cfg, "teacher", data10, name, show_progress=False)
+        last = sorted(p for p in (tmp_path / name).glob("checkpoint_*") if p.is_dir())[-1]
+        return load_model(last / "model").state_dict()
+
+    for workers in (1, 2):
+        a, b = weights(f"a{workers}", workers), weights(f"b{workers}", workers)
+        assert all(torch.equal(a[k], b[k]) for k in a), workers
+    assert not all(torch.equal(a[k], weights("c1", 1)[k]) for k in a)  # 2 workers: other steps
 
 
 def test_evaluate_writes_report(teacher_run, data10, tmp_path):

@@ -141,9 +141,10 @@ def _decode_column(batch: dict, col: str, size: int, boxes: list) -> np.ndarray:
 
 
 def decode_batch(batch: dict, size: int, keep_groups: bool = False, crop: bool = True,
-                 half: bool = False) -> dict:
+                 half: bool = False, ids: bool = False) -> dict:
     """PNG bytes -> normalised (N, 3, S, S) images and heatmaps (zeros for neutral frames),
-    both cut to the face box of the row's mask when ``crop``; float16 when ``half``."""
+    both cut to the face box of the row's mask when ``crop``; float16 when ``half``;
+    ``ids``: the sample ids come along (the cached train split's order is keyed on them)."""
     boxes = _boxes(batch, crop)
     dtype = np.float16 if half else np.float32
     img = _decode_column(batch, "image", size, boxes)
@@ -163,6 +164,8 @@ def decode_batch(batch: dict, size: int, keep_groups: bool = False, crop: bool =
     for c in PARAM_COLUMNS:  # the 3D ground truth, when read (encoder, fusion)
         if c in batch:
             out[c] = np.stack([np.asarray(v, np.float32) for v in batch[c]])
+    if ids:
+        out["sample_id"] = np.asarray(batch["sample_id"], dtype=object)
     if keep_groups:  # strings: fine for numpy batches, not for iter_torch_batches
         for g in GROUPS:
             out[g] = np.asarray(batch[g], dtype=object)
@@ -248,7 +251,9 @@ def split_datasets(data: str, split: dict[str, list[int]], size: int,
     train split's block order is reshuffled at every pass, seeded, and its order preserved,
     so one seed gives one sequence of epochs. ``cache``: decode once (float16) and keep the
     decoded frames in the object store for every epoch (small datasets: decoding costs about
-    as much CPU as training the laptop model). ``exclude``: sample ids left out of the train
+    as much CPU as training the laptop model); the train split is then a
+    :class:`train.order.CachedSplit`, whose order depends on the seed and sample ids
+    alone. ``exclude``: sample ids left out of the train
     split (frames that failed QA); val and test stay whole, so runs stay comparable.
     ``params``: the rows' expression and shape parameters come along (the 3D ground truth)."""
 
@@ -282,12 +287,17 @@ def split_datasets(data: str, split: dict[str, list[int]], size: int,
         # float16 saves the train cache half its memory; val stays float32, so the AUROC a
         # run records is the one `pain3d evaluate` (float32) reproduces from the checkpoint
         ds = ds.map_batches(decode_batch, fn_kwargs={"size": size, "crop": crop,
-                                                     "half": cache and shuffle},
+                                                     "half": cache and shuffle,
+                                                     "ids": cache and shuffle},
                             batch_size=64, batch_format="numpy", num_cpus=decode_cpus)
-        if cache:  # in block order, so that one seed gives one sequence of epochs
+        if cache and shuffle:  # batches in an order of (seed, epoch, sample ids) alone
+            from train.order import cache_split
+
+            out[name] = cache_split(ds)
+            continue
+        if cache:
             ds.context.execution_options.preserve_order = True
             ds = ds.materialize()
-            ds = _reshuffled(ds, seed) if shuffle else ds
         out[name] = ds
     return out
 

@@ -12,6 +12,7 @@ import torch
 
 from train import progress
 from train.encoder import ExpressionEncoder, encoder_loss, save_encoder
+from train.seeds import derive
 
 if TYPE_CHECKING:
     from cluster.config import Pain3DConfig
@@ -83,7 +84,7 @@ def encoder_train_func(config: dict) -> None:
 
     cfg, ctx = config["train"], ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    torch.manual_seed(config["seed"] + rank)
+    torch.manual_seed(derive(config["seed"], "rank", rank))  # never seed + rank
     torch.set_num_threads(max(1, int(cfg.cpus_per_worker)))
     device = ray.train.torch.get_device()
     model = ExpressionEncoder(cfg.model, *config["dims"], cfg.encoder.head_hidden).to(device)
@@ -95,11 +96,12 @@ def encoder_train_func(config: dict) -> None:
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambdas(cfg, per_epoch))
     net = _ddp(model) if world > 1 else model
     start, history = _restore(model, opt, sched)
-    train_shard, val_shard = (ray.train.get_dataset_shard(k) for k in ("train", "val"))
+    train_shard = config.get("train_cached") or ray.train.get_dataset_shard("train")
+    val_shard = ray.train.get_dataset_shard("val")
     for epoch in range(start, cfg.epochs):
         net.train()
         sums: dict[str, list] = {}
-        for b in epoch_batches(train_shard, cfg, config["seed"], epoch, rank, device):
+        for b in epoch_batches(train_shard, cfg, config["seed"], epoch, rank, device, world):
             loss, parts = encoder_loss(model, net(b["image"].float()), b, cfg.encoder)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -189,12 +191,14 @@ def train_encoder(cfg: "Pain3DConfig", data: str, name: str, resume: bool = Fals
         ds = split_datasets(data, {k: split[k] for k in ("train", "val")}, tc.model.img_size,
                             tc.max_frames, tc.decode_cpus, seed=cfg.seed,
                             crop=tc.model.face_crop, cache=tc.cache_decoded, params=True)
+        cached = ds.pop("train") if tc.cache_decoded else None  # a CachedSplit
         return TorchTrainer(
             encoder_train_func, train_loop_config={
                 "train": tc, "seed": cfg.seed, "dims": dims, "stats": stats, "n_train": n_train,
-                "face_model": face_model, "progress_to": (tc.storage, name)},
+                "face_model": face_model, "progress_to": (tc.storage, name),
+                "train_cached": cached},
             scaling_config=scaling(tc), datasets=ds,
-            dataset_config=DataConfig(datasets_to_split=["train", "val"]),
+            dataset_config=DataConfig(datasets_to_split=list(ds)),
             run_config=run_config(tc, loc, name, "val_expression_rmse", "min"))
 
     files = {"split.json": split, "config.json": {"mode": "encoder", "data": data,

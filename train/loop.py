@@ -19,6 +19,7 @@ from torch import nn
 from train import progress, steps
 from train.metrics import compute_metrics
 from train.model import BINARY_THRESHOLDS, N_AUS, N_PSPI, ModelConfig, ViTPain
+from train.seeds import derive
 
 
 def save_model(model: ViTPain, folder: Path, meta: dict | None = None) -> None:
@@ -173,7 +174,7 @@ def train_func(config: dict) -> None:
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     w = _setup(config, rank, world)
     start, history = _restore(w)
-    train_shard = ray.train.get_dataset_shard("train")
+    train_shard = config.get("train_cached") or ray.train.get_dataset_shard("train")
     val_shard = ray.train.get_dataset_shard("val")
     hook = config.get("epoch_hook")  # tests only: fault injection
     for epoch in range(start, cfg.epochs):
@@ -185,7 +186,7 @@ def train_func(config: dict) -> None:
                    "started_at_epoch": start + 1,  # > 1 once resumed
                    "backbone_frozen": bool(w.frozen),
                    **steps.run_epoch(w, epoch_batches(train_shard, cfg, config["seed"], epoch,
-                                                      rank, w.device))}
+                                                      rank, w.device, world), epoch)}
         metrics.update(_validate(w, val_shard, rank, world))
         history.append(metrics)
         _checkpoint(w, epoch, history, metrics, rank)
@@ -197,14 +198,14 @@ def _setup(config: dict, rank: int, world: int) -> steps.Worker:
     import ray.train.torch
 
     cfg = config["train"]
-    torch.manual_seed(config["seed"] + rank)
+    torch.manual_seed(derive(config["seed"], "rank", rank))  # dropout; never seed + rank
     torch.set_num_threads(max(1, int(config.get("threads", 1))))
     device = ray.train.torch.get_device()
     teacher = load_model(config["teacher_dir"]) if config.get("teacher_dir") else None
     steps_per_epoch = max(1, math.ceil(config["n_train"] / (cfg.batch_size * world)))
     init = load_model(config["init_dir"]).saved_state() if config.get("init_dir") else None
-    w = steps.build(cfg, config["mode"], teacher, device, config["seed"] * 1000 + rank,
-                    steps_per_epoch, wrap=_ddp if world > 1 else (lambda m: m), init=init,
+    w = steps.build(cfg, config["mode"], teacher, device, config["seed"], steps_per_epoch,
+                    rank=rank, wrap=_ddp if world > 1 else (lambda m: m), init=init,
                     ce_weight=config.get("class_weights"), fusion=config.get("fusion_init"))
     w.meta = config.get("meta")
     return w
@@ -216,15 +217,21 @@ def _ddp(module: nn.Module) -> nn.Module:
     return ray.train.torch.prepare_model(module, move_to_device=False)
 
 
-def epoch_batches(shard, cfg, seed: int, epoch: int, rank: int, device=None):
-    """This epoch's training batches: the dataset's block order is reshuffled (seeded) at
-    every pass, and a local shuffle buffer seeded by (seed, epoch, rank) mixes identities
-    within each batch."""
+def epoch_batches(shard, cfg, seed: int, epoch: int, rank: int, device=None, world: int = 1):
+    """This epoch's training batches. A cached split (``train.cache_decoded``): a
+    permutation of (seed, epoch) over its sample ids, dealt to the ranks. Streamed: the
+    dataset's block order is reshuffled (seeded) at every pass, and a local shuffle buffer
+    seeded by (seed, epoch, rank) mixes identities within each batch (an order that also
+    depends on how Ray Data cut the rows into blocks)."""
+    from train.order import CachedSplit, cached_batches
+
+    if isinstance(shard, CachedSplit):
+        return cached_batches(shard, cfg.batch_size, seed, epoch, rank, world, device)
     where = {"device": device} if device is not None else {}
     return shard.iter_torch_batches(
         batch_size=cfg.batch_size, drop_last=False, **where,
         local_shuffle_buffer_size=cfg.shuffle_buffer or None,
-        local_shuffle_seed=(seed * 1_000_003 + epoch * 101 + rank) % 2 ** 31
+        local_shuffle_seed=derive(seed, "shuffle", epoch, rank) % 2 ** 31
         if cfg.shuffle_buffer else None)
 
 
@@ -269,7 +276,11 @@ def _restore(w: steps.Worker) -> tuple[int, list[dict]]:
 
 
 def _validate(w: steps.Worker, val_shard, rank: int, world: int) -> dict:
-    """Every rank predicts its share of the validation set; rank 0 scores the union."""
+    """Every rank predicts its share of the validation set; rank 0 scores the union. Every
+    rank validates with rank 0's batch-norm statistics (DDP copies them to the others only at
+    the start of each training forward, so after a step each rank holds its own)."""
+    if world > 1:
+        share_rank0_buffers(w.inner)
     p = gather(predict(w.model, val_shard.iter_torch_batches(batch_size=64, device=w.device),
                        w.mode, w.device), world)
     if rank != 0:
@@ -278,6 +289,13 @@ def _validate(w: steps.Worker, val_shard, rank: int, world: int) -> dict:
     for part, pm in fusion_parts(p).items():  # late fusion: each classifier alone
         m[f"macro_auroc_{part}"] = pm["macro_auroc"]
     return {f"val_{k}": v for k, v in m.items()}
+
+
+def share_rank0_buffers(module: nn.Module) -> None:
+    """Every rank's buffers (batch-norm statistics) set to rank 0's: a collective, so every
+    rank calls it."""
+    for buf in module.buffers():
+        torch.distributed.broadcast(buf, 0)
 
 
 def gather(p: dict[str, np.ndarray], world: int) -> dict[str, np.ndarray]:

@@ -28,6 +28,7 @@ from torch import nn
 from train.config import LoRAConfig, ModelConfig  # noqa: F401 - defined torch-free
 from train.heads import (BINARY_THRESHOLDS, HEADS, N_AUS, N_PSPI, AUQueryHead,  # noqa: F401
                          CLSAUHead, NeutralFusion, PSPIHead)
+from train.seeds import part_seed
 
 log = logging.getLogger(__name__)
 BACKBONES = ("backbone.", "neutral_backbone.")  # parameter name prefixes of the encoders
@@ -105,33 +106,42 @@ def is_backbone(name: str) -> bool:
 
 
 class ViTPain(nn.Module):
-    def __init__(self, cfg: ModelConfig, weights_follow: bool = False):
-        """``weights_follow``: a checkpoint's weights are loaded next (no init warning)."""
+    def __init__(self, cfg: ModelConfig, weights_follow: bool = False, seed: int | None = None):
+        """``weights_follow``: a checkpoint's weights are loaded next (no init warning).
+        ``seed``: each part's initial weights drawn from (seed, the part's name), so a part
+        starts the same whichever other parts the model has; None: from torch's global
+        generator, part after part."""
         super().__init__()
         if cfg.head not in HEADS:
             raise ValueError(f"unknown train.model.head {cfg.head!r}; use one of {HEADS}")
         self.cfg = cfg
-        self.backbone = make_encoder(cfg, warn=not weights_follow)
+
+        def part(name: str, make):
+            with part_seed(seed, name):
+                setattr(self, name, make())
+
+        part("backbone", lambda: make_encoder(cfg, warn=not weights_follow))
         dim = self.backbone.num_features
         self.prefix = getattr(self.backbone, "num_prefix_tokens", 1)
         # a conv net's feature map has no norm of its own (a ViT's tokens end in one)
         self.spatial = not hasattr(self.backbone, "num_prefix_tokens")
         self.token_norm = nn.LayerNorm(dim) if self.spatial else None
         if cfg.neutral_reference:
-            self.fusion = NeutralFusion(dim)
+            part("fusion", lambda: NeutralFusion(dim))
             if not cfg.shared_encoder:
-                self.neutral_backbone = make_encoder(cfg, warn=False)
-        self.au_head = AUQueryHead(dim, hidden=cfg.head_hidden // 2) if cfg.au_queries \
-            else CLSAUHead(dim, hidden=cfg.head_hidden // 2)
+                part("neutral_backbone", lambda: make_encoder(cfg, warn=False))
+        part("au_head", lambda: AUQueryHead(dim, hidden=cfg.head_hidden // 2) if cfg.au_queries
+             else CLSAUHead(dim, hidden=cfg.head_hidden // 2))
         if cfg.fusion != "none":
-            self._add_fusion(cfg)
+            with part_seed(seed, "fusion_3d"):
+                self._add_fusion(cfg)
         head_dim = dim + (cfg.fusion_hidden if cfg.fusion == "intermediate" else 0)
         if cfg.classifies:
-            self.pspi_head = PSPIHead(head_dim, cfg.head_hidden, cfg.dropout)
+            part("pspi_head", lambda: PSPIHead(head_dim, cfg.head_hidden, cfg.dropout))
         if cfg.regresses:
-            self.reg_head = PSPIHead(head_dim, cfg.head_hidden, cfg.dropout, n_out=1)
-            self.binary_head = PSPIHead(head_dim, cfg.head_hidden, cfg.dropout,
-                                        n_out=len(BINARY_THRESHOLDS))
+            part("reg_head", lambda: PSPIHead(head_dim, cfg.head_hidden, cfg.dropout, n_out=1))
+            part("binary_head", lambda: PSPIHead(head_dim, cfg.head_hidden, cfg.dropout,
+                                                 n_out=len(BINARY_THRESHOLDS)))
 
     def _add_fusion(self, cfg: ModelConfig) -> None:
         from train import fusion

@@ -329,15 +329,16 @@ def _trainer(cfg: "Pain3DConfig", mode: str, data: str, name: str, split: dict, 
                               neutral=tc.model.neutral_reference, sampling=sampling,
                               params=tc.model.fusion != "none"
                               and tc.model.fusion_params == "truth")
+    cached = datasets.pop("train") if tc.cache_decoded else None  # a CachedSplit
     return TorchTrainer(
         train_func,
         train_loop_config={"train": tc, "mode": mode, "n_train": n_train,
-                           "progress_to": (tc.storage, name),
+                           "progress_to": (tc.storage, name), "train_cached": cached,
                            "threads": max(1, int(tc.cpus_per_worker)), **loop},
         scaling_config=scaling(tc), datasets=datasets,
         # val is sharded too (each rank predicts a share, rank 0 scores the gathered union);
         # Ray's equal split may drop up to num_workers - 1 validation frames per epoch
-        dataset_config=DataConfig(datasets_to_split=["train", "val"]),
+        dataset_config=DataConfig(datasets_to_split=list(datasets)),
         run_config=run_config(tc, loc, name, select, SELECTABLE[select], callbacks))
 
 

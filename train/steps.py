@@ -17,8 +17,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from train.data import MEAN, STD
 from train.losses import FeatureProjection, vitpain_loss
 from train.model import ViTPain
+from train.seeds import derive, part_seed
 
 # the history's names of the loss terms (absent terms are omitted)
 TERMS = {"ce": "loss_pspi", "au_mse": "loss_au", "kl": "loss_pspi_distill",
@@ -57,6 +59,8 @@ class Worker:
     scaler: torch.amp.GradScaler = field(default=None)
     meta: dict | None = None  # saved with each checkpoint (mode, split, split hash)
     ce_weight: torch.Tensor | None = None  # PSPI class weights (train.class_weights)
+    seed: int = 0  # the run's seed and this worker's rank: they seed each step's draws
+    rank: int = 0
 
     @property
     def projection(self):
@@ -89,12 +93,13 @@ def distills(cfg) -> bool:
 
 def build(cfg, mode: str, teacher: ViTPain | None, device, seed: int, steps_per_epoch: int,
           wrap=lambda m: m, init: dict | None = None, ce_weight=None,
-          fusion: dict | None = None) -> Worker:
-    """The model (a new ViTPain of ``cfg.model``, or starting from the ``init`` state dict of
-    a pretrained checkpoint), the frozen teacher (student mode, used only when a
-    distillation weight is positive), AdamW with backbone and head rates. ``fusion``: a new
-    fusion model's parameter statistics and encoder weights (``train.fusion.prepare``)."""
-    model = ViTPain(cfg.model, weights_follow=init is not None)
+          fusion: dict | None = None, rank: int = 0) -> Worker:
+    """The model (a new ViTPain of ``cfg.model``, each part seeded by (seed, its name), or
+    starting from the ``init`` state dict of a pretrained checkpoint), the frozen teacher
+    (student mode, used only when a distillation weight is positive), AdamW with backbone
+    and head rates. ``fusion``: a new fusion model's parameter statistics and encoder
+    weights (``train.fusion.prepare``). ``rank`` seeds this worker's augmentation draws."""
+    model = ViTPain(cfg.model, weights_follow=init is not None, seed=seed)
     if init is not None:
         model.load_saved_state(init)
     elif fusion is not None:
@@ -108,7 +113,8 @@ def build(cfg, mode: str, teacher: ViTPain | None, device, seed: int, steps_per_
         teacher = teacher.to(device).eval()
         for p in teacher.parameters():
             p.requires_grad_(False)
-        inner = StudentNet(model, FeatureProjection(model.feature_dim, teacher.feature_dim))
+        with part_seed(seed, "projection"):
+            inner = StudentNet(model, FeatureProjection(model.feature_dim, teacher.feature_dim))
     inner = inner.to(device)
     heads = [p for n, p in inner.named_parameters() if "backbone." not in n]
     # LoRA: the adapters are the backbone group, at a tenth of the heads' rate
@@ -117,7 +123,8 @@ def build(cfg, mode: str, teacher: ViTPain | None, device, seed: int, steps_per_
                              {"params": heads, "lr": cfg.lr_heads}], weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambdas(cfg, steps_per_epoch))
     w = Worker(model, inner, teacher, opt, sched, cfg, mode, torch.device(device),
-               torch.Generator().manual_seed(seed), wrap)
+               torch.Generator().manual_seed(derive(seed, "augment", rank)), wrap)
+    w.seed, w.rank = seed, rank
     w.scaler = torch.amp.GradScaler("cuda", enabled=w.use_amp)
     if ce_weight is not None:
         w.ce_weight = torch.as_tensor(ce_weight, dtype=torch.float32, device=device)
@@ -148,10 +155,20 @@ def augment(x: torch.Tensor, h: torch.Tensor | None, gen: torch.Generator, jitte
         angle = (torch.rand(x.shape[0], generator=gen) * 2 - 1) * 15.0
         x, h, n = (None if t is None else _rotate(t, angle) for t in (x, h, n))
         if jitter:
-            x = _colour_jitter(x, gen, 0.2)
+            x = _in_pixels(x, lambda p: _colour_jitter(p, gen, 0.2))
     elif jitter:
-        x = x * (1 + 0.2 * (torch.rand(x.shape[0], 1, 1, 1, generator=gen).to(x.device) - 0.5))
+        scale = 1 + 0.2 * (torch.rand(x.shape[0], 1, 1, 1, generator=gen).to(x.device) - 0.5)
+        x = _in_pixels(x, lambda p: p * scale)
     return x, h, n
+
+
+def _in_pixels(x: torch.Tensor, f) -> torch.Tensor:
+    """``f`` applied to the pixel values in [0, 1] of a normalised batch (brightness scales
+    pixels; the same factor on normalised values would be a contrast change about the
+    ImageNet mean), normalised again after."""
+    mean = torch.as_tensor(MEAN, dtype=x.dtype, device=x.device)
+    std = torch.as_tensor(STD, dtype=x.dtype, device=x.device)
+    return (f(x * std + mean) - mean) / std
 
 
 def _rotate(t: torch.Tensor, degrees: torch.Tensor) -> torch.Tensor:
@@ -205,14 +222,18 @@ def train_step(w: Worker, b: dict) -> dict[str, float]:
     return {"loss": float(loss.detach()), **{TERMS[k]: v for k, v in parts.items()}}
 
 
-def run_epoch(w: Worker, batches) -> dict[str, float]:
-    """Trains over ``batches``; the loss and each term averaged over the epoch's steps."""
+def run_epoch(w: Worker, batches, epoch: int | None = None) -> dict[str, float]:
+    """Trains over ``batches``; the loss and each term averaged over the epoch's steps.
+    With ``epoch``, each step's augmentation draws are seeded by (seed, epoch, rank, step):
+    the same for every run of that seed, whatever it draws besides."""
     w.net.train()
     if w.frozen:  # a frozen backbone keeps its batch-norm statistics too
         for encoder in w.model.encoders():
             encoder.eval()
     sums: dict[str, list[float]] = {}
-    for b in batches:
+    for i, b in enumerate(batches):
+        if epoch is not None:
+            w.gen.manual_seed(derive(w.seed, "augment", epoch, w.rank, i))
         for k, v in train_step(w, b).items():
             sums.setdefault(k, []).append(v)
     out = {("train_loss" if k == "loss" else k): float(np.mean(v)) for k, v in sums.items()}
