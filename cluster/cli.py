@@ -297,8 +297,12 @@ def build_parser() -> argparse.ArgumentParser:
     ab.add_argument("--data", required=True)
     ab.add_argument("--seeds", type=int, default=3)
     ab.add_argument("--splits", type=int, default=1,
-                    help="identity splits (train.split under seed, seed+1, ...), each with "
-                    "--seeds seeds: the CIs then include which identities were tested")
+                    help="identity splits (train.split's stratified split dealt in K "
+                    "seeded orders), each with --seeds seeds: the CIs then include which "
+                    "identities were tested")
+    ab.add_argument("--resume", action="store_true",
+                    help="continue an interrupted ablation of this --name: finished runs are "
+                    "read back, an interrupted one continues from its last checkpoint")
     ab.add_argument("--bootstrap", type=int, default=1000, metavar="REPS",
                     help="bootstrap replicates of the CIs (default 1000)")
     ab.add_argument("--name", default="ablation", help="folder under train.storage")

@@ -202,7 +202,7 @@ def cmd_ablate(args) -> int:
     cfg = ablate_config(args)
     init_ray(cfg.generate.ray, args.verbose)
     summary = ablate(cfg, args.data, args.seeds, args.name, rows=args.rows, splits=args.splits,
-                     reps=args.bootstrap)
+                     reps=args.bootstrap, resume=args.resume)
     print(markdown(summary))
     print(f"wrote {cfg.train.storage.rstrip('/')}/{args.name}/ablation.md")
     return 0

@@ -284,3 +284,11 @@ def test_corrupt_png_fails_in_one_line_and_leaves_no_run(data10, tmp_path, capsy
     assert rc == 2
     assert f"corrupt image PNG in identity {ident}" in err and "Traceback" not in err
     assert not (runs / "c").exists()  # nothing to resume: no half run folder
+    # --resume reads every finished run back (nothing trains) and gives the same table
+    (tmp_path / "abl" / "ablation.json").unlink()
+    assert main(["ablate", "--data", data10, "--seeds", "2", "--splits", "2", "--rows",
+                 "baseline,au_queries", "--name", "abl", "--bootstrap", "200", "--resume",
+                 f"train.storage={tmp_path}", "train.epochs=1"] + TINY) == 0
+    assert capsys.readouterr().out.count("finished earlier") == 8
+    again = json.loads((tmp_path / "abl" / "ablation.json").read_text())
+    assert again["rows"] == s["rows"] and again["bootstrap"] == s["bootstrap"]

@@ -96,14 +96,34 @@ def row_config(cfg, row: Row):
     return c
 
 
-def _run_row(cfg, data, name, run, row: Row, seed, teacher_ckpt, split):
+def _run_row(cfg, data, name, run, row: Row, seed, teacher_ckpt, split, resume=False):
     c = row_config(cfg, row)
     c.train.storage = f"{cfg.train.storage.rstrip('/')}/{name}"  # runs inside the ablation
+    # --resume: a run interrupted in training continues from its last checkpoint
+    again = resume and storage.read_json(storage.resolve(c.train.storage),
+                                         f"{run}/split.json") is not None
     res = train(c, row.mode, data, run, teacher=teacher_ckpt if row.distill else None,
-                distill=row.distill, seed=seed, split=split)
+                distill=row.distill, seed=seed, split=split, resume=again)
     r = evaluate(fetch_checkpoint(res.best_checkpoint), data, row.mode, res.split, "test",
                  shots=c.train.eval.neutral_shots, keep=True)
     return res.best_checkpoint, r
+
+
+def _finished(loc, name: str, run: str):
+    """(checkpoint, report, scored frames) of a run an earlier call finished, else None."""
+    import io
+
+    import numpy as np
+
+    from train.stats import Run
+
+    rec = storage.read_json(loc, f"{name}/reports/{run}.json")
+    blob = storage.read_bytes(loc, f"{name}/scored/{run}.npz")
+    if rec is None or blob is None:
+        return None
+    f = np.load(io.BytesIO(blob))
+    return rec["checkpoint"], rec, Run(rec["split"], rec["seed"], f["identity"], f["y"],
+                                       f["probs"])
 
 
 def split_of(cfg, data: str, j: int) -> dict:
@@ -129,7 +149,9 @@ def _order(keys: list[str]) -> list[str]:
 
 def ablate(cfg: "Pain3DConfig", data: str, seeds: int, name: str = "ablation",
            progress=print, rows: list[str] | None = None, splits: int = 1,
-           reps: int = 1000) -> dict:
+           reps: int = 1000, resume: bool = False) -> dict:
+    """``resume``: runs an earlier call of this ablation finished are read back, not
+    trained again (the same config, data and seeds are assumed: the caller's to keep)."""
     if seeds < 1 or splits < 1:
         raise ValueError(f"--seeds and --splits must be >= 1, got {seeds} and {splits}")
     keys = list(rows or DEFAULT_ROWS)
@@ -145,10 +167,19 @@ def ablate(cfg: "Pain3DConfig", data: str, seeds: int, name: str = "ablation",
             for key in _order(keys):
                 row = ROWS[key]
                 run = f"{key}-seed{seed}" if splits == 1 else f"{key}-split{j}-seed{seed}"
+                done = _finished(loc, name, run) if resume else None
+                if done is not None:
+                    teacher_ckpt = done[0] if key == "teacher" else teacher_ckpt
+                    runs[key].append({k: done[1][k] for k in ("split", "seed", "all",
+                                                              "pain_only")})
+                    scored[key].append(done[2])
+                    progress(f"split {j} seed {seed} {row.label}: finished earlier")
+                    continue
                 try:
                     if row.distill and teacher_ckpt is None:
                         raise RuntimeError("no teacher checkpoint (the teacher run failed)")
-                    ckpt, r = _run_row(cfg, data, name, run, row, seed, teacher_ckpt, split)
+                    ckpt, r = _run_row(cfg, data, name, run, row, seed, teacher_ckpt, split,
+                                       resume)
                 except KeyboardInterrupt:
                     raise
                 except Exception as e:  # noqa: BLE001 - one failed run is reported, not fatal
@@ -162,6 +193,8 @@ def ablate(cfg: "Pain3DConfig", data: str, seeds: int, name: str = "ablation",
                                   "pain_only": r["pain_only"]})
                 if "frames_scored" in r:
                     scored[key].append(_save_scored(loc, name, run, j, seed, r))
+                    storage.write_json(loc, f"{name}/reports/{run}.json",  # for --resume
+                                       dict(runs[key][-1], checkpoint=ckpt))
                 progress(f"split {j} seed {seed} {row.label}: test macro AUROC "
                          f"{r['metrics']['macro_auroc']:.3f} (pain frames only "
                          f"{r['pain_only'].get('macro_auroc', float('nan')):.3f})")
