@@ -312,7 +312,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "neutral_reference_shared, neutral_reference_distill, lora, regression, "
                     "both_heads, weighted_sampling, fusion_intermediate, fusion_late_max, "
                     "fusion_late_mean, fusion_late_weighted (true 3D parameters; each with "
-                    "_encoder: an encoder's, train.model.fusion_encoder)")
+                    "_encoder: an encoder's, train.model.fusion_encoder); heatmap, local, "
+                    "attention_distill, teacher_init, linear_projection, spatial_all (the "
+                    "student's spatial options)")
     add_config_args(ab)
     ab.set_defaults(func=cmd_ablate)
 

@@ -84,6 +84,8 @@ RANGES: dict[str, tuple[float, float]] = {
     "train.weights.temperature": (0.05, 100),
     "train.weights.pspi_reg": (0, 1000),
     "train.weights.binary": (0, 1000),
+    "train.weights.heatmap_distill": (0, 1000),
+    "train.weights.au_attention_distill": (0, 1000),
     "train.eval.neutral_shots": (1, 1000),
     "train.rig.hidden": (1, 16384),
     "train.rig.noise_dim": (1, 4096),
@@ -312,7 +314,7 @@ def _validate_train(cfg) -> None:
     if t.class_weights not in CLASS_WEIGHTS:
         raise ConfigError(f"unknown train.class_weights {t.class_weights!r}; use one of "
                           f"{', '.join(CLASS_WEIGHTS)}")
-    from train.config import AUGMENT_STYLES, SAMPLING
+    from train.config import AUGMENT_STYLES, DISTILL_PROJECTIONS, SAMPLING, STUDENT_INITS
     from train.heads import HEADS
 
     if t.sampling not in SAMPLING:
@@ -321,6 +323,12 @@ def _validate_train(cfg) -> None:
     if t.augment_style not in AUGMENT_STYLES:
         raise ConfigError(f"unknown train.augment_style {t.augment_style!r}; use one of "
                           f"{', '.join(AUGMENT_STYLES)}")
+    _one_of("train.student_init", t.student_init, STUDENT_INITS)
+    _one_of("train.distill_projection", t.distill_projection, DISTILL_PROJECTIONS)
+    if t.model.local_tokens and "vit" in t.model.backbone:
+        raise ConfigError("train.model.local_tokens reads a convolutional backbone's stride-8 "
+                          f"map; {t.model.backbone} is a ViT (its patches are the tokens "
+                          "already): turn local_tokens off or use a ResNet backbone")
     if t.model.head not in HEADS:
         raise ConfigError(f"unknown train.model.head {t.model.head!r}; use one of "
                           f"{', '.join(HEADS)}")
@@ -333,6 +341,11 @@ def _validate_train(cfg) -> None:
     if t.model.shared_encoder and not t.model.neutral_reference:
         raise ConfigError("train.model.shared_encoder is set but train.model.neutral_reference "
                           "is off; turn the neutral reference on or leave shared_encoder false")
+
+
+def _one_of(key: str, value, allowed) -> None:
+    if value not in allowed:
+        raise ConfigError(f"unknown {key} {value!r}; use one of {', '.join(allowed)}")
 
 
 def _validate_fusion(m) -> None:

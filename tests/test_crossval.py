@@ -10,8 +10,9 @@ import torch
 from cluster.cli import main
 from tests.conftest import TINY_TRAIN
 from tests.unbc_fixture import build_unbc_tree
-from train.crossval import (COLUMNS, fold_split, make_folds, markdown, protocol_differences,
+from train.crossval import (COLUMNS, fold_split, make_folds, protocol_differences,
                             read_folds_file)
+from train.crossval_report import markdown
 from train.losses import class_weights
 
 
@@ -144,7 +145,12 @@ def test_crossval_on_a_unbc_layout_import(data10, ray_local, tmp_path, capsys):
         test = json.loads((cv / f"fold-{f['fold']}" / "eval-test" / "metrics.json").read_text())
         assert test["thresholds_from"] == "the validation split"
     assert s["select_metric"] == "val_auroc_pspi_ge3"
+    ci = s["ci_auroc_pspi_ge3"]  # the mean over folds, with an interval over test subjects
+    per_fold = [f["metrics"]["auroc_pspi_ge3"] for f in s["per_fold"]]
+    assert ci["mean"] == pytest.approx(np.nanmean(per_fold), abs=1e-6)
+    assert ci["lo"] <= ci["mean"] <= ci["hi"]
     md = (cv / "crossval.md").read_text()
+    assert "95% CI" in md
     assert sum(line.startswith(f"| {k} |") for k in range(3) for line in md.splitlines()) == 3
     assert "class imbalance: PSPI cross-entropy weights `sqrt_inverse`" in md
     cfg = json.loads((cv / "fold-0" / "config.json").read_text())
@@ -207,13 +213,17 @@ def test_the_authors_sampler_and_augmentations():
     assert torch.equal(ax, ah) and torch.equal(ax, an)  # paired frames turn and flip alike
     assert ax.shape == x.shape and not torch.equal(ax, x)
     jx, _, _ = augment(x, None, torch.Generator().manual_seed(1), jitter=True, style="authors")
-    assert jx.min() >= 0 and jx.max() <= 1 and not torch.allclose(jx, ax)
+    from train.data import MEAN, STD
+
+    pixels = jx * torch.as_tensor(STD) + torch.as_tensor(MEAN)  # the pixels stay in [0, 1]
+    assert pixels.min() >= -1e-6 and pixels.max() <= 1 + 1e-6 and not torch.allclose(jx, ax)
+    assert jx.min() < 0  # normalised values are not clamped to [0, 1] (they were)
     cfg = load_config("local", layers=["crossval-authors"])
     assert (cfg.train.sampling, cfg.train.augment_style, cfg.crossval.select_metric) == (
         "pain_x2", "authors", "val_macro_auroc")
     s = {"select_metric": "val_macro_auroc", "sampling": "pain_x2", "class_weights": "none",
          "augment": True, "augment_style": "authors", "backbone": "resnet18", "init": None}
-    from train.crossval import authors_differences
+    from train.crossval_report import authors_differences
 
     diffs = authors_differences(s)
     assert not any(d.startswith(("Imbalance", "Augmentation")) for d in diffs)

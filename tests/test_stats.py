@@ -93,3 +93,22 @@ def test_ablation_table_prints_intervals_holm_and_the_detectable_effect():
     few["min_test_identities_per_split"] = 1
     assert "Too few test identities" in markdown({"rows": {}, "seeds": 2, "splits": 1,
                                                   "failures": [], "bootstrap": few})
+
+
+def test_both_readings_of_the_table_2_classes_and_the_other_metrics():
+    from train.metrics import macro_auroc as sklearn_macro
+    from train.stats import auroc_pspi_ge3, macro_auroc, pspi_0_15_macro_auroc
+
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 17, 400)
+    probs = rng.dirichlet(np.ones(17), 400)
+    probs[np.arange(400), y] += 0.05  # informative, not perfect
+    probs /= probs.sum(1, keepdims=True)
+    assert macro_auroc(y, probs) == pytest.approx(sklearn_macro(y, probs), abs=1e-9)
+    keep = y <= 15  # 0-15: neutral frames in, PSPI 16 out
+    p = probs[keep][:, :16] / probs[keep][:, :16].sum(1, keepdims=True)
+    assert pspi_0_15_macro_auroc(y, probs) == pytest.approx(sklearn_macro(y[keep], p), abs=1e-9)
+    assert pspi_0_15_macro_auroc(y, probs) != pytest.approx(pain_only_macro_auroc(y, probs))
+    from sklearn.metrics import roc_auc_score
+
+    assert auroc_pspi_ge3(y, probs) == pytest.approx(roc_auc_score(y >= 3, probs[:, 3:].sum(1)))

@@ -126,6 +126,10 @@ def test_three_trial_sweep_writes_every_output(data10, teacher, head, tmp_path):
     for row in final["rows"].values():
         assert 0.0 <= row["macro_auroc"][0] <= 1.0
     assert "| best" in (folder / "final.md").read_text()
+    ci = final["bootstrap"]["rows"]  # an interval over test identities per variant
+    assert set(ci) == set(final["rows"])
+    assert all(r["lo"] <= r["mean"] <= r["hi"] for r in ci.values())
+    assert "95% CIs of the macro AUROC" in (folder / "final.md").read_text()
     # the same name again is refused instead of mixed
     again = subprocess.run(_cmd(data10, teacher, tmp_path, "s"), cwd=REPO, env=_env(head),
                            capture_output=True, text=True, timeout=300)

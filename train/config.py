@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 
 SAMPLING = ("uniform", "weighted", "pain_x2")
 AUGMENT_STYLES = ("pain3d", "authors")
+STUDENT_INITS = ("scratch", "teacher")
+DISTILL_PROJECTIONS = ("auto", "linear")
 FUSIONS = ("none", "intermediate", "late_max", "late_mean", "late_weighted")
 FUSION_PARAMS = ("truth", "encoder")
 
@@ -23,6 +25,12 @@ class LossWeights:
     temperature: float = 4.0
     pspi_reg: float = 1.0  # regression head (train.model.head regression | both)
     binary: float = 1.0  # binary heads at PSPI >= 1, 2, 3 (same heads)
+    # spatial distillation, off at 0 (not in the paper): a small decoder on the student's
+    # token grid regresses the heatmap the teacher reads (pixel-aligned with the student's
+    # crop; needs no teacher), and each AU query's attention is pulled towards the
+    # teacher's attention of the same AU (KL, the teacher's grid)
+    heatmap_distill: float = 0.0
+    au_attention_distill: float = 0.0
 
 
 CLASS_WEIGHTS = ("none", "inverse", "sqrt_inverse")
@@ -52,6 +60,10 @@ class ModelConfig:
     head_hidden: int = 512
     dropout: float = 0.1
     face_crop: bool = True  # the input is the face square of the frame's mask (train/crop.py)
+    # conv backbones: the AU queries (and a heatmap decoder) read the stride-8 feature map
+    # (12 x 12 cells at 96 px) with the final map added top-down, not the final 3 x 3 cells
+    local_tokens: bool = False
+    per_au_heads: bool = False  # each AU query read out by its own MLP (not one shared)
     lora: LoRAConfig = field(default_factory=LoRAConfig)
     # a neutral frame of the same face beside each input (the row's neutral_sample_id)
     neutral_reference: bool = False
@@ -190,6 +202,12 @@ class TrainConfig:
     # inverse to their PSPI level's frequency (the expected count per level is equal);
     # pain_x2: PSPI >= 1 frames at twice the weight of PSPI 0 ones (the authors' sampler)
     sampling: str = "uniform"
+    # the student's backbone: scratch (random, seeded) or teacher (a copy of the teacher's
+    # trained backbone: a common basis for feature distillation; needs --teacher)
+    student_init: str = "scratch"
+    # feature distillation's map from the student's CLS to the teacher's: auto (identity
+    # when the widths agree, else linear) or linear (always a learnable linear map)
+    distill_projection: str = "auto"
     eval: EvalConfig = field(default_factory=EvalConfig)
 
 

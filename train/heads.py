@@ -24,18 +24,43 @@ FUSION_HEADS = 8
 
 
 class AUQueryHead(nn.Module):
-    """Six learnable queries attend over the patch tokens; a shared MLP reads each out."""
+    """Six learnable queries attend over the patch tokens; a shared MLP reads each out (or,
+    ``per_au``, each AU its own MLP)."""
 
-    def __init__(self, dim: int, n_aus: int = N_AUS, hidden: int = 256):
+    def __init__(self, dim: int, n_aus: int = N_AUS, hidden: int = 256, per_au: bool = False):
         super().__init__()
         self.queries = nn.Parameter(torch.randn(n_aus, dim) * dim ** -0.5)
-        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(), nn.Linear(hidden, 1), nn.ReLU())
+
+        def mlp():
+            return nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(), nn.Linear(hidden, 1),
+                                 nn.ReLU())
+
+        if per_au:
+            self.mlps = nn.ModuleList(mlp() for _ in range(n_aus))
+        else:
+            self.mlp = mlp()
 
     def forward(self, patches: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         scores = torch.einsum("qd,bnd->bqn", self.queries, patches) / math.sqrt(patches.shape[-1])
         alpha = scores.softmax(dim=-1)
         feats = torch.einsum("bqn,bnd->bqd", alpha, patches)
+        if hasattr(self, "mlps"):
+            return torch.cat([m(feats[:, i]) for i, m in enumerate(self.mlps)], 1), alpha
         return self.mlp(feats).squeeze(-1), alpha
+
+
+class LocalTokens(nn.Module):
+    """A stride-8 feature map as tokens: its cells projected to the backbone's width, plus
+    the final map upsampled onto them (a feature pyramid's top-down path), layer-normed."""
+
+    def __init__(self, local_channels: int, dim: int):
+        super().__init__()
+        self.lateral = nn.Conv2d(local_channels, dim, 1)
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, local: torch.Tensor, final: torch.Tensor) -> torch.Tensor:
+        up = nn.functional.interpolate(final, size=local.shape[-2:], mode="nearest")
+        return self.norm((self.lateral(local) + up).flatten(2).transpose(1, 2))
 
 
 class CLSAUHead(nn.Module):

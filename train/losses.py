@@ -13,6 +13,7 @@ answer with both classifiers held fixed; distillation acts on the fused answer.
 """
 from __future__ import annotations
 
+import math
 
 import numpy as np
 import torch
@@ -60,15 +61,56 @@ def kl_distill(student_logits: torch.Tensor, teacher_logits: torch.Tensor, t: fl
 
 
 class FeatureProjection(nn.Module):
-    """Maps the student's CLS to the teacher's width when they differ (identity otherwise)."""
+    """Maps the student's CLS to the teacher's width when they differ (identity otherwise),
+    or, ``learnable``, always through a linear map (two networks trained apart share no
+    basis, so matching their features coordinate by coordinate asks for an arbitrary one)."""
 
-    def __init__(self, student_dim: int, teacher_dim: int):
+    def __init__(self, student_dim: int, teacher_dim: int, learnable: bool = False):
         super().__init__()
-        self.proj = nn.Identity() if student_dim == teacher_dim else nn.Linear(student_dim,
-                                                                               teacher_dim)
+        self.proj = nn.Identity() if student_dim == teacher_dim and not learnable else \
+            nn.Linear(student_dim, teacher_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.proj(x)
+
+
+class HeatmapDecoder(nn.Module):
+    """The student's token grid (B, N, D), N = s x s, to a (B, 3, 2s, 2s) heatmap: a 1 x 1
+    convolution, GELU, 2x upsampling and a 3 x 3 convolution. Training-only (not saved with
+    the model): it makes the student's features say where the face moved."""
+
+    def __init__(self, dim: int, hidden: int = 64):
+        super().__init__()
+        self.net = nn.Sequential(nn.Conv2d(dim, hidden, 1), nn.GELU(),
+                                 nn.Upsample(scale_factor=2, mode="bilinear"),
+                                 nn.Conv2d(hidden, 3, 3, padding=1))
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        b, n, d = tokens.shape
+        s = math.isqrt(n)
+        if s * s != n:
+            raise ValueError(f"the heatmap decoder needs a square token grid, got {n} tokens")
+        return self.net(tokens.transpose(1, 2).reshape(b, d, s, s))
+
+
+def heatmap_loss(decoder: nn.Module, tokens: torch.Tensor, heatmap: torch.Tensor) -> torch.Tensor:
+    """MSE between the decoded grid and the heatmap averaged down to the grid's size."""
+    pred = decoder(tokens).float()
+    return F.mse_loss(pred, F.adaptive_avg_pool2d(heatmap.float(), pred.shape[-2:]))
+
+
+def attention_kl(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """KL(teacher || student) of each AU query's attention over the teacher's grid (B, 6, N);
+    a finer student grid is summed onto the teacher's cells first."""
+    b, q, n = student.shape
+    nt = teacher.shape[-1]
+    if n != nt:
+        s, st = math.isqrt(n), math.isqrt(nt)
+        student = F.adaptive_avg_pool2d(student.reshape(b * q, 1, s, s), st).reshape(b, q, nt)
+        student = student / student.sum(-1, keepdim=True)
+    eps = 1e-8
+    t = teacher.float()
+    return (t * ((t + eps).log() - (student.float() + eps).log())).sum(-1).mean()
 
 
 def supervised(out: dict, pspi: torch.Tensor, aus: torch.Tensor, w: LossWeights,
@@ -105,9 +147,20 @@ def expected_pspi(out: dict) -> torch.Tensor:
 
 def vitpain_loss(out: dict, pspi: torch.Tensor, aus: torch.Tensor, w: LossWeights,
                  teacher: dict | None = None, projection: nn.Module | None = None,
-                 ce_weight: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
-    """``ce_weight``: per-class weights of the PSPI cross-entropy (class imbalance)."""
+                 ce_weight: torch.Tensor | None = None, heatmap: torch.Tensor | None = None,
+                 decoder: nn.Module | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+    """``ce_weight``: per-class weights of the PSPI cross-entropy (class imbalance);
+    ``decoder`` and ``heatmap``: the heatmap regression (``weights.heatmap_distill``)."""
     total, parts = supervised(out, pspi, aus, w, ce_weight)
+    if decoder is not None:
+        parts["heatmap_distill"] = heatmap_loss(decoder, out["tokens"], heatmap)
+        total = total + w.heatmap_distill * parts["heatmap_distill"]
+    if teacher is not None and w.au_attention_distill > 0:
+        if "au_attention" not in out or "au_attention" not in teacher:
+            raise ValueError("train.weights.au_attention_distill needs AU queries in both the "
+                             "student and the teacher (train.model.au_queries: true)")
+        parts["au_attention_distill"] = attention_kl(out["au_attention"], teacher["au_attention"])
+        total = total + w.au_attention_distill * parts["au_attention_distill"]
     if teacher is not None:
         if "pspi_logits" in out and "pspi_logits" in teacher:
             parts["kl"] = kl_distill(out["pspi_logits"], teacher["pspi_logits"], w.temperature)

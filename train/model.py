@@ -27,7 +27,7 @@ from torch import nn
 
 from train.config import LoRAConfig, ModelConfig  # noqa: F401 - defined torch-free
 from train.heads import (BINARY_THRESHOLDS, HEADS, N_AUS, N_PSPI, AUQueryHead,  # noqa: F401
-                         CLSAUHead, NeutralFusion, PSPIHead)
+                         CLSAUHead, LocalTokens, NeutralFusion, PSPIHead)
 from train.seeds import part_seed
 
 log = logging.getLogger(__name__)
@@ -101,6 +101,17 @@ def check_model(cfg: ModelConfig) -> None:
         ViTPain(cfg, weights_follow=True)
 
 
+def _stride8_index(backbone: nn.Module) -> int:
+    """The index (timm's ``forward_intermediates``) of the backbone's stride-8 feature map."""
+    info = getattr(backbone, "feature_info", None) or []
+    for i, f in enumerate(info):
+        if f.get("reduction") == 8:
+            return i
+    raise ValueError("train.model.local_tokens needs a backbone with a stride-8 feature map "
+                     "(timm feature_info); this one has none: turn local_tokens off or use a "
+                     "ResNet backbone")
+
+
 def is_backbone(name: str) -> bool:
     return name.startswith(BACKBONES)
 
@@ -130,7 +141,12 @@ class ViTPain(nn.Module):
             part("fusion", lambda: NeutralFusion(dim))
             if not cfg.shared_encoder:
                 part("neutral_backbone", lambda: make_encoder(cfg, warn=False))
-        part("au_head", lambda: AUQueryHead(dim, hidden=cfg.head_hidden // 2) if cfg.au_queries
+        if cfg.local_tokens:
+            self.local_index = _stride8_index(self.backbone)
+            part("local", lambda: LocalTokens(
+                self.backbone.feature_info[self.local_index]["num_chs"], dim))
+        part("au_head", lambda: AUQueryHead(dim, hidden=cfg.head_hidden // 2,
+                                            per_au=cfg.per_au_heads) if cfg.au_queries
              else CLSAUHead(dim, hidden=cfg.head_hidden // 2))
         if cfg.fusion != "none":
             with part_seed(seed, "fusion_3d"):
@@ -183,12 +199,19 @@ class ViTPain(nn.Module):
     def feature_dim(self) -> int:
         return self.backbone.num_features
 
-    def _sequence(self, encoder: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        """All tokens (B, T, D): a ViT's prefix tokens then patches; a conv net's cells."""
-        feats = encoder.forward_features(x)
+    def _sequence(self, encoder: nn.Module, x: torch.Tensor
+                  ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """All tokens (B, T, D): a ViT's prefix tokens then patches; a conv net's cells. And
+        with ``local_tokens``, the stride-8 tokens (B, 64 cells at 64 px, D), else None."""
+        if self.cfg.local_tokens and encoder is self.backbone:
+            feats, (local,) = encoder.forward_intermediates(x, indices=[self.local_index],
+                                                            norm=False)
+            local = self.local(local, feats)
+        else:
+            feats, local = encoder.forward_features(x), None
         if self.spatial:  # (B, D, H, W) -> H*W tokens
-            return self.token_norm(feats.flatten(2).transpose(1, 2))
-        return feats  # (B, prefix + N, D), normed
+            return self.token_norm(feats.flatten(2).transpose(1, 2)), local
+        return feats, local  # (B, prefix + N, D), normed
 
     def _split(self, seq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.spatial:  # the cells' mean is the CLS
@@ -197,15 +220,17 @@ class ViTPain(nn.Module):
 
     def tokens(self, x: torch.Tensor, neutral: torch.Tensor | None = None
                ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(CLS (B, D), patch tokens (B, N, D)), after the neutral cross-attention if any."""
-        seq = self._sequence(self.backbone, x)
+        """(CLS (B, D), patch tokens (B, N, D)), after the neutral cross-attention if any;
+        with ``local_tokens`` the patch tokens are the stride-8 ones."""
+        seq, local = self._sequence(self.backbone, x)
         if self.cfg.neutral_reference:
             if neutral is None:
                 raise ValueError("this model takes a neutral reference frame beside each "
                                  "input (train.model.neutral_reference); pass neutral=")
             encoder = self.backbone if self.cfg.shared_encoder else self.neutral_backbone
-            seq = self.fusion(seq, self._sequence(encoder, neutral))
-        return self._split(seq)
+            seq = self.fusion(seq, self._sequence(encoder, neutral)[0])
+        cls, patches = self._split(seq)
+        return cls, patches if local is None else local
 
     def forward(self, x: torch.Tensor, neutral: torch.Tensor | None = None,
                 params: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
@@ -218,7 +243,7 @@ class ViTPain(nn.Module):
             au, attn = self.au_head(patches)
         else:
             au, attn = self.au_head(cls), None
-        out = {"au": au, "cls": cls}
+        out = {"au": au, "cls": cls, "tokens": patches}
         feat, z = cls, None
         if self.cfg.fusion != "none":
             if params is None:

@@ -49,6 +49,31 @@ def pain_only_macro_auroc(y: np.ndarray, probs: np.ndarray) -> float:
     return float(np.mean(vals)) if vals else float("nan")
 
 
+def pspi_0_15_macro_auroc(y: np.ndarray, probs: np.ndarray) -> float:
+    """The other reading of Table 2's caption ("16 classes, PSPI 0-15"): frames with PSPI
+    0-15, classes 0-15 renormalised, the mean one-vs-rest AUROC over the classes present."""
+    keep = y <= 15
+    y, p = y[keep], probs[keep][:, :16]
+    p = p / np.maximum(p.sum(1, keepdims=True), 1e-12)
+    return macro_auroc(y, p)
+
+
+def macro_auroc(y: np.ndarray, probs: np.ndarray) -> float:
+    """All frames, 17 classes: the mean one-vs-rest AUROC over the classes present."""
+    vals = [auroc(y == k, probs[:, k]) for k in range(probs.shape[1]) if 0 < (y == k).sum() < len(y)]
+    return float(np.mean(vals)) if vals else float("nan")
+
+
+def auroc_pspi_ge3(y: np.ndarray, probs: np.ndarray) -> float:
+    """Binary pain detection at PSPI >= 3 (the paper's Table 3), scored by P(PSPI >= 3)."""
+    return auroc(y >= 3, probs[:, 3:].sum(1))
+
+
+def row_interval(runs: list[Run], metric, reps: int, seed: int) -> dict:
+    """One row's estimate and 95% CI (the bootstrap of :func:`replicates`)."""
+    return interval(replicates({"row": runs}, metric, reps, seed)["row"])
+
+
 def _frames_of(run: Run, ids: np.ndarray) -> np.ndarray:
     """Frame indices of the identities ``ids`` (repeats kept: a twice-drawn identity counts
     twice)."""

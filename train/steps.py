@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from train.data import MEAN, STD
-from train.losses import FeatureProjection, vitpain_loss
+from train.losses import FeatureProjection, HeatmapDecoder, vitpain_loss
 from train.model import ViTPain
 from train.seeds import derive, part_seed
 
@@ -26,15 +26,18 @@ from train.seeds import derive, part_seed
 TERMS = {"ce": "loss_pspi", "au_mse": "loss_au", "kl": "loss_pspi_distill",
          "au_distill": "loss_au_distill", "feature_distill": "loss_feat_distill",
          "reg_mse": "loss_pspi_reg", "bce": "loss_binary", "ce_3d": "loss_pspi_3d",
-         "ce_weight": "loss_fusion_weight", "fusion_weight": "fusion_weight_3d"}
+         "ce_weight": "loss_fusion_weight", "fusion_weight": "fusion_weight_3d",
+         "heatmap_distill": "loss_heatmap_distill", "au_attention_distill": "loss_au_attention"}
 
 
 class StudentNet(nn.Module):
-    """The student and its feature projection, one module so DDP syncs both."""
+    """The student and its training-only parts (the feature projection, the heatmap
+    decoder: either may be None), one module so DDP syncs them all."""
 
-    def __init__(self, model: ViTPain, projection: nn.Module):
+    def __init__(self, model: ViTPain, projection: nn.Module | None,
+                 decoder: nn.Module | None = None):
         super().__init__()
-        self.model, self.projection = model, projection
+        self.model, self.projection, self.decoder = model, projection, decoder
 
     def forward(self, x, neutral=None, params=None):
         return self.model(x, neutral, params)
@@ -67,6 +70,10 @@ class Worker:
         return self.inner.projection if isinstance(self.inner, StudentNet) else None
 
     @property
+    def decoder(self):
+        return self.inner.decoder if isinstance(self.inner, StudentNet) else None
+
+    @property
     def use_amp(self) -> bool:
         return bool(self.cfg.amp) and self.device.type == "cuda"
 
@@ -87,8 +94,10 @@ def lr_lambdas(cfg, steps_per_epoch: int):
 
 
 def distills(cfg) -> bool:
+    """Whether any term needs the teacher (the heatmap regression does not)."""
     w = cfg.weights
-    return any(v > 0 for v in (w.pspi_distill, w.au_distill, w.feature_distill))
+    return any(v > 0 for v in (w.pspi_distill, w.au_distill, w.feature_distill,
+                               w.au_attention_distill))
 
 
 def build(cfg, mode: str, teacher: ViTPain | None, device, seed: int, steps_per_epoch: int,
@@ -106,15 +115,15 @@ def build(cfg, mode: str, teacher: ViTPain | None, device, seed: int, steps_per_
         model.params_in.set_stats(fusion["mean"], fusion["std"])
         if fusion["encoder"] is not None:
             model.param_encoder.load_state_dict(fusion["encoder"])
+    if mode == "student" and cfg.student_init == "teacher" and init is None:
+        start_from_teacher(model, teacher)
     if teacher is not None and not distills(cfg):
         teacher = None  # all distillation weights 0: the teacher plays no part
-    inner: nn.Module = model
+    inner = _student_net(cfg, mode, model, teacher, seed)
     if teacher is not None:
         teacher = teacher.to(device).eval()
         for p in teacher.parameters():
             p.requires_grad_(False)
-        with part_seed(seed, "projection"):
-            inner = StudentNet(model, FeatureProjection(model.feature_dim, teacher.feature_dim))
     inner = inner.to(device)
     heads = [p for n, p in inner.named_parameters() if "backbone." not in n]
     # LoRA: the adapters are the backbone group, at a tenth of the heads' rate
@@ -129,6 +138,36 @@ def build(cfg, mode: str, teacher: ViTPain | None, device, seed: int, steps_per_
     if ce_weight is not None:
         w.ce_weight = torch.as_tensor(ce_weight, dtype=torch.float32, device=device)
     return w
+
+
+def _student_net(cfg, mode: str, model: ViTPain, teacher, seed: int) -> nn.Module:
+    """The model alone, or wrapped with its training-only parts (each seeded by name)."""
+    projection = decoder = None
+    if teacher is not None:
+        with part_seed(seed, "projection"):
+            projection = FeatureProjection(model.feature_dim, teacher.feature_dim,
+                                           learnable=cfg.distill_projection == "linear")
+    if mode == "student" and cfg.weights.heatmap_distill > 0:
+        with part_seed(seed, "heatmap_decoder"):
+            decoder = HeatmapDecoder(model.feature_dim)
+    return model if projection is None and decoder is None else \
+        StudentNet(model, projection, decoder)
+
+
+def start_from_teacher(model: ViTPain, teacher: ViTPain | None) -> None:
+    """``train.student_init: teacher``: the student's backbone starts as a copy of the
+    teacher's trained one (the heads stay the student's own)."""
+    if teacher is None:
+        raise ValueError("train.student_init is teacher but the student has no teacher; pass "
+                         "--teacher CKPT (and not --no-distill), or set train.student_init to "
+                         "scratch")
+    try:
+        model.backbone.load_state_dict(teacher.backbone.state_dict())
+    except RuntimeError as e:
+        raise ValueError(f"train.student_init teacher: the teacher's backbone "
+                         f"({teacher.cfg.backbone}) does not fit the student's "
+                         f"({model.cfg.backbone}; {str(e).splitlines()[0]}); train both with "
+                         "the same train.model backbone settings") from None
 
 
 def set_frozen(w: Worker, frozen: bool) -> None:
@@ -197,7 +236,7 @@ def _colour_jitter(x: torch.Tensor, gen: torch.Generator, s: float) -> torch.Ten
 def train_step(w: Worker, b: dict) -> dict[str, float]:
     """One optimiser step on batch ``b``; returns the loss and its terms."""
     x = (b["heatmap"] if w.mode == "teacher" else b["image"]).float()  # cached: float16
-    h = b["heatmap"].float() if w.teacher is not None else None
+    h = b["heatmap"].float() if w.teacher is not None or w.decoder is not None else None
     n = b["neutral"].float() if w.model.cfg.neutral_reference else None
     params = w.model.params_of(x, b)  # of the frame as it is (an encoder saw no flips)
     if w.cfg.augment:
@@ -210,7 +249,7 @@ def train_step(w: Worker, b: dict) -> dict[str, float]:
             with torch.no_grad():
                 t_out = w.teacher(h)
         loss, parts = vitpain_loss(out, b["pspi"], b["aus"], w.cfg.weights, t_out, w.projection,
-                                   w.ce_weight)
+                                   w.ce_weight, h, w.decoder)
     w.opt.zero_grad(set_to_none=True)
     w.scaler.scale(loss).backward()
     w.scaler.unscale_(w.opt)

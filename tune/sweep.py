@@ -21,6 +21,7 @@ import numpy as np
 from pipelines import guard, storage
 from train.metrics import cell, mean_std
 from train.run import fetch_checkpoint, train
+from train.stats import Run
 
 if TYPE_CHECKING:
     from cluster.config import Pain3DConfig
@@ -319,6 +320,7 @@ def final_comparison(cfg: "Pain3DConfig", data: str, teacher: str, name: str,
     if all(np.isclose(best_weights[k], v) for k, v in variants["paper"].items()):
         variants = {"best (= paper)": best_weights}
     runs: dict[str, list[dict]] = {}
+    scored: dict[str, list] = {}  # per label: stats.Run of each seed (the CIs)
     for label, weights in variants.items():
         c = with_weights(cfg, weights)
         c.train.storage = f"{cfg.tune.storage.rstrip('/')}/{name}/final"
@@ -333,13 +335,18 @@ def final_comparison(cfg: "Pain3DConfig", data: str, teacher: str, name: str,
                 res = train(c, "student", data, run, teacher=teacher, seed=seed, resume=True)
                 ckpt, split = res.best_checkpoint, res.split
             r = evaluate(fetch_checkpoint(ckpt), data, "student", split, "test",
-                         shots=cfg.train.eval.neutral_shots)
+                         shots=cfg.train.eval.neutral_shots, keep=True)
+            if "frames_scored" in r:
+                f = r.pop("frames_scored")
+                scored.setdefault(label, []).append(Run(0, seed, f["identity"], f["y"],
+                                                        f["probs"]))
             runs.setdefault(label, []).append(r["metrics"])
             progress(f"final {label} seed {seed}: test macro AUROC "
                      f"{r['metrics']['macro_auroc']:.3f}")
     table = {label: {col: mean_std([m[col] for m in ms]) for col in FINAL_COLUMNS}
              for label, ms in runs.items()}  # (mean, sample std with ddof=1, n)
-    summary = {"seeds": cfg.tune.final_seeds, "weights": variants, "rows": table, "runs": runs}
+    summary = {"seeds": cfg.tune.final_seeds, "weights": variants, "rows": table, "runs": runs,
+               "bootstrap": final_intervals(scored, cfg.seed)}
     storage.write_json(loc, f"{name}/final.json", summary)
     keys = swept(cfg)
     lines = [f"# Best vs paper loss weights (test split, mean ± std over "
@@ -349,6 +356,35 @@ def final_comparison(cfg: "Pain3DConfig", data: str, teacher: str, name: str,
     for label, row in table.items():
         lines.append(f"| {label} | " + " | ".join(cell(row[c]) for c in FINAL_COLUMNS) + " | "
                      + " | ".join(f"{variants[label][k]:.3g}" for k in keys) + " |")
+    lines += interval_lines(summary["bootstrap"])
     storage.write_bytes(loc, f"{name}/final.md", ("\n".join(lines) + "\n").encode())
     return summary
+
+
+def final_intervals(scored: dict[str, list], seed: int, reps: int = 1000) -> dict:
+    """Per variant the macro AUROC (all frames) with a 95% CI from a cluster bootstrap over
+    test identities and seeds; best - paper paired on the same resamples."""
+    from train.stats import compare, interval, macro_auroc, replicates
+
+    if not scored:
+        return {}
+    rep = replicates(scored, macro_auroc, reps, seed)
+    out = {"reps": reps, "rows": {k: interval(v) for k, v in rep.items()}}
+    if set(rep) == {"best", "paper"}:
+        out["best_minus_paper"] = compare(rep["paper"], rep["best"])
+    return out
+
+
+def interval_lines(b: dict) -> list[str]:
+    if not b:
+        return []
+    lines = ["", f"95% CIs of the macro AUROC (cluster bootstrap over test identities and "
+             f"seeds, {b['reps']} replicates):", ""]
+    lines += [f"- {k}: {r['mean']:.3f} [{r['lo']:.3f}, {r['hi']:.3f}]"
+              for k, r in b["rows"].items()]
+    d = b.get("best_minus_paper")
+    if d:
+        lines.append(f"- best − paper: {d['mean']:+.3f} [{d['lo']:+.3f}, {d['hi']:+.3f}], "
+                     f"p {d['p']:.3f}; this design detects ±{d['mde']:.3f} at 80% power")
+    return lines
 
