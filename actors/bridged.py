@@ -31,3 +31,15 @@ def probe_worker(spec: WorkerSpec) -> dict:
 
 def local(path: str) -> str:
     return os.path.abspath(os.path.expanduser(path))
+
+
+class HoldsWorker:
+    """A stage that keeps a model worker in ``self.server``: the worker ends with it (its
+    process group is also killed when the actor dies without collecting it)."""
+
+    server: ModelServer | None = None
+
+    def __del__(self):
+        if self.server is not None:
+            self.server.shutdown()
+

@@ -19,7 +19,7 @@ from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from actors.base import StageConfig, options_of, register
-from actors.bridged import local, start_worker, worker_spec
+from actors.bridged import HoldsWorker, local, start_worker, worker_spec
 from actors.options import BridgeOptions, rng
 from actors.texturing import set_albedo
 from bridge.hunyuan3d_server import hub_snapshot
@@ -100,7 +100,7 @@ def surface_colors(obj: ObjMesh, texture: np.ndarray, points: np.ndarray):
 
 
 @register("texturing", "hunyuan3d", options=Hunyuan3DOptions)
-class Hunyuan3DTexture:
+class Hunyuan3DTexture(HoldsWorker):
     """Hunyuan3D 2.1 paint through the model bridge. ``texturing.model`` is the folder with
     its weights (``hub/``: the hub cache of tencent/Hunyuan3D-2.1 and facebook/dinov2-giant;
     ``ckpt/RealESRGAN_x4plus.pth``); ``options.python`` / ``options.repo`` its environment and
@@ -169,10 +169,6 @@ class Hunyuan3DTexture:
                 vcol.append(np.clip(cols, 0, 255).astype(np.uint8))
         return set_albedo(batch, tex, vcol)
 
-    def __del__(self):
-        server = getattr(self, "server", None)
-        if server is not None:
-            server.shutdown()
 
     def _bake_uv(self, neutral, obj, albedo):
         """Hunyuan3D's albedo in the face model's own UVs (texels off the atlas take the

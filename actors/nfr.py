@@ -23,7 +23,7 @@ from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
 from actors.base import StageConfig, options_of, register
-from actors.bridged import local, start_worker, worker_spec
+from actors.bridged import HoldsWorker, local, start_worker, worker_spec
 from actors.options import BridgeOptions, rng
 from bridge.nfr_server import BUNDLE_FILES, checkpoint_path
 from faces.flame_rig import umeyama
@@ -138,7 +138,7 @@ def _rigid(src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 @register("rigging", "nfr", options=NFROptions)
-class NFRRig:
+class NFRRig(HoldsWorker):
     """Neural Face Rigging through the model bridge. ``rigging.model`` is NFR's data bundle
     (the authors' download: ``data/`` and ``experiments/``); ``options.python`` and
     ``options.repo`` are NFR's environment and clone. Expression parameters stored are the
@@ -198,8 +198,3 @@ class NFRRig:
         batch["vertices"] = np.stack(verts)
         batch["expression_params"] = np.stack(params)
         return batch
-
-    def __del__(self):
-        server = getattr(self, "server", None)
-        if server is not None:
-            server.shutdown()

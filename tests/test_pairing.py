@@ -34,6 +34,7 @@ def _ids_per_epoch(data, seed, epochs=2, world=1, rank=0, **read):
     return out, split
 
 
+@pytest.mark.slow  # ~30 s: three decodes of the split
 def test_cached_order_is_the_same_whatever_columns_a_run_reads(data10):
     plain, split = _ids_per_epoch(data10, seed=5)
     with_neutral, _ = _ids_per_epoch(data10, seed=5, neutral=True)  # + neutral frames
@@ -120,6 +121,7 @@ def _bn_worker(rank, port, results):
     dist.destroy_process_group()
 
 
+@pytest.mark.slow  # two gloo processes
 def test_every_rank_validates_with_rank_0s_batch_norm_statistics():
     import torch.multiprocessing as mp
 

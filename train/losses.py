@@ -7,6 +7,10 @@ With regression heads (``train.model.head``): + l_reg MSE(r_s, PSPI/16) + l_bin 
 BCE(b_k, PSPI >= k); a student without class logits distils its r_s towards the teacher's
 expected PSPI / 16 (MSE, weight l_pspi_d) instead of the KL term.
 
+Not in the paper, each off at weight 0 (issue 31): + l_hm MSE(decoder(tokens_s),
+pool(heatmap)), the student's token grid regressing the heatmap the teacher reads; + l_att
+KL(attn_t || attn_s) per AU query, the teacher's attention over its grid.
+
 Late fusion (paper 003, ``train/fusion.py``): the 2D head and the 3D classifier each get their
 own cross-entropy (weight l_pspi), and a learned fusion weight the cross-entropy of the fused
 answer with both classifiers held fixed; distillation acts on the fused answer.
