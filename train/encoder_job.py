@@ -96,7 +96,9 @@ def encoder_train_func(config: dict) -> None:
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambdas(cfg, per_epoch))
     net = _ddp(model) if world > 1 else model
     start, history = _restore(model, opt, sched)
-    train_shard = config.get("train_cached") or ray.train.get_dataset_shard("train")
+    train_shard = config.get("train_cached")  # a CachedSplit, else a Ray Data shard
+    if train_shard is None:
+        train_shard = ray.train.get_dataset_shard("train")
     val_shard = ray.train.get_dataset_shard("val")
     for epoch in range(start, cfg.epochs):
         net.train()

@@ -174,7 +174,9 @@ def train_func(config: dict) -> None:
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     w = _setup(config, rank, world)
     start, history = _restore(w)
-    train_shard = config.get("train_cached") or ray.train.get_dataset_shard("train")
+    train_shard = config.get("train_cached")  # a CachedSplit, else a Ray Data shard
+    if train_shard is None:
+        train_shard = ray.train.get_dataset_shard("train")
     val_shard = ray.train.get_dataset_shard("val")
     hook = config.get("epoch_hook")  # tests only: fault injection
     for epoch in range(start, cfg.epochs):
