@@ -15,6 +15,17 @@ TINY_CONV = ["train.model.img_size=32", "train.model.backbone_kwargs={channels: 
              "train.use_gpu=false"]
 
 
+def random_batch(n: int = 8, size: int = 32, seed: int = 0) -> dict:
+    """A seeded random training batch: images, heatmaps, PSPI levels and AU intensities."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    return {"image": torch.randn(n, 3, size, size, generator=g),
+            "heatmap": torch.randn(n, 3, size, size, generator=g),
+            "pspi": torch.randint(0, 17, (n,), generator=g),
+            "aus": torch.rand(n, 6, generator=g) * 5}
+
+
 def tiny_args(identities: int, size: int, texture: int) -> list[str]:
     """`pain3d generate` arguments of a small dataset: no meshes, no AU read-back (faces
     this small are not found)."""

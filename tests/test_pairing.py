@@ -8,7 +8,7 @@ import torch
 
 from cluster.config import load_config
 from pipelines.layout3dpain import load_frames_columns
-from tests.conftest import TINY_CONV
+from tests.conftest import TINY_CONV, random_batch
 from train.data import MEAN, STD, identity_table, make_split, split_datasets
 from train.loop import epoch_batches
 from train.model import ViTPain
@@ -110,11 +110,9 @@ def _bn_worker(rank, port, results):
     cfg = load_config("local", TINY_CONV + ["train.augment=false"]).train
     w = steps.build(cfg, "teacher", None, "cpu", 0, 4, wrap=DDP, rank=rank)
     steps.set_frozen(w, False)
-    g = torch.Generator().manual_seed(rank)
-    steps.train_step(w, {"image": torch.randn(8, 3, 32, 32, generator=g),
-                         "heatmap": torch.randn(8, 3, 32, 32, generator=g) + rank,
-                         "pspi": torch.randint(0, 17, (8,), generator=g),
-                         "aus": torch.rand(8, 6, generator=g)})
+    b = random_batch(seed=rank)
+    b["heatmap"] += rank  # the teacher reads heatmaps: unlike ones on the two ranks
+    steps.train_step(w, b)
     mean = w.model.backbone.bn1.running_mean.clone()
     share_rank0_buffers(w.inner)
     results[rank] = (mean, w.model.backbone.bn1.running_mean.clone())

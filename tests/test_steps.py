@@ -9,20 +9,13 @@ import torch.nn.functional as F
 
 from cluster.config import load_config
 from tests.conftest import TINY_TRAIN
+from tests.conftest import random_batch as _batch
 from train import steps
 from train.model import ViTPain
 
 
 def _cfg(*extra):
     return load_config("local", TINY_TRAIN + ["train.augment=false", *extra]).train
-
-
-def _batch(n=8, size=32, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return {"image": torch.randn(n, 3, size, size, generator=g),
-            "heatmap": torch.randn(n, 3, size, size, generator=g),
-            "pspi": torch.randint(0, 17, (n,), generator=g),
-            "aus": torch.rand(n, 6, generator=g) * 5}
 
 
 def _backbone(w):

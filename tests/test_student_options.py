@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from cluster.config import load_config
-from tests.conftest import TINY_CONV
+from tests.conftest import TINY_CONV, random_batch
 from train import steps
 from train.losses import attention_kl
 
@@ -19,12 +19,8 @@ def _cfg(*extra):
     return load_config("local", BASE + list(extra)).train
 
 
-def _batch(seed=0, n=8, size=64):
-    g = torch.Generator().manual_seed(seed)
-    return {"image": torch.randn(n, 3, size, size, generator=g),
-            "heatmap": torch.randn(n, 3, size, size, generator=g),
-            "pspi": torch.randint(0, 17, (n,), generator=g),
-            "aus": torch.rand(n, 6, generator=g) * 5}
+def _batch(seed=0):
+    return random_batch(size=64, seed=seed)
 
 
 @pytest.fixture(scope="module")

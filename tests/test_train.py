@@ -270,6 +270,31 @@ def test_ablation_over_splits_prints_intervals_and_the_detectable_effect(data10,
     assert again["rows"] == s["rows"] and again["bootstrap"] == s["bootstrap"]
 
 
+@pytest.mark.slow
+def test_resume_trains_a_teacher_again_when_its_checkpoint_is_gone(data10, tmp_path, capsys):
+    args = ["ablate", "--data", data10, "--seeds", "1", "--rows", "au_queries_distill",
+            "--name", "abl", "--bootstrap", "50", f"train.storage={tmp_path}",
+            "train.epochs=1"] + TINY
+    assert main(args) == 0
+    first = json.loads((tmp_path / "abl" / "reports" / "teacher-seed0.json").read_text())
+    import shutil
+
+    student = json.loads((tmp_path / "abl" / "reports" / "au_queries_distill-seed0.json")
+                         .read_text())
+    capsys.readouterr()
+    assert main(args + ["--resume"]) == 0  # all finished: nothing trains, checkpoint or not
+    assert capsys.readouterr().out.count("finished earlier") == 2
+    for run in ("teacher-seed0", "au_queries_distill-seed0"):  # reports kept, runs not
+        shutil.rmtree(tmp_path / "abl" / run)
+    (tmp_path / "abl" / "reports" / "au_queries_distill-seed0.json").unlink()
+    assert main(args + ["--resume"]) == 0  # the student left needs its teacher again
+    out = capsys.readouterr().out
+    assert "finished earlier" not in out and "teacher on heatmaps: test macro" in out
+    for run, before in (("teacher-seed0", first), ("au_queries_distill-seed0", student)):
+        again = json.loads((tmp_path / "abl" / "reports" / f"{run}.json").read_text())
+        assert again["pain_only"] == before["pain_only"]  # the same seed, the same model
+
+
 def test_corrupt_png_fails_in_one_line_and_leaves_no_run(data10, tmp_path, capsys):
     import shutil
 

@@ -132,19 +132,27 @@ def _run_row(cfg, data, name, run, row: Row, seed, teacher_ckpt, split, resume=F
 
 def _finished(loc, name: str, run: str):
     """(checkpoint, report, scored frames) of a run an earlier call finished, else None."""
-    import io
-
-    import numpy as np
-
-    from train.stats import Run
+    from train.stats import read_scored
 
     rec = storage.read_json(loc, f"{name}/reports/{run}.json")
-    blob = storage.read_bytes(loc, f"{name}/scored/{run}.npz")
-    if rec is None or blob is None:
+    if rec is None:
         return None
-    f = np.load(io.BytesIO(blob))
-    return rec["checkpoint"], rec, Run(rec["split"], rec["seed"], f["identity"], f["y"],
-                                       f["probs"])
+    scored = read_scored(loc, f"{name}/scored/{run}.npz", rec["split"], rec["seed"])
+    return None if scored is None else (rec["checkpoint"], rec, scored)
+
+
+def _earlier(loc, name: str, run_of: dict[str, str]) -> dict:
+    """Per row of one split and seed, what :func:`_finished` read back (None: not finished).
+    A finished teacher whose checkpoint is gone (reports kept, run folders not) is trained
+    again when a student still needs it: runs are deterministic, so to the same weights."""
+    done = {k: _finished(loc, name, run) for k, run in run_of.items()}
+    students_left = any(ROWS[k].distill and done[k] is None for k in done)
+    if students_left and done.get("teacher") is not None:
+        try:
+            fetch_checkpoint(done["teacher"][0])
+        except FileNotFoundError:
+            done["teacher"] = None
+    return done
 
 
 def split_of(cfg, data: str, j: int) -> dict:
@@ -185,10 +193,11 @@ def ablate(cfg: "Pain3DConfig", data: str, seeds: int, name: str = "ablation",
         split = split_of(cfg, data, j)
         for s in range(seeds):
             seed, teacher_ckpt = cfg.seed + s, None
+            run_of = {k: f"{k}-seed{seed}" if splits == 1 else f"{k}-split{j}-seed{seed}"
+                      for k in _order(keys)}
+            earlier = _earlier(loc, name, run_of) if resume else {}
             for key in _order(keys):
-                row = ROWS[key]
-                run = f"{key}-seed{seed}" if splits == 1 else f"{key}-split{j}-seed{seed}"
-                done = _finished(loc, name, run) if resume else None
+                row, run, done = ROWS[key], run_of[key], earlier.get(key)
                 if done is not None:
                     teacher_ckpt = done[0] if key == "teacher" else teacher_ckpt
                     runs[key].append({k: done[1][k] for k in ("split", "seed", "all",
@@ -234,16 +243,10 @@ def ablate(cfg: "Pain3DConfig", data: str, seeds: int, name: str = "ablation",
 def _save_scored(loc, name: str, run: str, j: int, seed: int, r: dict):
     """The run's scored frames: kept for the bootstrap and saved beside the runs (so the
     intervals can be recomputed) as ``<name>/scored/<run>.npz``."""
-    import io
-
-    import numpy as np
-
-    from train.stats import Run
+    from train.stats import Run, write_scored
 
     f = r.pop("frames_scored")
-    buf = io.BytesIO()
-    np.savez_compressed(buf, **f)
-    storage.write_bytes(loc, f"{name}/scored/{run}.npz", buf.getvalue())
+    write_scored(loc, f"{name}/scored/{run}.npz", f)
     return Run(j, seed, f["identity"], f["y"], f["probs"])
 
 

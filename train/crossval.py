@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import io
 import logging
 from typing import TYPE_CHECKING
 
@@ -29,6 +28,7 @@ from train.data import split_hash
 from train.crossval_report import COLUMNS, markdown
 from train.metrics import mean_std
 from train.run import fetch_checkpoint, train
+from train.stats import write_scored
 
 if TYPE_CHECKING:
     from cluster.config import Pain3DConfig
@@ -164,9 +164,7 @@ def run_fold(params: dict, cfg, data: str, init: str | None, name: str, folds) -
                  out, res.history, shots=cfg.train.eval.neutral_shots, calibrate_on="val",
                  keep=True)
     if "frames_scored" in r:  # for the interval over test subjects (classifying heads)
-        buf = io.BytesIO()
-        np.savez_compressed(buf, **r.pop("frames_scored"))
-        storage.write_bytes(loc, f"fold-{k}/scored.npz", buf.getvalue())
+        write_scored(loc, f"fold-{k}/scored.npz", r.pop("frames_scored"))
     result = {"fold": k, "test_subjects": split["test"], "val_subjects": split["val"],
               "train_subjects": split["train"], "frames": r["frames"],
               "checkpoint": res.best_checkpoint, "metrics": r["metrics"],
@@ -287,16 +285,12 @@ def subject_interval(cfg, name: str, folds: int, reps: int = 1000) -> dict | Non
     """The mean over folds of the PSPI >= 3 AUROC with a 95% CI from a cluster bootstrap over
     each fold's test subjects (a subject's frames move together); None when a fold kept no
     class probabilities (a regression-only head)."""
-    from train.stats import Run, auroc_pspi_ge3, row_interval
+    from train.stats import auroc_pspi_ge3, read_scored, row_interval
 
     loc = storage.resolve(cfg.train.storage)
-    runs = []
-    for k in range(folds):
-        blob = storage.read_bytes(loc, f"{name}/fold-{k}/scored.npz")
-        if blob is None:
-            return None
-        f = np.load(io.BytesIO(blob))
-        runs.append(Run(k, 0, f["identity"], f["y"], f["probs"]))
+    runs = [read_scored(loc, f"{name}/fold-{k}/scored.npz", k, 0) for k in range(folds)]
+    if any(r is None for r in runs):
+        return None
     return dict(row_interval(runs, auroc_pspi_ge3, reps, cfg.seed), reps=reps)
 
 

@@ -38,28 +38,28 @@ def auroc(target: np.ndarray, score: np.ndarray) -> float:
     return float((r[target].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
 
 
+def _within(y: np.ndarray, probs: np.ndarray, lo: int, hi: int):
+    """Frames with PSPI lo..hi, their classes lo..hi renormalised (labels from 0)."""
+    keep = (y >= lo) & (y <= hi)
+    p = probs[keep][:, lo:hi + 1]
+    return y[keep] - lo, p / np.maximum(p.sum(1, keepdims=True), 1e-12)
+
+
 def pain_only_macro_auroc(y: np.ndarray, probs: np.ndarray) -> float:
     """The paper's Table 2 column: frames with PSPI 1-16, classes 1-16 renormalised, the mean
     one-vs-rest AUROC over the classes present (as train.metrics.pain_only_metrics)."""
-    keep = y >= 1
-    y, p = y[keep], probs[keep][:, 1:]
-    p = p / np.maximum(p.sum(1, keepdims=True), 1e-12)
-    vals = [auroc(y == k, p[:, k - 1]) for k in range(1, p.shape[1] + 1)
-            if 0 < (y == k).sum() < len(y)]
-    return float(np.mean(vals)) if vals else float("nan")
+    return macro_auroc(*_within(y, probs, 1, 16))
 
 
 def pspi_0_15_macro_auroc(y: np.ndarray, probs: np.ndarray) -> float:
     """The other reading of Table 2's caption ("16 classes, PSPI 0-15"): frames with PSPI
     0-15, classes 0-15 renormalised, the mean one-vs-rest AUROC over the classes present."""
-    keep = y <= 15
-    y, p = y[keep], probs[keep][:, :16]
-    p = p / np.maximum(p.sum(1, keepdims=True), 1e-12)
-    return macro_auroc(y, p)
+    return macro_auroc(*_within(y, probs, 0, 15))
 
 
 def macro_auroc(y: np.ndarray, probs: np.ndarray) -> float:
-    """All frames, 17 classes: the mean one-vs-rest AUROC over the classes present."""
+    """All frames, 17 classes: the mean one-vs-rest AUROC over the classes present (as
+    train.metrics.macro_auroc, by ranks: thousands of replicates call it)."""
     vals = [auroc(y == k, probs[:, k]) for k in range(probs.shape[1]) if 0 < (y == k).sum() < len(y)]
     return float(np.mean(vals)) if vals else float("nan")
 
@@ -72,6 +72,30 @@ def auroc_pspi_ge3(y: np.ndarray, probs: np.ndarray) -> float:
 def row_interval(runs: list[Run], metric, reps: int, seed: int) -> dict:
     """One row's estimate and 95% CI (the bootstrap of :func:`replicates`)."""
     return interval(replicates({"row": runs}, metric, reps, seed)["row"])
+
+
+def write_scored(loc, rel: str, frames: dict) -> None:
+    """A run's scored frames (``evaluate(keep=True)``'s ``frames_scored``) as an npz file."""
+    import io
+
+    from pipelines import storage
+
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **frames)
+    storage.write_bytes(loc, rel, buf.getvalue())
+
+
+def read_scored(loc, rel: str, split: int, seed: int) -> Run | None:
+    """The :class:`Run` that :func:`write_scored` kept at ``rel``, None if there is none."""
+    import io
+
+    from pipelines import storage
+
+    blob = storage.read_bytes(loc, rel)
+    if blob is None:
+        return None
+    f = np.load(io.BytesIO(blob))
+    return Run(split, seed, f["identity"], f["y"], f["probs"])
 
 
 def _frames_of(run: Run, ids: np.ndarray) -> np.ndarray:

@@ -132,8 +132,8 @@ def build(cfg, mode: str, teacher: ViTPain | None, device, seed: int, steps_per_
                              {"params": heads, "lr": cfg.lr_heads}], weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambdas(cfg, steps_per_epoch))
     w = Worker(model, inner, teacher, opt, sched, cfg, mode, torch.device(device),
-               torch.Generator().manual_seed(derive(seed, "augment", rank)), wrap)
-    w.seed, w.rank = seed, rank
+               torch.Generator().manual_seed(derive(seed, "augment", rank)), wrap,
+               seed=seed, rank=rank)
     w.scaler = torch.amp.GradScaler("cuda", enabled=w.use_amp)
     if ce_weight is not None:
         w.ce_weight = torch.as_tensor(ce_weight, dtype=torch.float32, device=device)
