@@ -60,7 +60,7 @@ def late_parts(run: Path, data: str) -> dict:
     from train.evaluate import _batches
     from train.loop import load_model, predict
     from train.metrics import compute_metrics, pain_only_metrics
-    from train.run import fetch_checkpoint
+    from train.run_folder import fetch_checkpoint
 
     model = load_model(fetch_checkpoint(_best(run)))
     split = json.loads((run / "split.json").read_text())

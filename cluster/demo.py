@@ -111,7 +111,7 @@ def _train(d: Demo, cfg, mode: str, state: dict) -> dict:
 
 def _evaluate(d: Demo, cfg, state: dict) -> dict:
     from train.evaluate import evaluate
-    from train.run import fetch_checkpoint
+    from train.run_folder import fetch_checkpoint
 
     out = {}
     for mode in ("teacher", "student"):

@@ -30,7 +30,8 @@ def check_backbone(cfg):
 def train_config(args):
     """train: a plain run name, a resumable run for --resume, and a split that leaves no
     part empty for this dataset, all checked before Ray starts."""
-    from train.run import check_resumable, plan_split
+    from train.run import plan_split
+    from train.run_folder import check_resumable
 
     job = [args.mode] if args.mode in JOBS else []
     cfg = check_backbone(config_of(args, layers=job + list(getattr(args, "layer", None) or [])))
@@ -134,7 +135,7 @@ def _neutral_shots(args) -> int:
 
 def cmd_evaluate(args) -> int:
     from train.evaluate import evaluate
-    from train.run import fetch_checkpoint
+    from train.run_folder import fetch_checkpoint
 
     if args.neutral_shots is not None and args.neutral_shots < 1:  # before any loading
         raise ConfigError(f"--neutral-shots must be >= 1, got {args.neutral_shots}")
@@ -275,7 +276,7 @@ def cmd_crossval(args) -> int:
         require_columns(args.data, READ_COLUMNS)
     if args.init:  # a missing or broken checkpoint: one sentence before Ray starts
         from train.loop import load_model
-        from train.run import fetch_checkpoint
+        from train.run_folder import fetch_checkpoint
 
         load_model(fetch_checkpoint(args.init))
     # Tune needs the dashboard (Ray Train's placement-group cleaner uses the state API)

@@ -148,7 +148,8 @@ def test_truth_fusion_refuses_data_without_parameters():
 @pytest.mark.slow  # a Ray Train job, then the evaluation
 def test_fusion_student_trains_on_two_ddp_workers(data10, ray_local, tmp_path):
     from train.evaluate import evaluate
-    from train.run import fetch_checkpoint, train
+    from train.run import train
+    from train.run_folder import fetch_checkpoint
 
     cfg = load_config("local", [*TINY_CONV, "train.num_workers=2", f"train.storage={tmp_path}",
                                 "train.epochs=2", "train.freeze_backbone_epochs=0",

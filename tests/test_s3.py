@@ -96,7 +96,7 @@ def test_training_checkpoints_to_s3(s3, tmp_path):
     best = client.get_object(Bucket="pain3d-test", Key="runs/s3run/best_checkpoint.txt")
     best_uri = best["Body"].read().decode()
     assert best_uri.startswith("s3://pain3d-test/runs/s3run/checkpoint_")
-    from train.run import fetch_checkpoint
+    from train.run_folder import fetch_checkpoint
 
     os.environ.update(env)  # the checkpoint is read back through the same S3 settings
     try:

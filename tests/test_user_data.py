@@ -275,7 +275,7 @@ def test_w4_half_written_checkpoints_are_removed(tmp_path):
 
     from pipelines import storage
     from train.loop import complete_checkpoint
-    from train.run import fit_run, remove_partial_checkpoints
+    from train.run_folder import fit_run, remove_partial_checkpoints
 
     loc = storage.resolve(str(tmp_path / "runs"))
     (tmp_path / "runs").mkdir()

@@ -73,7 +73,7 @@ def test_lora_trains_under_two_ddp_workers(data10, ray_local, tmp_path):
 
     from cluster.cli import main
     from train.model import ViTPain
-    from train.run import fetch_checkpoint
+    from train.run_folder import fetch_checkpoint
 
     assert main(["train", "student", "--data", data10, "--name", "lora", "--no-distill",
                  f"train.storage={tmp_path}", "train.epochs=1", "train.num_workers=2"]

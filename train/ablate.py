@@ -16,7 +16,8 @@ from pipelines import guard, storage
 from train.config import FUSIONS
 from train.evaluate import PAPER_TABLE2, evaluate
 from train.metrics import cell, mean_std, paired
-from train.run import fetch_checkpoint, plan_split, train
+from train.run import plan_split, train
+from train.run_folder import fetch_checkpoint
 from train.stats import pspi_0_15_macro_auroc
 
 if TYPE_CHECKING:

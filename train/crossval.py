@@ -27,7 +27,8 @@ from pipelines import guard, storage
 from train.data import split_hash
 from train.crossval_report import COLUMNS, markdown
 from train.metrics import mean_std
-from train.run import fetch_checkpoint, train
+from train.run import train
+from train.run_folder import fetch_checkpoint
 from train.stats import write_scored
 
 if TYPE_CHECKING:

@@ -176,8 +176,8 @@ def train_encoder(cfg: "Pain3DConfig", data: str, name: str, resume: bool = Fals
     from pipelines.layout3dpain import require_columns
     from train.data import PARAM_COLUMNS, READ_COLUMNS, split_datasets
     from train.progress import Watcher
-    from train.run import (count_frames, fetch_checkpoint, finish, fit_run, open_run,
-                           plan_split, run_config, scaling)
+    from train.run import count_frames, plan_split, run_config, scaling
+    from train.run_folder import fetch_checkpoint, finish, fit_run, open_run
 
     tc = cfg.train
     require_columns(data, READ_COLUMNS + list(PARAM_COLUMNS))

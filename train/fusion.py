@@ -165,7 +165,7 @@ def _with_encoder(model_cfg) -> tuple[object, dict]:
     from dataclasses import replace
 
     from train.encoder import encoder_spec, from_spec
-    from train.run import fetch_checkpoint
+    from train.run_folder import fetch_checkpoint
 
     if not model_cfg.fusion_encoder:
         raise ValueError("train.model.fusion_params is encoder but train.model.fusion_encoder "

@@ -259,7 +259,8 @@ def train_rig(cfg: "Pain3DConfig", data: str, name: str, resume: bool = False,
     from pipelines.layout3dpain import require_columns
     from train.progress import Watcher
     from train.rig_eval import evaluate_rig
-    from train.run import finish, fit_run, open_run, plan_split, run_config, scaling
+    from train.run import plan_split, run_config, scaling
+    from train.run_folder import finish, fit_run, open_run
 
     tc, rc = cfg.train, cfg.train.rig
     require_columns(data, PAIR_COLUMNS)
@@ -283,7 +284,7 @@ def train_rig(cfg: "Pain3DConfig", data: str, name: str, resume: bool = False,
         Watcher(tc.storage, name, rounds, f"rig {name}", metric="val_param_mae")
         if show_progress else None)
     res = finish(result, loc, name, tc.storage, split, "val_param_mae", "min")
-    from train.run import fetch_checkpoint
+    from train.run_folder import fetch_checkpoint
 
     rig = LearnedRig.load(fetch_checkpoint(res.best_checkpoint, ("rig.pt", "rig.json")))
     report = evaluate_rig(rig, pairs, cfg, loc, name)

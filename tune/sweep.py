@@ -20,7 +20,8 @@ import numpy as np
 
 from pipelines import guard, storage
 from train.metrics import cell, mean_std
-from train.run import fetch_checkpoint, train
+from train.run import train
+from train.run_folder import fetch_checkpoint
 from train.stats import Run
 
 if TYPE_CHECKING:
