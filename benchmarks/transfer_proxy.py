@@ -6,7 +6,8 @@ plumbing end to end and whether synthetic pretraining transfers to unseen people
 nothing about real faces.
 
     .venv/bin/python benchmarks/transfer_proxy.py --target data/pain3d-s7-25 \\
-        --init rgb=runs/table2/au_queries-seed0 --init distilled=runs/table2/au_queries_distill-seed0
+        --init rgb=runs/table2-240/au_queries-split0-seed0 \\
+        --init distilled=runs/table2-240/au_queries_distill-split0-seed0
 """
 from __future__ import annotations
 
@@ -54,12 +55,15 @@ def main() -> None:
         if (Path(args.storage) / name / "record.json").is_file():
             cmd.append("--resume")
         subprocess.run(cmd, check=True, cwd=REPO)
-    print("| run | initialised from | AUROC ≥3 | F1 ≥3 | AUROC ≥2 | Pearson r | MAE |")
-    print("|---|---|---|---|---|---|---|")
+    print("| run | initialised from | AUROC ≥3 | 95% CI over test subjects | F1 ≥3 | AUROC ≥2 "
+          "| Pearson r | MAE |")
+    print("|---|---|---|---|---|---|---|---|")
     for name, run in runs.items():
-        s = json.loads((Path(args.storage) / name / "crossval.json").read_text())["mean_std"]
+        rec = json.loads((Path(args.storage) / name / "crossval.json").read_text())
+        s, ci = rec["mean_std"], rec.get("ci_auroc_pspi_ge3")
         cells = [f"{s[k]['mean']:.3f} ± {s[k]['std']:.3f}" for k in
                  ("auroc_pspi_ge3", "f1_pspi_ge3", "auroc_pspi_ge2", "pearson_r", "mae_expected")]
+        cells.insert(1, f"[{ci['lo']:.3f}, {ci['hi']:.3f}]" if ci else "—")
         print(f"| {name} | {run or 'random init'} | " + " | ".join(cells) + " |")
 
 
