@@ -293,6 +293,8 @@ def test_resume_trains_a_teacher_again_when_its_checkpoint_is_gone(data10, tmp_p
     for run, before in (("teacher-seed0", first), ("au_queries_distill-seed0", student)):
         again = json.loads((tmp_path / "abl" / "reports" / f"{run}.json").read_text())
         assert again["pain_only"] == before["pain_only"]  # the same seed, the same model
+        # bit-identical only on one CPU capability: the record says which it was
+        assert again["host"] == before["host"] and again["host"]["cpu_capability"]
 
 
 def test_corrupt_png_fails_in_one_line_and_leaves_no_run(data10, tmp_path, capsys):

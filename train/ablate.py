@@ -18,6 +18,7 @@ from train.evaluate import PAPER_TABLE2, evaluate
 from train.metrics import cell, mean_std, paired
 from train.run import plan_split, train
 from train.run_folder import fetch_checkpoint
+from train.seeds import host
 from train.stats import pspi_0_15_macro_auroc
 
 if TYPE_CHECKING:
@@ -225,7 +226,7 @@ def ablate(cfg: "Pain3DConfig", data: str, seeds: int, name: str = "ablation",
                 if "frames_scored" in r:
                     scored[key].append(_save_scored(loc, name, run, j, seed, r))
                     storage.write_json(loc, f"{name}/reports/{run}.json",  # for --resume
-                                       dict(runs[key][-1], checkpoint=ckpt))
+                                       dict(runs[key][-1], checkpoint=ckpt, host=host()))
                 progress(f"split {j} seed {seed} {row.label}: test macro AUROC "
                          f"{r['metrics']['macro_auroc']:.3f} (pain frames only "
                          f"{r['pain_only'].get('macro_auroc', float('nan')):.3f})")

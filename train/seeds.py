@@ -28,3 +28,15 @@ def part_seed(seed: int | None, name: str):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive(seed, "part", name))
         yield
+
+
+def host() -> dict:
+    """What a run's floating point depends on beyond its seed: ATen and oneDNN choose kernels
+    by the CPU's instruction set (AVX-512 and AVX2 give slightly different sums), so the same
+    seed reproduces bit for bit only on the same capability and torch version."""
+    import platform
+
+    import torch
+
+    return {"cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "machine": platform.machine(), "torch": torch.__version__}
