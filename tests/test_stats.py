@@ -85,6 +85,7 @@ def test_ablation_table_prints_intervals_holm_and_the_detectable_effect():
     assert (c["row"], c["base"]) == ("au_queries", "baseline")
     assert c["lo"] > 0 and c["p"] < 0.05 and c["p_holm"] == c["p"] and c["mde"] > 0
     md = markdown({"rows": {}, "seeds": 2, "splits": 2, "failures": [], "bootstrap": b})
+    assert md.startswith("# Ablation: test split, 2 split(s) × 2 seed(s),")
     assert "## 95% confidence intervals: pain-only macro AUROC (2 split(s) × 2 seed(s)" in md
     assert "| + AU queries | ViTPain baseline (CLS only) |" in md
     assert "detects a difference of" in md and "at 80% power" in md

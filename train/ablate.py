@@ -299,8 +299,9 @@ def _paper(key: str) -> str:
 
 
 def markdown(summary: dict) -> str:
-    t, seeds = summary["rows"], summary["seeds"]
-    lines = [f"# Ablation: test split, {seeds} seed(s), mean ± sample std (ddof=1)", "",
+    t, seeds, splits = summary["rows"], summary["seeds"], summary.get("splits", 1)
+    lines = [f"# Ablation: test split, {splits} split(s) × {seeds} seed(s), mean ± sample std "
+             "(ddof=1) over the runs", "",
              "## Pain frames only (PSPI 1-16, 16 classes): the paper's Table 2 setting", "",
              "Pain frames scored on PSPI 1-16: one reading of the paper's Table 2 caption, "
              "which says 16 classes \"PSPI 0-15\" (ambiguous); different data and model: the "
