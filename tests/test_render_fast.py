@@ -16,7 +16,10 @@ from faces.geometry import Mesh
 def test_frames_match_the_reference_renders():
     """Frames of the pipeline's render loop (photo, mask, heatmap, head box; then all four
     outputs of Renderer.render) equal those of the renderer before it drew indexed, in one
-    pass with the heatmap: pixel for pixel, on the rasteriser the reference was made with."""
+    pass with the heatmap, on the rasteriser the reference was made with. Pixel for pixel up
+    to float rounding: the vertices come out of BLAS, whose kernels round differently from one
+    CPU to another, so an edge pixel may move by one level (seen: 3 of 442k values) and depth
+    by 3e-7. A renderer that draws anything else differs in thousands of pixels."""
     from tests.render_reference import REFERENCE, render_reference
 
     ref = np.load(REFERENCE)
@@ -25,7 +28,15 @@ def test_frames_match_the_reference_renders():
         pytest.skip(f"reference made on {ref['gl_renderer']}, this GL is {new['gl_renderer']}; "
                     "run tests/render_reference.py with the old renderer to remake it")
     for k in ref.files:
-        assert np.array_equal(ref[k], new[k]), f"{k} differs from the reference"
+        a, b = ref[k], new[k]
+        if a.dtype.kind == "f":
+            np.testing.assert_allclose(b, a, atol=1e-5, err_msg=f"{k} differs from the reference")
+        elif a.dtype.kind in "uib":
+            d = np.abs(a.astype(np.int64) - b.astype(np.int64))
+            assert d.max() <= 2 and (d > 0).mean() < 1e-4, \
+                f"{k} differs from the reference in {(d > 0).sum()} values, by up to {d.max()}"
+        else:
+            assert np.array_equal(a, b), f"{k} differs from the reference"
     assert new["heatmap"][3:].max() > 100 and new["mask"].mean() > 0.2  # not blank
 
 
