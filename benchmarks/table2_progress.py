@@ -2,12 +2,14 @@
 reports, before every row has its 6 runs and the ablation its CIs.
     .venv/bin/python benchmarks/table2_progress.py [benchmarks/results/table2-240/reports]
 """
-import json, sys
+import json
+import sys
 from pathlib import Path
-sys.path.insert(0, ".")
-from train.ablate import ROWS
 
-R = Path(sys.argv[1] if len(sys.argv) > 1 else "runs/table2-240/reports")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from train.ablate import ROWS  # noqa: E402
+
+R = Path(sys.argv[1] if len(sys.argv) > 1 else "benchmarks/results/table2-240/reports")
 opts = ["heatmap", "local", "attention_distill", "teacher_init", "linear_projection", "spatial_all"]
 auc = {}
 for f in R.glob("*.json"):

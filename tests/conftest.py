@@ -50,6 +50,18 @@ def data10(tmp_path_factory, ray_local):
 
 
 @pytest.fixture(scope="session")
+def tiny_teacher(data10, tmp_path_factory):
+    """The best checkpoint of a 1-epoch tiny ViT teacher on data10 (the sweep's teacher and
+    the cross-validation's pretrained start)."""
+    from cluster.cli import main
+
+    runs = tmp_path_factory.mktemp("tteacher")
+    assert main(["train", "teacher", "--data", data10, "--name", "t", f"train.storage={runs}",
+                 "train.epochs=1"] + TINY_TRAIN) == 0
+    return (runs / "t" / "best_checkpoint.txt").read_text()
+
+
+@pytest.fixture(scope="session")
 def builtin_model():
     from faces.models import FaceConfig, make_face_model
 

@@ -117,7 +117,7 @@ def test_table_names_the_protocol_differences(tmp_path):
 
 
 @pytest.mark.slow  # ~4 min: a teacher, then two 3-fold cross-validations of tiny models
-def test_crossval_on_a_unbc_layout_import(data10, ray_local, tmp_path, capsys):
+def test_crossval_on_a_unbc_layout_import(data10, ray_local, tiny_teacher, tmp_path, capsys):
     root, runs, data = tmp_path / "archive", tmp_path / "runs", tmp_path / "unbc"
     build_unbc_tree(data10, root, subjects=6)
     assert main(["import", "unbc", str(root), "--out", str(data), "--size", "48"]) == 0
@@ -164,8 +164,7 @@ def test_crossval_on_a_unbc_layout_import(data10, ray_local, tmp_path, capsys):
     assert "3 of 3 folds already finished: not retrained" in capsys.readouterr().out
     assert {p: p.stat().st_mtime_ns for p in cv.rglob("*") if "checkpoint_" in str(p)} == stamps
     # fine-tuning from a pain3d-trained checkpoint; its row joins the same Table 3
-    assert main(["train", "teacher", "--data", data10, "--name", "pre"] + tiny) == 0
-    ckpt = (runs / "pre" / "best_checkpoint.txt").read_text()
+    ckpt = tiny_teacher
     assert main(["crossval", "--data", str(data), "--folds", "3", "--name", "pretrained",
                  "--init", ckpt] + tiny) == 0
     md = (runs / "pretrained" / "crossval.md").read_text()

@@ -160,10 +160,12 @@ def test_same_seed_gives_bit_identical_weights_with_one_and_with_two_workers(dat
         last = sorted(p for p in (tmp_path / name).glob("checkpoint_*") if p.is_dir())[-1]
         return load_model(last / "model").state_dict()
 
+    runs = {}
     for workers in (1, 2):
         a, b = weights(f"a{workers}", workers), weights(f"b{workers}", workers)
         assert all(torch.equal(a[k], b[k]) for k in a), workers
-    assert not all(torch.equal(a[k], weights("c1", 1)[k]) for k in a)  # 2 workers: other steps
+        runs[workers] = a
+    assert not all(torch.equal(runs[1][k], runs[2][k]) for k in a)  # 2 workers: other steps
 
 
 def test_evaluate_writes_report(teacher_run, data10, tmp_path):
@@ -220,78 +222,71 @@ def test_student_refuses_a_teacher_of_another_split(teacher_run, data10, tmp_pat
     assert not (tmp_path / "s").exists()
 
 
+@pytest.fixture(scope="module")
+def ablation(data10, tmp_path_factory):
+    """The default rows over 2 identity splits x 1 seed (8 runs), once for the tests below."""
+    storage = tmp_path_factory.mktemp("abl")
+    args = ["ablate", "--data", data10, "--seeds", "1", "--splits", "2", "--name", "abl",
+            "--bootstrap", "200", f"train.storage={storage}", "train.epochs=1"] + TINY
+    assert main(args) == 0
+    return storage / "abl", args
+
+
 @pytest.mark.slow
-def test_ablation_runner_completes(data10, tmp_path):
-    rc = main(["ablate", "--data", data10, "--seeds", "1", "--name", "abl",
-               f"train.storage={tmp_path}", "train.epochs=1"] + TINY)
-    assert rc == 0
-    s = json.loads((tmp_path / "abl" / "ablation.json").read_text())
+def test_ablation_over_splits_prints_intervals_and_the_detectable_effect(ablation):
+    folder, _ = ablation
+    s = json.loads((folder / "ablation.json").read_text())
     assert set(s["rows"]) == {"baseline", "au_queries", "au_queries_distill", "teacher"}
     for row in s["rows"].values():
         mean, _, n = row["pain_only"]["macro_auroc"]
-        assert 0.0 <= mean <= 1.0 and n == 1
+        assert 0.0 <= mean <= 1.0 and n == 2
     assert s["failures"] == []
-    md = (tmp_path / "abl" / "ablation.md").read_text()
+    md = (folder / "ablation.md").read_text()
     assert "0.96" in md and "+ AU queries + heatmap distillation" in md
     assert "Pain frames only (PSPI 1-16" in md and "All frames" in md
-    cfg = json.loads((tmp_path / "abl" / "au_queries_distill-seed0" / "config.json").read_text())
-    assert cfg["teacher"] and cfg["config"]["train"]["model"]["au_queries"] is True
-    base = json.loads((tmp_path / "abl" / "baseline-seed0" / "config.json").read_text())
-    assert base["teacher"] is None and base["config"]["train"]["model"]["au_queries"] is False
-
-
-@pytest.mark.slow
-def test_ablation_over_splits_prints_intervals_and_the_detectable_effect(data10, tmp_path,
-                                                                         capsys):
-    rc = main(["ablate", "--data", data10, "--seeds", "2", "--splits", "2", "--rows",
-               "baseline,au_queries", "--name", "abl", "--bootstrap", "200",
-               f"train.storage={tmp_path}", "train.epochs=1"] + TINY)
-    assert rc == 0
-    out = capsys.readouterr().out
-    assert "95% confidence intervals" in out and "detectable at 80% power" in out
-    s = json.loads((tmp_path / "abl" / "ablation.json").read_text())
+    assert "95% confidence intervals" in md and "detectable at 80% power" in md
     assert s["splits"] == 2 and [(r["split"], r["seed"]) for r in s["runs"]["baseline"]] == [
-        (0, 0), (0, 1), (1, 0), (1, 1)]
+        (0, 0), (1, 0)]
+    cfg = json.loads((folder / "au_queries_distill-split1-seed0" / "config.json").read_text())
+    assert cfg["teacher"].startswith(str(folder / "teacher-split1-seed0"))  # its own split's
+    assert cfg["config"]["train"]["model"]["au_queries"] is True
+    base = json.loads((folder / "baseline-split0-seed0" / "config.json").read_text())
+    assert base["teacher"] is None and base["config"]["train"]["model"]["au_queries"] is False
     b = s["bootstrap"]
-    assert set(b["rows"]) == {"baseline", "au_queries"} and len(b["comparisons"]) == 1
-    r = b["rows"]["au_queries"]
-    assert r["lo"] <= r["mean"] <= r["hi"]
-    splits = [json.loads((tmp_path / "abl" / f"baseline-split{j}-seed0" / "split.json")
+    assert set(b["rows"]) == set(s["rows"]) and len(b["comparisons"]) == 3
+    assert all(r["lo"] <= r["mean"] <= r["hi"] for r in b["rows"].values())
+    splits = [json.loads((folder / f"baseline-split{j}-seed0" / "split.json")
                          .read_text())["test"] for j in (0, 1)]
     assert splits[0] != splits[1]  # two identity splits
-    assert len(list((tmp_path / "abl" / "scored").glob("*.npz"))) == 8
-    # --resume reads every finished run back (nothing trains) and gives the same table
-    (tmp_path / "abl" / "ablation.json").unlink()
-    assert main(["ablate", "--data", data10, "--seeds", "2", "--splits", "2", "--rows",
-                 "baseline,au_queries", "--name", "abl", "--bootstrap", "200", "--resume",
-                 f"train.storage={tmp_path}", "train.epochs=1"] + TINY) == 0
-    assert capsys.readouterr().out.count("finished earlier") == 8
-    again = json.loads((tmp_path / "abl" / "ablation.json").read_text())
-    assert again["rows"] == s["rows"] and again["bootstrap"] == s["bootstrap"]
+    assert len(list((folder / "scored").glob("*.npz"))) == 8
 
 
 @pytest.mark.slow
-def test_resume_trains_a_teacher_again_when_its_checkpoint_is_gone(data10, tmp_path, capsys):
-    args = ["ablate", "--data", data10, "--seeds", "1", "--rows", "au_queries_distill",
-            "--name", "abl", "--bootstrap", "50", f"train.storage={tmp_path}",
-            "train.epochs=1"] + TINY
-    assert main(args) == 0
-    first = json.loads((tmp_path / "abl" / "reports" / "teacher-seed0.json").read_text())
+def test_ablation_resumes_and_trains_a_teacher_again_when_its_checkpoint_is_gone(ablation,
+                                                                                capsys):
     import shutil
 
-    student = json.loads((tmp_path / "abl" / "reports" / "au_queries_distill-seed0.json")
+    folder, args = ablation
+    s = json.loads((folder / "ablation.json").read_text())
+    first = json.loads((folder / "reports" / "teacher-split1-seed0.json").read_text())
+    student = json.loads((folder / "reports" / "au_queries_distill-split1-seed0.json")
                          .read_text())
+    (folder / "ablation.json").unlink()
     capsys.readouterr()
-    assert main(args + ["--resume"]) == 0  # all finished: nothing trains, checkpoint or not
-    assert capsys.readouterr().out.count("finished earlier") == 2
-    for run in ("teacher-seed0", "au_queries_distill-seed0"):  # reports kept, runs not
-        shutil.rmtree(tmp_path / "abl" / run)
-    (tmp_path / "abl" / "reports" / "au_queries_distill-seed0.json").unlink()
+    # --resume reads every finished run back (nothing trains) and gives the same table
+    assert main(args + ["--resume"]) == 0
+    assert capsys.readouterr().out.count("finished earlier") == 8
+    again = json.loads((folder / "ablation.json").read_text())
+    assert again["rows"] == s["rows"] and again["bootstrap"] == s["bootstrap"]
+    for run in ("teacher-split1-seed0", "au_queries_distill-split1-seed0"):  # reports kept
+        shutil.rmtree(folder / run)
+    (folder / "reports" / "au_queries_distill-split1-seed0.json").unlink()
     assert main(args + ["--resume"]) == 0  # the student left needs its teacher again
     out = capsys.readouterr().out
-    assert "finished earlier" not in out and "teacher on heatmaps: test macro" in out
-    for run, before in (("teacher-seed0", first), ("au_queries_distill-seed0", student)):
-        again = json.loads((tmp_path / "abl" / "reports" / f"{run}.json").read_text())
+    assert out.count("finished earlier") == 6 and "teacher on heatmaps: test macro" in out
+    for run, before in (("teacher-split1-seed0", first),
+                        ("au_queries_distill-split1-seed0", student)):
+        again = json.loads((folder / "reports" / f"{run}.json").read_text())
         assert again["pain_only"] == before["pain_only"]  # the same seed, the same model
         # bit-identical only on one CPU capability: the record says which it was
         assert again["host"] == before["host"] and again["host"]["cpu_capability"]

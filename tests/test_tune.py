@@ -1,5 +1,5 @@
-"""Loss-weight sweeps (`pain3d tune`): 3 tiny trials end to end, and an interrupted sweep
-restored. The sweeps run as `pain3d tune` processes on a Ray head of their own with the
+"""Loss-weight sweeps (`pain3d tune`): a sweep of 3 tiny trials interrupted, restored and
+finished end to end. The sweeps run as `pain3d tune` processes on a Ray head of their own with the
 dashboard on: Ray Train's placement-group cleaner needs the state API, without which trials
 stopped by Tune leak their workers' CPUs and later trials hang."""
 import csv
@@ -15,7 +15,6 @@ import pytest
 import yaml
 from PIL import Image
 
-from cluster.cli import main
 from cluster.config import load_config
 from tests.conftest import TINY_TRAIN
 from tests.raycluster import Head
@@ -30,11 +29,8 @@ SWEEP = TINY_TRAIN + ["train.num_workers=1", "train.epochs=2", "tune.grace_epoch
 
 
 @pytest.fixture(scope="module")
-def teacher(data10, tmp_path_factory):
-    runs = tmp_path_factory.mktemp("tteacher")
-    assert main(["train", "teacher", "--data", data10, "--name", "t", f"train.storage={runs}",
-                 "train.epochs=1"] + TINY_TRAIN) == 0
-    return (runs / "t" / "best_checkpoint.txt").read_text()
+def teacher(tiny_teacher):
+    return tiny_teacher
 
 
 def _cmd(data, teacher, storage, name, *extra):
@@ -75,22 +71,15 @@ def _assert_quiet(r) -> None:
     for noise in ("Configuration for experiment", "View detailed results", "tensorboard",
                   "Trial status", "ExperimentalWarning", "A new study created"):
         assert noise not in r.stdout + r.stderr, noise
-    assert all(line.startswith(("best trial", "final ", "sweep "))
+    assert all(line.startswith(("best trial", "final ", "sweep ", "restoring sweep "))
                for line in r.stdout.splitlines()), r.stdout
     bars = [x for x in r.stderr.replace("\r", "\n").splitlines() if x.strip()]
     assert all("|" in x and "/" in x for x in bars), r.stderr[-3000:]
 
 
-@pytest.mark.slow
-def test_three_trial_sweep_writes_every_output(data10, teacher, head, tmp_path):
-    # with the authors' options on (issue 14): they travel into every trial and final run
-    options = ["train.model.neutral_reference=true", "train.model.head=both",
-               "train.eval.neutral_shots=2"]
-    r = subprocess.run(_cmd(data10, teacher, tmp_path, "s", "tune.final_seeds=1", *options),
-                       cwd=REPO, env=_env(head), capture_output=True, text=True, timeout=900)
-    assert r.returncode == 0, r.stderr[-3000:]
-    _assert_quiet(r)
-    folder = tmp_path / "s"
+def _check_every_output(folder: Path) -> None:
+    """A finished sweep of 3 trials with the authors' options (issue 14): ranked results,
+    the warm start, leaderboard, best.yaml, plots, and the final runs with their CIs."""
     rows = _rows(folder)
     assert len(rows) == 3 and len({x["trial"] for x in rows}) == 3
     space = load_config("local", layers=["sweep"]).tune.space
@@ -130,18 +119,19 @@ def test_three_trial_sweep_writes_every_output(data10, teacher, head, tmp_path):
     assert set(ci) == set(final["rows"])
     assert all(r["lo"] <= r["mean"] <= r["hi"] for r in ci.values())
     assert "95% CIs of the macro AUROC" in (folder / "final.md").read_text()
-    # the same name again is refused instead of mixed
-    again = subprocess.run(_cmd(data10, teacher, tmp_path, "s"), cwd=REPO, env=_env(head),
-                           capture_output=True, text=True, timeout=300)
-    assert again.returncode == 2 and "--resume" in again.stderr
 
 
 @pytest.mark.slow
-def test_interrupted_sweep_resumes_without_rerunning_trials(data10, teacher, head, tmp_path):
+def test_interrupted_sweep_resumes_without_rerunning_trials_and_writes_every_output(
+        data10, teacher, head, tmp_path):
+    # with the authors' options on (issue 14): they travel into every trial and final run
+    options = ["train.model.neutral_reference=true", "train.model.head=both",
+               "train.eval.neutral_shots=2"]
     folder = tmp_path / "r"
     log = open(tmp_path / "first.log", "w+")  # a file, not a pipe: Tune prints a lot
-    p = subprocess.Popen(_cmd(data10, teacher, tmp_path, "r", "tune.final_seeds=0"), cwd=REPO,
-                         env=_env(head), stdout=log, stderr=subprocess.STDOUT, text=True)
+    p = subprocess.Popen(_cmd(data10, teacher, tmp_path, "r", "tune.final_seeds=1", *options),
+                         cwd=REPO, env=_env(head), stdout=log, stderr=subprocess.STDOUT,
+                         text=True)
     deadline = time.time() + 600
     first = None  # the result log of the first trial to finish both epochs
     while time.time() < deadline and first is None:
@@ -176,3 +166,11 @@ def test_interrupted_sweep_resumes_without_rerunning_trials(data10, teacher, hea
         _check_history(folder, x)
     assert first_id in {x["trial"] for x in rows}
     assert yaml.safe_load((folder / "best.yaml").read_text())["train"]["weights"]
+    _assert_quiet(r)
+    _check_every_output(folder)
+    # the same name again is refused instead of mixed
+    again = subprocess.run(_cmd(data10, teacher, tmp_path, "r"), cwd=REPO, env=_env(head),
+                           capture_output=True, text=True, timeout=300)
+    assert again.returncode == 2 and "--resume" in again.stderr
+
+
