@@ -16,7 +16,7 @@ for f in R.glob("*.json"):
     d = json.loads(f.read_text())
     auc[(f.stem.rsplit("-split", 1)[0], d["split"], d["seed"])] = d["pain_only"]["macro_auroc"]
 done = sum(1 for k in auc if k[0] in opts)
-print(f"{done} of 36 option runs")
+print(f"{done} of {6 * len(opts)} option runs")  # 2 splits x 3 seeds each
 print("| option | vs | runs done | macro AUROC per run | difference to its base per run |")
 print("|---|---|---|---|---|")
 for o in opts:

@@ -116,7 +116,7 @@ def test_table_names_the_protocol_differences(tmp_path):
         markdown(s, "cv")
 
 
-@pytest.mark.slow  # ~4 min: a teacher, then two 3-fold cross-validations of tiny models
+@pytest.mark.slow  # ~4 min: two 3-fold cross-validations of tiny models
 def test_crossval_on_a_unbc_layout_import(data10, ray_local, tiny_teacher, tmp_path, capsys):
     root, runs, data = tmp_path / "archive", tmp_path / "runs", tmp_path / "unbc"
     build_unbc_tree(data10, root, subjects=6)

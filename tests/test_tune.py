@@ -1,7 +1,7 @@
 """Loss-weight sweeps (`pain3d tune`): a sweep of 3 tiny trials interrupted, restored and
-finished end to end. The sweeps run as `pain3d tune` processes on a Ray head of their own with the
-dashboard on: Ray Train's placement-group cleaner needs the state API, without which trials
-stopped by Tune leak their workers' CPUs and later trials hang."""
+finished end to end. The sweeps run as `pain3d tune` processes on a Ray head of their own
+with the dashboard on: Ray Train's placement-group cleaner needs the state API, without which
+trials stopped by Tune leak their workers' CPUs and later trials hang."""
 import csv
 import json
 import signal
@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 from PIL import Image
 
 from cluster.config import load_config
@@ -26,11 +25,6 @@ pytestmark = pytest.mark.usefixtures("ray_local")
 # free for Ray Data's decoding on a 2-CPU machine
 SWEEP = TINY_TRAIN + ["train.num_workers=1", "train.epochs=2", "tune.grace_epochs=1",
                       "tune.cpus_per_trial=0.1"]
-
-
-@pytest.fixture(scope="module")
-def teacher(tiny_teacher):
-    return tiny_teacher
 
 
 def _cmd(data, teacher, storage, name, *extra):
@@ -123,13 +117,13 @@ def _check_every_output(folder: Path) -> None:
 
 @pytest.mark.slow
 def test_interrupted_sweep_resumes_without_rerunning_trials_and_writes_every_output(
-        data10, teacher, head, tmp_path):
+        data10, tiny_teacher, head, tmp_path):
     # with the authors' options on (issue 14): they travel into every trial and final run
     options = ["train.model.neutral_reference=true", "train.model.head=both",
                "train.eval.neutral_shots=2"]
     folder = tmp_path / "r"
     log = open(tmp_path / "first.log", "w+")  # a file, not a pipe: Tune prints a lot
-    p = subprocess.Popen(_cmd(data10, teacher, tmp_path, "r", "tune.final_seeds=1", *options),
+    p = subprocess.Popen(_cmd(data10, tiny_teacher, tmp_path, "r", "tune.final_seeds=1", *options),
                          cwd=REPO, env=_env(head), stdout=log, stderr=subprocess.STDOUT,
                          text=True)
     deadline = time.time() + 600
@@ -156,21 +150,14 @@ def test_interrupted_sweep_resumes_without_rerunning_trials_and_writes_every_out
 
     stamp = snapshot()
     assert any(k.startswith("checkpoint_") for k in stamp)
-    r = subprocess.run(_cmd(data10, teacher, tmp_path, "r", "--resume"), cwd=REPO, env=_env(head),
-                       capture_output=True, text=True, timeout=900)
+    r = subprocess.run(_cmd(data10, tiny_teacher, tmp_path, "r", "--resume"), cwd=REPO,
+                       env=_env(head), capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
-    rows = _rows(folder)
-    assert len(rows) == 3 and len({x["trial"] for x in rows}) == 3
     assert snapshot() == stamp  # the finished trial's run was not started again
-    for x in rows:  # each trial trained each epoch once
-        _check_history(folder, x)
-    assert first_id in {x["trial"] for x in rows}
-    assert yaml.safe_load((folder / "best.yaml").read_text())["train"]["weights"]
     _assert_quiet(r)
-    _check_every_output(folder)
+    _check_every_output(folder)  # 3 trials, each epoch of each trained once
+    assert first_id in {x["trial"] for x in _rows(folder)}
     # the same name again is refused instead of mixed
-    again = subprocess.run(_cmd(data10, teacher, tmp_path, "r"), cwd=REPO, env=_env(head),
+    again = subprocess.run(_cmd(data10, tiny_teacher, tmp_path, "r"), cwd=REPO, env=_env(head),
                            capture_output=True, text=True, timeout=300)
     assert again.returncode == 2 and "--resume" in again.stderr
-
-
