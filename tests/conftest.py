@@ -1,5 +1,15 @@
+import os
+import shutil
+import tempfile
+
 import numpy as np
 import pytest
+
+# Ray's default folder holds the address of the last cluster started on the machine (by `ray
+# start` or ray.cluster_utils), which a ray.init() without an address joins: each pytest
+# process (each pytest-xdist worker) and its subprocesses get a folder of their own. Short:
+# Ray's socket paths must fit 107 characters.
+os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="r3t", dir="/tmp")
 
 # stand-ins of other projects' code (their test_user.py is NFR's script, not a test)
 collect_ignore = ["standins"]
@@ -13,6 +23,17 @@ TINY_TRAIN = ["train.model.backbone=vit_tiny_patch16_224", "train.model.img_size
 TINY_CONV = ["train.model.img_size=32", "train.model.backbone_kwargs={channels: [8, 8, 16, 16]}",
              "train.model.head_hidden=32", "train.batch_size=16", "train.cpus_per_worker=0.5",
              "train.use_gpu=false"]
+
+
+def pytest_unconfigure(config):
+    shutil.rmtree(os.environ["RAY_TMPDIR"], ignore_errors=True)
+
+
+def pytest_collection_modifyitems(items):
+    """The slow tier first: under ``-n 2`` (the README's command) the two workers start on
+    the long tests, and the short ones fill in at the end instead of a long one running
+    alone."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable
 
 
 def random_batch(n: int = 8, size: int = 32, seed: int = 0) -> dict:
@@ -92,11 +113,13 @@ def ray_local(tmp_path_factory):
     """One local Ray for the session: 2 CPUs, 2 declared (fake) GPUs, a small object store."""
     import ray
 
-    if not ray.is_initialized():
-        ray.init(num_cpus=2, num_gpus=2, object_store_memory=250_000_000,
-                 include_dashboard=False, _temp_dir=str(tmp_path_factory.mktemp("ray")),
-                 log_to_driver=False)
+    if ray.is_initialized():
+        yield ray
+        return
+    ray.init(num_cpus=2, num_gpus=2, object_store_memory=250_000_000,
+             include_dashboard=False, log_to_driver=False)
     yield ray
+    ray.shutdown()  # before pytest_unconfigure removes its folder
 
 
 @pytest.fixture(scope="session")
