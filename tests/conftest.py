@@ -30,9 +30,7 @@ def pytest_unconfigure(config):
 
 
 def pytest_collection_modifyitems(items):
-    """The slow tier first: under ``-n 2`` (the README's command) the two workers start on
-    the long tests, and the short ones fill in at the end instead of a long one running
-    alone."""
+    """The slow tier first (with pytest-xdist, the short tests fill in at the end)."""
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable
 
 
