@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 # Ray's default folder holds the address of the last cluster started on the machine (by `ray
-# start` or ray.cluster_utils), which a ray.init() without an address joins: each pytest
-# process (each pytest-xdist worker) and its subprocesses get a folder of their own. Short:
-# Ray's socket paths must fit 107 characters.
+# start` or ray.cluster_utils), which a ray.init() without an address joins: the test session
+# and its subprocesses get a folder of their own, so they never join a cluster left running
+# by a killed test or by the user. Short: Ray's socket paths must fit 107 characters.
 os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="r3t", dir="/tmp")
 
 # stand-ins of other projects' code (their test_user.py is NFR's script, not a test)
@@ -27,11 +27,6 @@ TINY_CONV = ["train.model.img_size=32", "train.model.backbone_kwargs={channels: 
 
 def pytest_unconfigure(config):
     shutil.rmtree(os.environ["RAY_TMPDIR"], ignore_errors=True)
-
-
-def pytest_collection_modifyitems(items):
-    """The slow tier first (with pytest-xdist, the short tests fill in at the end)."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable
 
 
 def random_batch(n: int = 8, size: int = 32, seed: int = 0) -> dict:
