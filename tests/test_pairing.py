@@ -130,3 +130,23 @@ def test_every_rank_validates_with_rank_0s_batch_norm_statistics():
     (own0, shared0), (own1, shared1) = results[0], results[1]
     assert not torch.equal(own0, own1)  # each rank's own batches moved its statistics
     assert torch.equal(shared0, own0) and torch.equal(shared1, own0)
+
+
+def test_a_small_split_read_in_the_driver_has_ray_datas_rows(data10, ray_local, monkeypatch):
+    import pyarrow as pa
+    import ray
+
+    import train.data as td
+
+    ids = sorted(identity_table(path=data10))[:3]
+
+    def rows():
+        ds = td._read(data10, ids, ["neutral_sample_id"]).materialize()
+        return ds.num_blocks(), pa.concat_tables(ray.get(ds.to_arrow_refs())).sort_by(
+            "sample_id")
+
+    blocks, small = rows()  # 10 tiny shards: far under DRIVER_READ_BYTES
+    monkeypatch.setattr(td, "DRIVER_READ_BYTES", 0)  # Ray Data's read_parquet
+    _, read = rows()
+    assert small.equals(read) and small.num_rows == 33 * len(ids)
+    assert blocks == len(ids)  # one block per identity: decoding still runs in parallel
