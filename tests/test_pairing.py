@@ -145,7 +145,12 @@ def test_a_small_split_read_in_the_driver_has_ray_datas_rows(data10, ray_local, 
         return ds.num_blocks(), pa.concat_tables(ray.get(ds.to_arrow_refs())).sort_by(
             "sample_id")
 
-    blocks, small = rows()  # 10 tiny shards: far under DRIVER_READ_BYTES
+    def no_read_task(*a, **k):
+        raise AssertionError("a small split must not start Ray Data read tasks")
+
+    with monkeypatch.context() as m:
+        m.setattr(ray.data, "read_parquet", no_read_task)
+        blocks, small = rows()  # 3 tiny shards: far under DRIVER_READ_BYTES
     monkeypatch.setattr(td, "DRIVER_READ_BYTES", 0)  # Ray Data's read_parquet
     _, read = rows()
     assert small.equals(read) and small.num_rows == 33 * len(ids)
