@@ -46,10 +46,11 @@ def prepare(args) -> tuple[Path, Path]:
         _pain3d("train", "encoder", "--data", args.data, "--name", "encoder-s0",
                 f"train.storage={store}")
     abl = store / "fusion"
-    if not (abl / "ablation.json").is_file():
+    if not (abl / "ablation.json").is_file():  # an interrupted one continues
         _pain3d("ablate", "--data", args.data, "--seeds", str(args.seeds), "--name", "fusion",
                 "--rows", ",".join(ROWS), f"train.storage={store}",
-                f"train.model.fusion_encoder={_best(enc)}")
+                f"train.model.fusion_encoder={_best(enc)}", *(["--resume"] if abl.is_dir()
+                                                               else []))
     return enc, abl
 
 
